@@ -1,0 +1,183 @@
+"""``config.toml``: the known keys with their types and defaults, loading and validation.
+
+Reading uses stdlib ``tomllib``; ``tomli_w`` is imported only when writing.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from botsched.errors import InvalidInput
+
+Check = Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One known configuration key."""
+
+    default: Any
+    kind: str  # shown in errors: "number", "boolean", "string", ...
+    check: Check
+    help: str
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _string(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _argv(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _env_table(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _bot_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 100 and value.isprintable()
+
+
+RUNNER_KINDS = ("simulate", "command")
+
+SCHEMA: dict[str, Key] = {
+    "daemon.autostart": Key(True, "boolean", _bool, "start the daemon when a command needs it"),
+    "defaults.bot_name": Key("Meeting Bot", "bot name (1-100 printable characters)", _bot_name, "name of new bots"),
+    "defaults.timezone": Key("", "IANA time zone name or empty", _string, "zone of --join-at without offset"),
+    "scheduler.stage_lead_seconds": Key(120, "number >= 0", _number, "stage this long before join_at"),
+    "scheduler.misfire_grace_seconds": Key(300, "number >= 0", _number, "join late at most this much"),
+    "runner.kind": Key("simulate", "one of simulate, command", lambda v: v in RUNNER_KINDS, "what joins"),
+    "runner.command": Key([], "list of strings (argv)", _argv, "runner argv for kind = command"),
+    "runner.env": Key({}, "table of string values", _env_table, "extra environment for the runner"),
+    "runner.simulate_join_seconds": Key(1, "number >= 0", _number, "simulated time to get in"),
+    "runner.simulate_duration_seconds": Key(60, "number >= 0", _number, "simulated meeting length"),
+    "runner.max_in_meeting_seconds": Key(4 * 3600, "number >= 0", _number, "then the bot is told to leave"),
+    "runner.leave_grace_seconds": Key(30, "number >= 0", _number, "then a leaving runner is killed"),
+    "runner.max_concurrent": Key(50, "integer > 0", _positive_int, "at most this many runners at once"),
+    "calendar.email": Key("", "string", _string, "your address, to skip declined events"),
+}
+
+
+def defaults() -> dict[str, Any]:
+    return {key: copy.deepcopy(spec.default) for key, spec in SCHEMA.items()}
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and key not in SCHEMA:
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def validate_value(key: str, value: Any) -> Any:
+    spec = SCHEMA.get(key)
+    if spec is None:
+        raise InvalidInput(f"unknown config key {key!r} (known: {', '.join(SCHEMA)})")
+    if not spec.check(value):
+        raise InvalidInput(f"config {key} must be a {spec.kind}, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration: defaults overlaid with ``config.toml`` and environment."""
+
+    values: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def stage_lead_us(self) -> int:
+        return int(self.values["scheduler.stage_lead_seconds"] * 1_000_000)
+
+    @property
+    def misfire_grace_us(self) -> int:
+        return int(self.values["scheduler.misfire_grace_seconds"] * 1_000_000)
+
+    @property
+    def autostart(self) -> bool:
+        return bool(self.values["daemon.autostart"]) and os.environ.get("BOTSCHED_NO_AUTOSTART", "") in ("", "0")
+
+    def as_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.values)
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The file's own settings, flattened (empty when it does not exist)."""
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
+    return _flatten(raw)
+
+
+def load(path: Path) -> Config:
+    values = defaults()
+    for key, value in read_file(path).items():
+        try:
+            values[key] = validate_value(key, value)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{path}: {exc.message}") from None
+    return Config(values)
+
+
+def parse_cli_value(key: str, text: str) -> Any:
+    """``config set KEY VALUE``: VALUE as a TOML value (``true``, ``90``, ``["a", "b"]``), else a string."""
+    spec = SCHEMA.get(key)
+    if spec is None:
+        validate_value(key, text)
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    if isinstance(spec.default, str) and not isinstance(value, str):
+        value = text
+    return validate_value(key, value)
+
+
+def write_value(path: Path, key: str, value: Any) -> None:
+    """Set one key in the file, keeping the others; written atomically, private (0600)."""
+    import tomli_w
+
+    flat = read_file(path)
+    flat[key] = value
+    nested: dict[str, Any] = {}
+    for name, item in flat.items():
+        section, _, leaf = name.rpartition(".")
+        table = nested
+        for part in section.split(".") if section else []:
+            table = table.setdefault(part, {})
+        table[leaf] = item
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(".toml.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        tomli_w.dump(nested, handle)
+    os.replace(tmp, path)

@@ -1,0 +1,75 @@
+"""The default runner: no process, a believable meeting on timers (for trying botsched out).
+
+joining -> joined_recording after ``simulate_join_seconds`` -> ended after
+``simulate_duration_seconds``. The timeline is derived from when the bot entered its
+state, so a restarted daemon resumes a simulated meeting where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from botsched import states
+from botsched.runners.base import Runner
+
+
+class SimulateRunner(Runner):
+    kind = "simulate"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def describe(self) -> str:
+        return "simulate (no real bot: runs are simulated)"
+
+    def _after(self, bot_id: str, delay_s: float, state: str, then: str | None = None) -> None:
+        def fire() -> None:
+            self._timers.pop(bot_id, None)
+            self.report(bot_id, state, "simulated")
+            if then is not None:
+                self._after(bot_id, self._duration(then), then)
+
+        self._cancel(bot_id)
+        self._timers[bot_id] = asyncio.get_running_loop().call_later(max(delay_s, 0.0), fire)
+
+    def _duration(self, state: str) -> float:
+        if state == states.ENDED:
+            return float(self.config["runner.simulate_duration_seconds"])
+        return float(self.config["runner.simulate_join_seconds"])
+
+    def _cancel(self, bot_id: str) -> None:
+        timer = self._timers.pop(bot_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def stage(self, bot: dict[str, Any]) -> None:
+        """Nothing to allocate."""
+
+    def join(self, bot_id: str) -> None:
+        self._after(bot_id, self._duration(states.JOINED_RECORDING), states.JOINED_RECORDING, then=states.ENDED)
+
+    def leave(self, bot_id: str) -> None:
+        self._cancel(bot_id)
+        self.report(bot_id, states.LEAVING, "asked to leave")
+        self._after(bot_id, 0.2, states.ENDED)
+
+    def resume(self, bot: dict[str, Any], since_us: int) -> None:
+        elapsed = time.time() - since_us / 1_000_000
+        state = bot["state"]
+        if state == states.JOINING:
+            self._after(bot["id"], self._duration(states.JOINED_RECORDING) - elapsed, states.JOINED_RECORDING,
+                        then=states.ENDED)
+        elif state in states.IN_MEETING:
+            self._after(bot["id"], self._duration(states.ENDED) - elapsed, states.ENDED)
+        elif state in (states.LEAVING, states.POST_PROCESSING):
+            self._after(bot["id"], 0.0, states.ENDED)
+
+    def discard(self, bot_id: str) -> None:
+        self._cancel(bot_id)
+
+    async def close(self) -> None:
+        for bot_id in list(self._timers):
+            self._cancel(bot_id)

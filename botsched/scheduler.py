@@ -1,0 +1,224 @@
+"""The scheduler: stage bots ``stage_lead`` before ``join_at`` and join them at ``join_at``.
+
+Two layers, so the rules are testable without waiting:
+
+- ``Scheduler.tick()`` is plain synchronous Python: given the clock's *now*, do every due
+  transition and return when the next one is due. Tests drive it with a ``FakeClock``.
+- ``Scheduler.run()`` is the asyncio loop around it. It wakes exactly when the next bot is
+  due (not on a poll): it naps in bounded chunks of at most ``MAX_NAP_S`` re-reading the
+  wall clock (so NTP steps and suspend/resume cannot shift a join by more than a chunk),
+  wakes ``SPIN_S`` early and spins the last stretch, because the event loop's timers
+  round up to whole milliseconds. ``poke()`` re-plans at once when a request makes
+  something due sooner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from botsched import states
+from botsched.config import Config
+from botsched.runners import Runner, RunnerError
+from botsched.store import Due, Store
+
+log = logging.getLogger("botsched.scheduler")
+
+MAX_NAP_S = 1.0
+SPIN_S = 0.002
+#: A join later than this (e.g. after the daemon was down) says how late in its event.
+LATE_NOTE_US = 1_000_000
+BATCH = 5_000
+
+
+class Clock(Protocol):
+    def now_us(self) -> int:
+        """Wall-clock time, microseconds since the epoch."""
+        ...
+
+
+class SystemClock:
+    def now_us(self) -> int:
+        return time.time_ns() // 1000
+
+
+def _seconds(us: int) -> str:
+    return f"{us / 1_000_000:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+class Scheduler:
+    def __init__(self, store: Store, runner: Runner, config: Config, clock: Clock | None = None) -> None:
+        self.store = store
+        self.runner = runner
+        self.config = config
+        self.clock = clock or SystemClock()
+        self._wakeup: asyncio.Event | None = None
+        self._target_us: int | None = None
+        self._stopping = False
+
+    # -- the rules ----------------------------------------------------------------
+
+    def next_due_us(self) -> int | None:
+        """When the next transition is due: the earliest of staging, joining, ad-hoc start."""
+        candidates = []
+        scheduled = self.store.next_time(states.SCHEDULED)
+        if scheduled is not None:
+            candidates.append(scheduled - self.config.stage_lead_us)
+        for state in (states.STAGED, states.READY):
+            when = self.store.next_time(state)
+            if when is not None:
+                candidates.append(when)
+        return min(candidates) if candidates else None
+
+    def tick(self) -> int | None:
+        """Do everything due now; return when the next thing is due (``None``: nothing queued)."""
+        now = self.clock.now_us()
+        while self._join_due(now) == BATCH:
+            pass
+        while self._start_ready(now) == BATCH:
+            pass
+        while self._stage_due(now) == BATCH:
+            pass
+        return self.next_due_us()
+
+    def _missed(self, due: Due, now: int) -> str | None:
+        late = now - due.join_at_us
+        if late > self.config.misfire_grace_us:
+            return (
+                f"missed join_at by {_seconds(late)} (more than misfire_grace_seconds = "
+                f"{self.config['scheduler.misfire_grace_seconds']}); the daemon was not running or was blocked"
+            )
+        return None
+
+    def _join_due(self, now: int) -> int:
+        """staged -> joining for every bot whose join_at has come: signal first, then record."""
+        due = self.store.due(states.STAGED, now, BATCH)
+        changes: list[tuple[str, str, str, str | None]] = []
+        for bot in due:
+            missed = self._missed(bot, now)
+            if missed:
+                self.runner.discard(bot.id)
+                changes.append((bot.id, states.STAGED, states.FATAL_ERROR, missed))
+                continue
+            try:
+                self.runner.join(bot.id)
+            except RunnerError as exc:
+                changes.append((bot.id, states.STAGED, states.FATAL_ERROR, f"join failed: {exc}"))
+                continue
+            late = now - bot.join_at_us
+            detail = f"joined {_seconds(late)} late (the daemon was not running at join_at)" if late > LATE_NOTE_US else None
+            changes.append((bot.id, states.STAGED, states.JOINING, detail))
+        if changes:
+            self.store.transition_many(changes, now)
+        return len(due)
+
+    def _start_ready(self, now: int) -> int:
+        """Ad-hoc bots: start the runner and join at once (ready -> joining)."""
+        due = self.store.due(states.READY, now, BATCH)
+        for bot in due:
+            missed = self._missed(bot, now)
+            if missed:
+                self.store.transition(bot.id, states.READY, states.FATAL_ERROR, now, missed)
+                continue
+            try:
+                self.runner.stage(self.store.get(bot.id))
+                self.runner.join(bot.id)
+            except RunnerError as exc:
+                self.store.transition(bot.id, states.READY, states.FATAL_ERROR, now, f"runner failed: {exc}")
+                continue
+            self.store.transition(bot.id, states.READY, states.JOINING, now)
+        return len(due)
+
+    def _stage_due(self, now: int) -> int:
+        """scheduled -> staged once join_at - stage_lead has come (fenced on join_at)."""
+        due = self.store.due(states.SCHEDULED, now + self.config.stage_lead_us, BATCH)
+        for bot in due:
+            missed = self._missed(bot, now)
+            if missed:
+                self.store.transition(bot.id, states.SCHEDULED, states.FATAL_ERROR, now, missed)
+                continue
+            if not self.store.stage(bot.id, bot.join_at_us, now):
+                continue  # a cancel or reschedule won the race
+            try:
+                self.runner.stage(self.store.get(bot.id))
+            except RunnerError as exc:
+                self.store.transition(bot.id, states.STAGED, states.FATAL_ERROR, self.clock.now_us(),
+                                      f"runner could not start: {exc}")
+        return len(due)
+
+    def report(self, bot_id: str, state: str, detail: str | None) -> None:
+        """A runner's state report: applied when legal, logged and ignored when not."""
+        current = self.store.state_since(bot_id)
+        if current is None:
+            log.warning("runner reported %s for unknown bot %s; ignored", state, bot_id)
+            return
+        if not states.is_legal(current[0], state):
+            log.warning("runner reported illegal transition %s -> %s for %s; ignored", current[0], state, bot_id)
+            return
+        self.store.transition(bot_id, current[0], state, self.clock.now_us(), detail)
+        if states.is_terminal(state):
+            self.runner.discard(bot_id)
+
+    def recover(self) -> None:
+        """At start-up: hand every bot that was past staging back to the runner.
+
+        ``scheduled`` and ``ready`` bots need nothing: ``tick`` handles them, including the
+        misfire rule for joins missed while the daemon was down.
+        """
+        active = [s for s in states.ALL_STATES if s not in states.TERMINAL and s not in (states.SCHEDULED, states.READY)]
+        for due in self.store.in_states(active):
+            since = self.store.state_since(due.id)
+            if since is None:
+                continue
+            try:
+                self.runner.resume(self.store.get(due.id), since[1])
+            except RunnerError as exc:
+                self.store.transition(due.id, due.state, states.FATAL_ERROR, self.clock.now_us(),
+                                      f"lost across a daemon restart: {exc}")
+
+    # -- the loop -----------------------------------------------------------------
+
+    def poke(self, due_us: int | None = None) -> None:
+        """Re-plan now if something became due before the moment we are sleeping towards."""
+        if self._wakeup is None:
+            return
+        if due_us is None or self._target_us is None or due_us < self._target_us:
+            self._wakeup.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        self._wakeup = asyncio.Event()
+        while not self._stopping:
+            try:
+                self._target_us = self.tick()
+            except Exception:  # a bug or a storage fault must not kill the loop
+                log.exception("scheduler tick failed; retrying in 1 s")
+                self._target_us = self.clock.now_us() + 1_000_000
+            await self._sleep_until(self._target_us)
+
+    async def _sleep_until(self, target_us: int | None) -> None:
+        assert self._wakeup is not None
+        while not self._stopping:
+            if target_us is None:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                return
+            remaining = (target_us - self.clock.now_us()) / 1_000_000
+            if remaining <= 0:
+                return
+            if remaining <= SPIN_S:
+                while self.clock.now_us() < target_us:
+                    pass
+                return
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), min(remaining - SPIN_S, MAX_NAP_S))
+            except TimeoutError:
+                continue
+            self._wakeup.clear()
+            return

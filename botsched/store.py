@@ -1,0 +1,426 @@
+"""The durable store: SQLite in WAL mode, and the priority queue that *is* the database.
+
+Only the daemon opens it for writing. Every state change is a compare-and-set
+(``UPDATE ... WHERE id = ? AND state = ?``) inside ``BEGIN IMMEDIATE``, so two actors
+racing for one bot (a cancel and the scheduler's staging) have exactly one winner.
+``synchronous=FULL`` makes each acknowledged commit survive power loss, not just a crash.
+
+The scheduler never loads all bots: the next due time is one indexed ``min()``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botsched import states
+from botsched.errors import BotschedError, Conflict, InvalidInput, NotFound
+from botsched.timeparse import format_instant
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    # version 0 -> 1: the first schema.
+    1: """
+    CREATE TABLE bots (
+        id          TEXT PRIMARY KEY,
+        meeting_url TEXT NOT NULL,
+        bot_name    TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        join_at     TEXT,               -- as shown to users, keeping the given precision
+        join_at_us  INTEGER,            -- the same instant, for ordering and timing
+        created_us  INTEGER NOT NULL,
+        updated_us  INTEGER NOT NULL,
+        metadata    TEXT NOT NULL DEFAULT '{}',
+        dedup_key   TEXT,
+        -- list order: join_at, or created_at for ad-hoc bots
+        sort_us     INTEGER GENERATED ALWAYS AS (coalesce(join_at_us, created_us)) VIRTUAL
+    );
+    CREATE INDEX bots_by_state ON bots (state, sort_us);
+    CREATE INDEX bots_by_time ON bots (sort_us);
+    CREATE UNIQUE INDEX bots_live_dedup ON bots (dedup_key)
+        WHERE dedup_key IS NOT NULL AND state NOT IN ('ended', 'fatal_error');
+    CREATE TABLE events (
+        seq     INTEGER PRIMARY KEY,    -- global order, for `events --follow`
+        bot_id  TEXT NOT NULL,
+        state   TEXT NOT NULL,
+        at_us   INTEGER NOT NULL,
+        detail  TEXT
+    );
+    CREATE INDEX events_by_bot ON events (bot_id, seq);
+    """,
+}
+
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
+
+
+def new_bot_id() -> str:
+    """``bot_`` + 16 uniformly random letters and digits (rejection sampling, no modulo bias)."""
+    chars: list[str] = []
+    while len(chars) < 16:
+        chars.extend(_ID_ALPHABET[b % 62] for b in secrets.token_bytes(24) if b < 248)
+    return "bot_" + "".join(chars[:16])
+
+
+@dataclass(frozen=True)
+class NewBot:
+    """A validated create request, ready to insert."""
+
+    meeting_url: str
+    bot_name: str
+    join_at: str | None
+    join_at_us: int | None
+    metadata: dict[str, str]
+    dedup_key: str | None
+
+    @property
+    def initial_state(self) -> str:
+        return states.SCHEDULED if self.join_at_us is not None else states.READY
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    bot_id: str
+    state: str
+    at_us: int
+    detail: str | None
+
+    def to_json(self, with_bot: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {"state": self.state, "at": format_instant(self.at_us), "detail": self.detail}
+        if with_bot:
+            data = {"bot_id": self.bot_id, **data}
+        return data
+
+
+@dataclass(frozen=True)
+class Due:
+    """A bot the scheduler must act on now."""
+
+    id: str
+    state: str
+    join_at_us: int
+
+
+EventListener = Callable[[list[Event]], None]
+
+
+class Store:
+    """All SQL lives here. Methods take ``now_us`` from the caller: the store has no clock."""
+
+    def __init__(self, path: Path | str, on_events: EventListener | None = None) -> None:
+        self.path = str(path)
+        self._on_events = on_events
+        self._next_seq = 1
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal" and self.path != ":memory:":
+                raise BotschedError(f"{self.path}: cannot switch the database to WAL mode")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._migrate()
+            self._next_seq = self.last_seq() + 1
+        except sqlite3.DatabaseError as exc:
+            raise BotschedError(f"database {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise BotschedError(
+                f"database {self.path} has schema {version}, newer than this botsched knows ({SCHEMA_VERSION})"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._transaction():
+                for statement in _MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {target}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[list[Event]]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; events appended to the yielded list are
+        announced to the listener only once the commit is durable."""
+        pending: list[Event] = []
+        next_seq = self._next_seq
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield pending
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._next_seq = next_seq
+            raise
+        self._db.execute("COMMIT")
+        if pending and self._on_events is not None:
+            self._on_events(pending)
+
+    def _add_events(self, pending: list[Event], rows: Sequence[tuple[str, str, int, str | None]]) -> None:
+        """Insert (bot_id, state, at_us, detail) rows and remember them with their seq.
+
+        Sequence numbers come from a counter, not ``max(seq)``, so a cancel that deletes
+        the newest events never lets a number be reused under an ``events --follow``."""
+        if not rows:
+            return
+        first = self._next_seq
+        self._next_seq += len(rows)
+        self._db.executemany(
+            "INSERT INTO events (seq, bot_id, state, at_us, detail) VALUES (?, ?, ?, ?, ?)",
+            [(first + i, *row) for i, row in enumerate(rows)],
+        )
+        pending.extend(Event(first + i, *row) for i, row in enumerate(rows))
+
+    def _state_of(self, bot_id: str) -> str | None:
+        row = self._db.execute("SELECT state FROM bots WHERE id = ?", (bot_id,)).fetchone()
+        return row[0] if row else None
+
+    # -- creating -----------------------------------------------------------------
+
+    def insert(self, bots: Sequence[NewBot], now_us: int, labels: Sequence[str] | None = None) -> list[str]:
+        """Insert all bots in one transaction (all or nothing); returns their ids.
+
+        A live bot with the same dedup key, or two in the batch, is a ``Conflict``;
+        ``labels`` (e.g. "line 7") name the offending item in bulk creates.
+        """
+        ids = [new_bot_id() for _ in bots]
+        bot_rows = [
+            (
+                bot_id,
+                bot.meeting_url,
+                bot.bot_name,
+                bot.initial_state,
+                bot.join_at,
+                bot.join_at_us,
+                now_us,
+                now_us,
+                json.dumps(bot.metadata, ensure_ascii=False, separators=(",", ":")),
+                bot.dedup_key,
+            )
+            for bot_id, bot in zip(ids, bots)
+        ]
+        with self._transaction() as pending:
+            try:
+                self._db.executemany(f"INSERT INTO bots ({_BOT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", bot_rows)
+            except sqlite3.IntegrityError:
+                raise self._dedup_conflict(bots, labels) from None
+            self._add_events(pending, [(bot_id, bot.initial_state, now_us, None) for bot_id, bot in zip(ids, bots)])
+        return ids
+
+    def _dedup_conflict(self, bots: Sequence[NewBot], labels: Sequence[str] | None) -> Conflict:
+        """Name the bot (or the batch item) that already holds a duplicated key."""
+        seen: dict[str, int] = {}
+        for index, bot in enumerate(bots):
+            if bot.dedup_key is None:
+                continue
+            where = f"{labels[index]}: " if labels else ""
+            row = self._db.execute(
+                "SELECT id, state FROM bots WHERE dedup_key = ? AND state NOT IN ('ended', 'fatal_error')",
+                (bot.dedup_key,),
+            ).fetchone()
+            if row:
+                return Conflict(f"{where}dedup key {bot.dedup_key!r} is taken by {row[0]} ({row[1]})")
+            if bot.dedup_key in seen:
+                other = labels[seen[bot.dedup_key]] if labels else "another bot in this batch"
+                return Conflict(f"{where}dedup key {bot.dedup_key!r} is also used by {other}")
+            seen[bot.dedup_key] = index
+        return Conflict("duplicate dedup key")  # pragma: no cover - IntegrityError has no other cause
+
+    # -- reading ------------------------------------------------------------------
+
+    def _bot_json(self, row: Sequence[Any], events: list[Event]) -> dict[str, Any]:
+        bot_id, url, name, state, join_at, _join_us, created_us, updated_us, metadata, dedup = row
+        return {
+            "id": bot_id,
+            "meeting_url": url,
+            "bot_name": name,
+            "state": state,
+            "join_at": join_at,
+            "created_at": format_instant(created_us),
+            "updated_at": format_instant(updated_us),
+            "metadata": json.loads(metadata),
+            "deduplication_key": dedup,
+            "events": [event.to_json() for event in events],
+        }
+
+    def _events_for(self, bot_ids: Sequence[str]) -> dict[str, list[Event]]:
+        found: dict[str, list[Event]] = {bot_id: [] for bot_id in bot_ids}
+        for start in range(0, len(bot_ids), 500):
+            chunk = bot_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                f"SELECT seq, bot_id, state, at_us, detail FROM events WHERE bot_id IN ({marks}) ORDER BY seq",
+                chunk,
+            ):
+                found[row[1]].append(Event(*row))
+        return found
+
+    def get(self, bot_id: str) -> dict[str, Any]:
+        row = self._db.execute(f"SELECT {_BOT_COLUMNS} FROM bots WHERE id = ?", (bot_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no such bot: {bot_id}")
+        return self._bot_json(row, self._events_for([bot_id])[bot_id])
+
+    def get_many(self, bot_ids: Sequence[str]) -> list[dict[str, Any]]:
+        rows: dict[str, Sequence[Any]] = {}
+        for start in range(0, len(bot_ids), 500):
+            chunk = bot_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(f"SELECT {_BOT_COLUMNS} FROM bots WHERE id IN ({marks})", chunk):
+                rows[row[0]] = row
+        events = self._events_for(list(rows))
+        return [self._bot_json(rows[bot_id], events[bot_id]) for bot_id in bot_ids if bot_id in rows]
+
+    def list(self, state_filter: Iterable[str] = (), limit: int = 100) -> tuple[list[dict[str, Any]], bool]:
+        """Bots ordered by join_at (ad-hoc by created_at); ``limit`` 0 = all.
+        Returns the page and whether more bots match."""
+        wanted = sorted(set(state_filter))
+        where = f"WHERE state IN ({','.join('?' * len(wanted))})" if wanted else ""
+        sql = f"SELECT {_BOT_COLUMNS} FROM bots {where} ORDER BY sort_us, created_us, id"
+        params: list[Any] = list(wanted)
+        if limit > 0:
+            sql += " LIMIT ?"
+            params.append(limit + 1)
+        rows = self._db.execute(sql, params).fetchall()
+        more = limit > 0 and len(rows) > limit
+        rows = rows[:limit] if limit > 0 else rows
+        events = self._events_for([row[0] for row in rows])
+        return [self._bot_json(row, events[row[0]]) for row in rows], more
+
+    def ids(self, state_filter: Iterable[str] = (), prefix: str = "", limit: int = 1000) -> list[str]:
+        wanted = sorted(set(state_filter))
+        where = ["id LIKE ? ESCAPE '\\'"]
+        params: list[Any] = [prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"]
+        if wanted:
+            where.append(f"state IN ({','.join('?' * len(wanted))})")
+            params.extend(wanted)
+        params.append(limit)
+        sql = f"SELECT id FROM bots WHERE {' AND '.join(where)} ORDER BY sort_us LIMIT ?"
+        return [row[0] for row in self._db.execute(sql, params)]
+
+    def counts(self) -> dict[str, int]:
+        result = {state: 0 for state in states.ALL_STATES}
+        for state, count in self._db.execute("SELECT state, count(*) FROM bots GROUP BY state"):
+            result[state] = count
+        return result
+
+    def events(self, bot_id: str | None = None, after_seq: int = 0, limit: int = 0) -> list[Event]:
+        sql = "SELECT seq, bot_id, state, at_us, detail FROM events WHERE seq > ?"
+        params: list[Any] = [after_seq]
+        if bot_id is not None:
+            sql += " AND bot_id = ?"
+            params.append(bot_id)
+        sql += " ORDER BY seq"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [Event(*row) for row in self._db.execute(sql, params)]
+
+    def last_seq(self) -> int:
+        return self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+
+    def state_since(self, bot_id: str) -> tuple[str, int] | None:
+        """The bot's state and when it entered it (its last event)."""
+        row = self._db.execute(
+            "SELECT b.state, e.at_us FROM bots b JOIN events e ON e.bot_id = b.id "
+            "WHERE b.id = ? ORDER BY e.seq DESC LIMIT 1",
+            (bot_id,),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    # -- the queue ----------------------------------------------------------------
+
+    def next_time(self, state: str) -> int | None:
+        """Earliest join_at (or created_at for ad-hoc) among bots in ``state``: one index probe."""
+        return self._db.execute("SELECT min(sort_us) FROM bots WHERE state = ?", (state,)).fetchone()[0]
+
+    def due(self, state: str, until_us: int, limit: int = 10_000) -> list[Due]:
+        """Bots in ``state`` whose join_at (created_at for ad-hoc) is at or before ``until_us``."""
+        rows = self._db.execute(
+            "SELECT id, state, sort_us FROM bots WHERE state = ? AND sort_us <= ? ORDER BY sort_us LIMIT ?",
+            (state, until_us, limit),
+        ).fetchall()
+        return [Due(*row) for row in rows]
+
+    def in_states(self, wanted: Iterable[str]) -> list[Due]:
+        marks = list(wanted)
+        rows = self._db.execute(
+            f"SELECT id, state, sort_us FROM bots WHERE state IN ({','.join('?' * len(marks))}) ORDER BY sort_us",
+            marks,
+        ).fetchall()
+        return [Due(*row) for row in rows]
+
+    # -- changing -----------------------------------------------------------------
+
+    def transition_many(
+        self, changes: Sequence[tuple[str, str, str, str | None]], now_us: int, expect_join_us: bool = False
+    ) -> list[str]:
+        """Apply (bot_id, from_state, to_state, detail) changes as compare-and-sets in one
+        transaction; returns the ids that really moved (the others lost a race)."""
+        moved: list[str] = []
+        with self._transaction() as pending:
+            rows: list[tuple[str, str, int, str | None]] = []
+            for bot_id, old, new, detail in changes:
+                if not states.is_legal(old, new):
+                    raise InvalidInput(f"illegal transition {old} -> {new} for {bot_id}")
+                cursor = self._db.execute(
+                    "UPDATE bots SET state = ?, updated_us = ? WHERE id = ? AND state = ?",
+                    (new, now_us, bot_id, old),
+                )
+                if cursor.rowcount == 1:
+                    moved.append(bot_id)
+                    rows.append((bot_id, new, now_us, detail))
+            self._add_events(pending, rows)
+        return moved
+
+    def transition(self, bot_id: str, old: str, new: str, now_us: int, detail: str | None = None) -> bool:
+        return bool(self.transition_many([(bot_id, old, new, detail)], now_us))
+
+    def stage(self, bot_id: str, join_at_us: int, now_us: int, detail: str | None = None) -> bool:
+        """scheduled -> staged, fenced on join_at: a reschedule that slipped in wins."""
+        with self._transaction() as pending:
+            cursor = self._db.execute(
+                "UPDATE bots SET state = 'staged', updated_us = ? WHERE id = ? AND state = 'scheduled' "
+                "AND join_at_us = ?",
+                (now_us, bot_id, join_at_us),
+            )
+            if cursor.rowcount != 1:
+                return False
+            self._add_events(pending, [(bot_id, states.STAGED, now_us, detail)])
+        return True
+
+    def reschedule(self, bot_id: str, join_at: str, join_at_us: int, now_us: int) -> None:
+        with self._transaction():
+            cursor = self._db.execute(
+                "UPDATE bots SET join_at = ?, join_at_us = ?, updated_us = ? WHERE id = ? AND state = 'scheduled'",
+                (join_at, join_at_us, now_us, bot_id),
+            )
+            if cursor.rowcount != 1:
+                raise self._not_scheduled(bot_id, "reschedule")
+
+    def delete_scheduled(self, bot_id: str) -> None:
+        """Cancel: a scheduled bot and its history are deleted for good."""
+        with self._transaction():
+            cursor = self._db.execute("DELETE FROM bots WHERE id = ? AND state = 'scheduled'", (bot_id,))
+            if cursor.rowcount != 1:
+                raise self._not_scheduled(bot_id, "cancel")
+            self._db.execute("DELETE FROM events WHERE bot_id = ?", (bot_id,))
+
+    def _not_scheduled(self, bot_id: str, verb: str) -> BotschedError:
+        state = self._state_of(bot_id)
+        if state is None:
+            return NotFound(f"no such bot: {bot_id}")
+        return Conflict(f"cannot {verb} {bot_id}: it is {state} ({verb} is accepted only while scheduled)")
+
+    def integrity_check(self) -> str:
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0]

@@ -1,0 +1,166 @@
+"""Time input and output: ``--join-at`` parsing, durations, and the wire format of instants.
+
+Internally every instant is an ``int`` of microseconds since the Unix epoch (UTC): exact,
+cheap to compare and index. Only stdlib is imported here, because this module sits on the
+CLI's fast path (``create -q``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from botsched.errors import InvalidInput
+
+UTC = timezone.utc
+US_PER_S = 1_000_000
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_FRACTION = re.compile(r"\d[T ]\d{2}:\d{2}:\d{2}[.,](\d+)")
+_HAS_OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
+_HAS_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+@dataclass(frozen=True)
+class JoinTime:
+    """A parsed ``--join-at``: the instant, its canonical UTC text, and any warnings."""
+
+    us: int
+    text: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def to_us(moment: datetime) -> int:
+    """Aware datetime -> microseconds since the epoch, exactly (no float rounding)."""
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * US_PER_S + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+def format_instant(us: int, digits: int = 6) -> str:
+    """UTC ISO 8601 ending in ``Z`` with ``digits`` (0-6) fractional digits, truncated."""
+    base = from_us(us).strftime("%Y-%m-%dT%H:%M:%S")
+    if digits <= 0:
+        return base + "Z"
+    fraction = f"{us % US_PER_S:06d}"[:digits]
+    return f"{base}.{fraction}Z"
+
+
+def parse_instant(text: str) -> int:
+    """Parse a stored/wire instant (ISO 8601 with offset) back to microseconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise InvalidInput(f"time {text!r} has no UTC offset")
+    return to_us(moment)
+
+
+def parse_duration(text: str) -> int:
+    """``+1h30m``, ``90s``, ``-1m``, ``2d`` -> signed microseconds."""
+    raw = text.strip()
+    sign = -1 if raw.startswith("-") else 1
+    body = raw[1:] if raw[:1] in "+-" else raw
+    match = _DURATION.match(body)
+    if not body or not match or not any(match.groups()):
+        raise InvalidInput(f"bad duration {text!r}: use forms like 90s, 10m, 2h, 1d or 1h30m")
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    total_s = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    return sign * total_s * US_PER_S
+
+
+def system_zone() -> tzinfo:
+    """The system's time zone as an IANA zone when we can name it (honours ``TZ``)."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            return ZoneInfo(target.split("zoneinfo/", 1)[1])
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        pass
+    local = datetime.now().astimezone().tzinfo
+    return local if local is not None else UTC
+
+
+def resolve_zone(name: str | None) -> tzinfo:
+    """Config ``defaults.timezone`` (an IANA name) or, when empty, the system's zone."""
+    if not name:
+        return system_zone()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"unknown time zone {name!r} (use an IANA name like Europe/Berlin)") from None
+
+
+def _localize(naive: datetime, zone: tzinfo, text: str, warnings: list[str]) -> datetime:
+    """Attach a local zone to a naive time, refusing times a DST jump skips."""
+    first = naive.replace(tzinfo=zone, fold=0)
+    second = naive.replace(tzinfo=zone, fold=1)
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
+        raise InvalidInput(f"{text} does not exist in time zone {zone} (the clocks skip it); add an offset")
+    if first.utcoffset() != second.utcoffset():
+        warnings.append(f"{text} happens twice in time zone {zone}; using the first ({first.isoformat()})")
+    return first
+
+
+def parse_join_at(text: str, now_us: int, zone: tzinfo | None = None) -> JoinTime:
+    """Parse ``--join-at`` (SPEC §5): ISO 8601 with offset, naive local, or ``+1h30m``.
+
+    Keeps the precision it was given: no fraction in, no fraction out. Relative times
+    are kept to the millisecond. Does not judge past/future: see ``check_join_time``.
+    """
+    raw = text.strip()
+    warnings: list[str] = []
+    if raw.startswith("+"):
+        us = now_us + parse_duration(raw)
+        us -= us % 1000
+        return JoinTime(us, format_instant(us, 3), warnings)
+    if raw.startswith("-"):
+        raise InvalidInput(f"join time {text!r} is in the past: use +DURATION for a time from now")
+    if not _HAS_TIME.match(raw):
+        raise InvalidInput(
+            f"bad time {text!r}: use ISO 8601 like 2026-12-01T15:00:00Z, a local 2026-12-01T16:00, or +10m"
+        )
+    fraction = _FRACTION.search(raw)
+    digits = len(fraction.group(1)) if fraction else 0
+    if digits > 6:
+        raise InvalidInput(f"bad time {text!r}: at most 6 fractional digits (microseconds)")
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(
+            f"bad time {text!r}: use ISO 8601 like 2026-12-01T15:00:00Z, a local 2026-12-01T16:00, or +10m"
+        ) from None
+    if moment.tzinfo is None:
+        moment = _localize(moment, zone or system_zone(), raw, warnings)
+    elif not _HAS_OFFSET.search(raw):  # pragma: no cover - fromisoformat only sets tzinfo from an offset
+        raise InvalidInput(f"bad time {text!r}")
+    us = to_us(moment)
+    return JoinTime(us, format_instant(us, digits), warnings)
+
+
+def check_join_time(join_us: int, now_us: int, stage_lead_us: int) -> list[str]:
+    """Refuse a join time in the past; warn when it leaves less than the stage lead."""
+    if join_us <= now_us:
+        raise InvalidInput(
+            f"join time {format_instant(join_us)} is in the past (now is {format_instant(now_us, 0)})"
+        )
+    if join_us - now_us < stage_lead_us:
+        left = (join_us - now_us) / US_PER_S
+        return [
+            f"join time is only {left:.0f}s away, less than the stage lead of "
+            f"{stage_lead_us / US_PER_S:.0f}s: the bot may not have time to spin up"
+        ]
+    return []
