@@ -1,0 +1,487 @@
+"""The ``botsched`` command: parse arguments, ask the daemon, print the answer.
+
+Thin on purpose: every rule lives in the daemon's service layer. Human output comes
+from ``botsched.render`` (rich, pendulum), imported only when a person is reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+
+from botsched import __version__
+from botsched.errors import BotschedError, Conflict, InvalidInput, WaitTimeout
+
+try:  # typer >= 0.24 vendors click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer with click as a dependency
+    from click.exceptions import ClickException  # type: ignore[no-redef]
+
+app = typer.Typer(
+    name="botsched",
+    help="Schedule meeting bots that join at exactly the right moment.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+daemon_app = typer.Typer(help="Run, start, stop and inspect the local daemon.", no_args_is_help=True)
+config_app = typer.Typer(help="Read and write config.toml.", no_args_is_help=True)
+app.add_typer(daemon_app, name="daemon")
+app.add_typer(config_app, name="config")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+
+
+def _connect(autostart: bool = True) -> Any:
+    from botsched.client import connect
+
+    return connect(autostart=autostart)
+
+
+def _call(op: str, **args: Any) -> Any:
+    with _connect() as conn:
+        result, warnings = conn.call(op, **args)
+    _warn(warnings)
+    return result
+
+
+def _local_zone() -> Any:
+    from botsched import config
+    from botsched.paths import resolve_paths
+    from botsched.timeparse import resolve_zone
+
+    return resolve_zone(config.load(resolve_paths().config)["defaults.timezone"])
+
+
+def _resolve_join_at(text: str | None) -> str | None:
+    """Relative and local times mean *this shell's* now and zone: resolve them here."""
+    if text is None:
+        return None
+    from botsched.timeparse import parse_join_at
+
+    parsed = parse_join_at(text, _now_us(), _local_zone())
+    _warn(parsed.warnings)
+    return parsed.text
+
+
+def _now_us() -> int:
+    import time
+
+    return time.time_ns() // 1000
+
+
+# -- the root ---------------------------------------------------------------------
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"botsched {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Schedule meeting bots that join at exactly the right moment.
+
+    Example: botsched create https://zoom.us/j/123 --join-at +10m
+    """
+
+
+# -- bots -------------------------------------------------------------------------
+
+
+@app.command()
+def create(
+    meeting_url_arg: Annotated[Optional[str], typer.Argument(metavar="[MEETING_URL]", help="The meeting to join.")] = None,
+    meeting_url: Annotated[Optional[str], typer.Option("--meeting-url", help="The meeting to join.")] = None,
+    bot_name: Annotated[Optional[str], typer.Option("--bot-name", help="Name shown in the meeting.")] = None,
+    join_at: Annotated[
+        Optional[str], typer.Option("--join-at", help="When to join: 2026-12-01T15:00:00Z, local 2026-12-01T16:00, +10m.")
+    ] = None,
+    metadata: Annotated[Optional[list[str]], typer.Option("--metadata", help="KEY=VALUE, repeatable.")] = None,
+    dedup_key: Annotated[Optional[str], typer.Option("--dedup-key", help="Refuse a second live bot with this key.")] = None,
+    from_file: Annotated[
+        Optional[str], typer.Option("--from", help="Bulk create from a JSON-lines file ('-' for stdin).")
+    ] = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only the id.")] = False,
+) -> None:
+    """Create a bot: scheduled with --join-at, else an ad-hoc bot that joins now.
+
+    Example: botsched create https://meet.google.com/abc-defg-hij --join-at +10m --bot-name Notes
+    """
+    if from_file is not None:
+        if any(v is not None for v in (meeting_url_arg, meeting_url, bot_name, join_at, dedup_key)) or metadata:
+            raise InvalidInput("--from cannot be combined with a URL, --bot-name, --join-at, --metadata or --dedup-key")
+        from botsched.bulk import create_from_file
+
+        create_from_file(from_file, _local_zone(), as_json=as_json, quiet=quiet)
+        return
+    if meeting_url_arg and meeting_url and meeting_url_arg != meeting_url:
+        raise InvalidInput("give the meeting URL once: as the argument or as --meeting-url")
+    url = meeting_url or meeting_url_arg
+    if not url:
+        raise InvalidInput("a meeting URL is required (positional or --meeting-url)")
+    from botsched.validation import parse_metadata_pairs
+
+    fields = {
+        "meeting_url": url,
+        "bot_name": bot_name,
+        "join_at": _resolve_join_at(join_at),
+        "metadata": parse_metadata_pairs(metadata or []),
+        "deduplication_key": dedup_key,
+    }
+    bot = _call("create", **fields)
+    if as_json:
+        _emit_json(bot)
+    elif quiet:
+        sys.stdout.write(bot["id"] + "\n")
+    else:
+        from botsched import render
+
+        render.created(bot)
+
+
+@app.command()
+def reschedule(
+    bot_id: Annotated[str, typer.Argument(help="The bot to move.")],
+    join_at: Annotated[str, typer.Option("--join-at", help="The new join time.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Change join_at of a scheduled bot.
+
+    Example: botsched reschedule bot_HiXYgjyeWmTVOaII --join-at 2026-12-01T15:30:00Z
+    """
+    bot = _call("reschedule", id=bot_id, join_at=_resolve_join_at(join_at))
+    if as_json:
+        _emit_json(bot)
+    else:
+        from botsched import render
+
+        local, relative = render.when(bot["join_at"])
+        render.console().print(f"Rescheduled [bold]{bot['id']}[/bold]: joins {bot['join_at']} ({local}, {relative})")
+
+
+@app.command()
+def cancel(bot_ids: Annotated[list[str], typer.Argument(metavar="BOT_ID...", help="Scheduled bots to delete.")]) -> None:
+    """Delete scheduled bots for good.
+
+    Example: botsched cancel bot_HiXYgjyeWmTVOaII bot_Q2wErTyUiOpAsDfG
+    """
+    failure: BotschedError | None = None
+    with _connect() as conn:
+        for bot_id in bot_ids:
+            try:
+                conn.call("cancel", id=bot_id)
+                sys.stdout.write(f"cancelled {bot_id}\n")
+            except BotschedError as exc:
+                if exc.exit_code in (1, 5):
+                    raise
+                sys.stderr.write(f"error: {exc.message}\n")
+                failure = failure or exc
+    if failure is not None:
+        raise typer.Exit(failure.exit_code)
+
+
+@app.command()
+def show(bot_id: Annotated[str, typer.Argument(help="The bot.")], as_json: JsonOpt = False) -> None:
+    """One bot with its state history.
+
+    Example: botsched show bot_HiXYgjyeWmTVOaII --json | jq .state
+    """
+    bot = _call("show", id=bot_id)
+    if as_json:
+        _emit_json(bot)
+    else:
+        from botsched import render
+
+        render.bot_card(bot)
+
+
+@app.command("list")
+def list_bots(
+    state: Annotated[Optional[list[str]], typer.Option("--state", help="Only bots in this state (repeatable).")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most N bots (0 = all).")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bots ordered by join time.
+
+    Example: botsched list --state scheduled --state staged
+    """
+    if limit < 0:
+        raise InvalidInput("--limit must be 0 (no limit) or more")
+    page = _call("list", states=state or [], limit=limit)
+    if as_json:
+        _emit_json(page["bots"])
+    else:
+        from botsched import render
+
+        render.bot_table(page["bots"], page["more"])
+
+
+@app.command()
+def leave(bot_id: Annotated[str, typer.Argument(help="A bot in a meeting.")]) -> None:
+    """Ask a bot that is in a meeting to leave.
+
+    Example: botsched leave bot_HiXYgjyeWmTVOaII
+    """
+    bot = _call("leave", id=bot_id)
+    sys.stdout.write(f"asked {bot['id']} to leave\n")
+
+
+@app.command()
+def wait(
+    bot_id: Annotated[str, typer.Argument(help="The bot to wait for.")],
+    state: Annotated[Optional[str], typer.Option("--state", help="Wait for this state (default: any terminal state).")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Give up after SECONDS (exit 124).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Block until the bot reaches a state.
+
+    Example: botsched wait bot_HiXYgjyeWmTVOaII --state joined_recording --timeout 300
+    """
+    if timeout is not None and timeout < 0:
+        raise InvalidInput("--timeout must be 0 or more seconds")
+    with _connect() as conn:
+        final: dict[str, Any] | None = None
+        for message in conn.stream("wait", id=bot_id, state=state, timeout=timeout):
+            final = message.get("result")
+    if final is None:  # pragma: no cover - the daemon always answers a wait
+        raise WaitTimeout("no answer")
+    if as_json:
+        _emit_json(final)
+    else:
+        sys.stdout.write(f"{final['id']} {final['state']}\n")
+
+
+@app.command()
+def events(
+    bot_id: Annotated[Optional[str], typer.Argument(help="Only this bot's events.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming new events.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """State changes, oldest first; --follow streams them live.
+
+    Example: botsched events --follow --json | jq -c 'select(.state == "fatal_error")'
+    """
+    printer = None
+    if not as_json:
+        from botsched import render
+
+        printer = render.print_event
+    with _connect() as conn:
+        for event in conn.stream("events", id=bot_id, follow=follow):
+            if "result" in event:
+                continue
+            if printer is None:
+                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+            else:
+                printer(event)
+
+
+# -- daemon -----------------------------------------------------------------------
+
+
+@daemon_app.command("run")
+def daemon_run(
+    background: Annotated[bool, typer.Option("--background", hidden=True)] = False,
+) -> None:
+    """Run the daemon in the foreground (for systemd or a terminal).
+
+    Example: BOTSCHED_HOME=/tmp/bs botsched daemon run
+    """
+    from botsched import daemon
+
+    daemon.run(foreground=not background)
+
+
+@daemon_app.command("start")
+def daemon_start() -> None:
+    """Start the daemon in the background; returns once it answers.
+
+    Example: botsched daemon start
+    """
+    from botsched.client import is_running, start_daemon
+    from botsched.paths import check_socket_path, resolve_paths
+
+    paths = resolve_paths()
+    check_socket_path(paths.socket)
+    if is_running(paths):
+        sys.stdout.write("botsched daemon is already running\n")
+        return
+    pid = start_daemon(paths)
+    sys.stdout.write(f"botsched daemon started (pid {pid})\n")
+
+
+@daemon_app.command("stop")
+def daemon_stop() -> None:
+    """Stop the daemon gracefully (scheduled bots stay queued).
+
+    Example: botsched daemon stop
+    """
+    from botsched.client import stop_daemon
+    from botsched.paths import resolve_paths
+
+    if stop_daemon(resolve_paths()):
+        sys.stdout.write("botsched daemon stopped\n")
+    else:
+        sys.stdout.write("botsched daemon was not running\n")
+
+
+@daemon_app.command("status")
+def daemon_status(as_json: JsonOpt = False) -> None:
+    """Health, effective config and bot counts per state (never starts a daemon).
+
+    Example: botsched daemon status --json | jq .counts
+    """
+    from botsched.errors import DaemonUnavailable
+
+    try:
+        with _connect(autostart=False) as conn:
+            info, _ = conn.call("status")
+    except DaemonUnavailable:
+        if as_json:
+            _emit_json({"running": False})
+        else:
+            sys.stdout.write("botsched daemon is not running\n")
+        raise typer.Exit(5) from None
+    if as_json:
+        _emit_json(info)
+    else:
+        from botsched import render
+
+        render.status(info)
+
+
+@daemon_app.command("reload")
+def daemon_reload() -> None:
+    """Re-read config.toml in the running daemon (same as SIGHUP).
+
+    Example: botsched config set scheduler.stage_lead_seconds 60 && botsched daemon reload
+    """
+    with _connect(autostart=False) as conn:
+        conn.call("reload")
+    sys.stdout.write("configuration reloaded\n")
+
+
+# -- config -----------------------------------------------------------------------
+
+
+def _config_path() -> Path:
+    from botsched.paths import resolve_paths
+
+    return resolve_paths().config
+
+
+@config_app.command("path")
+def config_path() -> None:
+    """Print where config.toml lives.
+
+    Example: $EDITOR "$(botsched config path)"
+    """
+    sys.stdout.write(f"{_config_path()}\n")
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOpt = False) -> None:
+    """The effective configuration (defaults plus config.toml).
+
+    Example: botsched config show --json
+    """
+    from botsched import config
+
+    values = config.load(_config_path()).as_dict()
+    if as_json:
+        _emit_json(values)
+        return
+    for key, value in values.items():
+        sys.stdout.write(f"{key} = {json.dumps(value)}\n")
+
+
+@config_app.command("get")
+def config_get(key: Annotated[str, typer.Argument(help="A key such as scheduler.stage_lead_seconds.")]) -> None:
+    """Print one configuration value.
+
+    Example: botsched config get scheduler.stage_lead_seconds
+    """
+    from botsched import config
+
+    config.validate_value(key, config.SCHEMA[key].default) if key in config.SCHEMA else config.validate_value(key, None)
+    value = config.load(_config_path())[key]
+    sys.stdout.write((value if isinstance(value, str) else json.dumps(value)) + "\n")
+
+
+@config_app.command("set")
+def config_set(
+    key: Annotated[str, typer.Argument(help="A key such as scheduler.stage_lead_seconds.")],
+    value: Annotated[str, typer.Argument(help="A TOML value: 90, true, \"text\", [\"argv\", \"list\"].")],
+) -> None:
+    """Set one configuration value (validated) and reload a running daemon.
+
+    Example: botsched config set runner.command '["/usr/local/bin/mybot", "--headless"]'
+    """
+    from botsched import config
+    from botsched.client import is_running
+    from botsched.paths import resolve_paths
+
+    parsed = config.parse_cli_value(key, value)
+    path = _config_path()
+    config.write_value(path, key, parsed)
+    sys.stdout.write(f"{key} = {json.dumps(parsed)}\n")
+    if is_running(resolve_paths()):
+        try:
+            with _connect(autostart=False) as conn:
+                conn.call("reload")
+        except BotschedError as exc:
+            _warn([f"saved, but the running daemon did not reload: {exc.message}"])
+
+
+# -- entry point ------------------------------------------------------------------
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    for line in message.splitlines() or ["failed"]:
+        sys.stderr.write(f"error: {line}\n")
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every failure becomes ``error:`` lines and SPEC §5's exit code."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="botsched", standalone_mode=False)
+    except ClickException as exc:
+        _fail(2 if exc.exit_code == 2 else exc.exit_code, exc.format_message())
+    except BotschedError as exc:
+        _fail(exc.exit_code, exc.message)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line, not a traceback
+        _fail(1, f"internal error: {type(exc).__name__}: {exc} (please report this)")
+    sys.exit(code if isinstance(code, int) else 0)

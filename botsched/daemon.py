@@ -1,0 +1,374 @@
+"""``botsched daemon run``: one asyncio process that owns the store, scheduler and runners.
+
+Start-up order matters for safety: private directories, the pid-file lock (one daemon per
+home), the store, recovery of in-flight bots, and only then the socket, created inside the
+already-private directory with a 0177 umask so it is never reachable by others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+from botsched import config as config_module
+from botsched import protocol, states
+from botsched.errors import BotschedError, Conflict, InvalidInput, WaitTimeout
+from botsched.hub import EventHub
+from botsched.paths import Paths, check_socket_path, ensure_private_dir, resolve_paths
+from botsched.runners import make_runner
+from botsched.scheduler import Clock, Scheduler, SystemClock
+from botsched.service import BotService
+from botsched.store import Event, Store
+from botsched.validation import validate_bot_id
+
+log = logging.getLogger("botsched.daemon")
+
+MAX_CONNECTIONS = 256
+#: A client that sends nothing for this long (mid-request or between requests) is dropped.
+IDLE_TIMEOUT_S = 60.0
+#: One bulk request may not hold the connection open longer than this.
+BULK_TIMEOUT_S = 600.0
+
+
+class OversizedLine(Exception):
+    """A request line over ``protocol.MAX_LINE``: answered, then the connection is closed
+    (there is no way to find the next request inside an oversized line)."""
+
+
+class PidLock:
+    """An exclusive ``flock`` on the pid file: the kernel releases it when we die."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(self.fd, 32).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise BotschedError(f"a daemon is already running for this home (pid {other})") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+
+
+def _setup_logging(path: Path, foreground: bool) -> None:
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 1024 * 1024, backupCount=3)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("botsched")
+    root.handlers[:] = [handler]
+    if foreground:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(console)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o600)
+
+
+def _listen(path: Path) -> socket.socket:
+    """Bind the Unix socket safely: never follow or replace what is not ours."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid():
+            raise BotschedError(f"{path} exists and is not our socket (a symlink or a foreign file): refusing it")
+        os.unlink(path)  # stale: the pid lock proved no daemon owns it
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+class Daemon:
+    def __init__(self, paths: Paths, clock: Clock | None = None) -> None:
+        self.paths = paths
+        self.clock = clock or SystemClock()
+        self.hub = EventHub()
+        self.config = config_module.load(paths.config)
+        self.store = Store(paths.database, on_events=self._published)
+        self.scheduler = Scheduler(self.store, make_runner(self.config["runner.kind"], self.config, self._report),
+                                   self.config, self.clock)
+        self.service = BotService(self.store, self.scheduler, self.config, self.clock, paths)
+        self._handlers = self.service.handlers()
+        self._connections = 0
+        self._stopped = asyncio.Event()
+
+    def _report(self, bot_id: str, state: str, detail: str | None) -> None:
+        self.scheduler.report(bot_id, state, detail)
+
+    def _published(self, events: list[Event]) -> None:
+        for event in events:
+            log.info("%s -> %s%s", event.bot_id, event.state, f" ({event.detail})" if event.detail else "")
+        self.hub.publish(events)
+
+    def reload(self) -> None:
+        """Re-read config.toml; a bad file keeps the old config (and says why)."""
+        fresh = config_module.load(self.paths.config)
+        if fresh["runner.kind"] != self.config["runner.kind"]:
+            raise InvalidInput("runner.kind changed: restart the daemon to switch runners")
+        self.config = fresh
+        self.scheduler.config = fresh
+        self.scheduler.runner.reload(fresh)
+        self.service.config = fresh
+        self.scheduler.poke()
+        log.info("configuration reloaded")
+
+    # -- connections --------------------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections += 1
+        try:
+            if self._connections > MAX_CONNECTIONS:
+                writer.write(protocol.error_reply(BotschedError("too many connections; try again")))
+                return
+            if peer_uid(writer) != os.getuid():
+                log.warning("refused a connection from another uid")
+                writer.write(protocol.error_reply(BotschedError("permission denied: not the daemon's user")))
+                return
+            while True:
+                line = await self._read_line(reader)
+                if line is None:
+                    return
+                if not line.strip():
+                    continue
+                keep_open = await self._serve(line, reader, writer)
+                await writer.drain()
+                if not keep_open:
+                    return
+        except OversizedLine:
+            writer.write(protocol.error_reply(InvalidInput(f"request line over {protocol.MAX_LINE} bytes")))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # never let one connection take the daemon down
+            log.exception("connection handler failed")
+        finally:
+            self._connections -= 1
+            with contextlib.suppress(Exception):
+                await writer.drain()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read_line(self, reader: asyncio.StreamReader, timeout: float = IDLE_TIMEOUT_S) -> bytes | None:
+        """One request line; ``None`` at EOF or after the idle timeout. Oversized lines raise."""
+        try:
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), timeout)
+        except asyncio.IncompleteReadError:
+            return None  # EOF (a partial line at EOF is dropped)
+        except TimeoutError:
+            return None
+        except asyncio.LimitOverrunError:
+            raise OversizedLine() from None
+        return line
+
+    async def _serve(self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; returns whether the connection may carry another."""
+        try:
+            op, args = protocol.parse_request(protocol.decode(line))
+            if op == "events":
+                await self._events(args, writer)
+                return True
+            if op == "wait":
+                await self._wait(args, writer)
+                return True
+            if op == "create_many":
+                writer.write(await self._create_many(args, reader))
+                return True
+            if op == "ping":
+                writer.write(protocol.reply({"pid": os.getpid(), "version": protocol.VERSION}))
+                return True
+            if op == "stop":
+                writer.write(protocol.reply({"stopping": True}))
+                asyncio.get_running_loop().call_soon(self._stopped.set)
+                return False
+            if op == "reload":
+                self.reload()
+                writer.write(protocol.reply(self.service.status({})[0]["config"]))
+                return True
+            handler = self._handlers.get(op)
+            if handler is None:
+                raise InvalidInput(f"unknown op {op!r}")
+            result, warnings = handler(args)
+            writer.write(protocol.reply(result, warnings))
+        except BotschedError as exc:
+            writer.write(protocol.error_reply(exc))
+        except OversizedLine:
+            raise
+        except Exception as exc:
+            log.exception("request failed")
+            writer.write(protocol.error_reply(BotschedError(f"internal error: {type(exc).__name__}: {exc}")))
+        return True
+
+    async def _create_many(self, args: dict[str, Any], reader: asyncio.StreamReader) -> bytes:
+        chunks = args.get("chunks")
+        if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 0:
+            raise InvalidInput("create_many needs args.chunks, a whole number")
+        items: list[Any] = []
+        for _ in range(chunks):
+            line = await self._read_line(reader)
+            if line is None:
+                raise InvalidInput("bulk create ended before all its chunks arrived; nothing was created")
+            chunk = protocol.decode(line).get("items")
+            if not isinstance(chunk, list):
+                raise InvalidInput("bulk chunk needs an 'items' array")
+            items.extend(chunk)
+            if len(items) > 1_000_000:
+                raise InvalidInput("too many bots in one bulk create (at most 1,000,000)")
+        result, warnings = self.service.create_many(items, bool(args.get("bots")))
+        return protocol.reply(result, warnings)
+
+    async def _events(self, args: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        """Past events (of one bot or all), then, with ``follow``, live ones until the client leaves."""
+        bot_id = args.get("id")
+        if bot_id is not None:
+            self.store.get(validate_bot_id(bot_id))
+        with self.hub.subscribe(bot_id) as subscription:
+            last = 0
+            for event in self.store.events(bot_id):
+                writer.write(protocol.event_line(event.to_json(with_bot=True)))
+                last = event.seq
+                if writer.transport.get_write_buffer_size() > 1 << 20:
+                    await writer.drain()
+            if not args.get("follow"):
+                writer.write(protocol.reply(None))
+                return
+            await writer.drain()
+            while True:
+                event = await subscription.get()
+                if event is None:
+                    raise BotschedError("event stream ended: the daemon is stopping or the client fell behind")
+                if event.seq <= last:
+                    continue
+                writer.write(protocol.event_line(event.to_json(with_bot=True)))
+                await writer.drain()
+
+    async def _wait(self, args: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        """Block until the bot reaches the state (default: any terminal one)."""
+        bot_id = validate_bot_id(args.get("id"))
+        target = args.get("state")
+        if target is not None and target not in states.ALL_STATES:
+            raise InvalidInput(f"unknown state {target!r}; states are: {', '.join(states.ALL_STATES)}")
+        timeout = args.get("timeout")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise InvalidInput("--timeout must be a number of seconds >= 0")
+        with self.hub.subscribe(bot_id) as subscription:
+            bot = self.store.get(bot_id)
+            reached = [e["state"] for e in bot["events"]]
+
+            async def until_reached() -> str:
+                nonlocal reached
+                while True:
+                    if target is not None and target in reached:
+                        return target
+                    if reached and states.is_terminal(reached[-1]):
+                        return reached[-1]
+                    event = await subscription.get()
+                    if event is None:
+                        raise BotschedError("the daemon is stopping")
+                    reached.append(event.state)
+
+            try:
+                final = await asyncio.wait_for(until_reached(), timeout)
+            except TimeoutError:
+                raise WaitTimeout(f"timed out after {timeout}s waiting for {bot_id} (it is {reached[-1]})") from None
+        bot = self.store.get(bot_id)
+        if target is not None and final != target:
+            raise Conflict(f"{bot_id} ended {final} without reaching {target}")
+        writer.write(protocol.reply(bot))
+
+    # -- life cycle ---------------------------------------------------------------
+
+    async def serve(self, sock: socket.socket, on_ready: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stopped.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_from_signal)
+        self.scheduler.recover()
+        server = await asyncio.start_unix_server(self.handle, sock=sock, limit=protocol.MAX_LINE)
+        scheduler_task = asyncio.create_task(self.scheduler.run())
+        log.info("daemon %s listening on %s (runner: %s)", os.getpid(), self.paths.socket,
+                 self.scheduler.runner.describe())
+        if on_ready is not None:
+            on_ready()
+        await self._stopped.wait()
+        log.info("stopping")
+        server.close()
+        self.scheduler.stop()
+        self.hub.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scheduler_task
+        await self.scheduler.runner.close()
+        self.store.close()
+        log.info("stopped")
+
+    def _reload_from_signal(self) -> None:
+        try:
+            self.reload()
+        except BotschedError as exc:
+            log.error("reload failed, keeping the old configuration: %s", exc.message)
+
+
+def run(foreground: bool = True) -> None:
+    """Entry point of ``botsched daemon run``. Raises ``BotschedError`` for clear failures.
+
+    When started in the background by ``daemon start``, stdout/stderr are a pipe the
+    starter reads: errors appear there, and closing them signals "ready".
+    """
+    paths = resolve_paths()
+    for directory in {paths.socket.parent, paths.database.parent, paths.log.parent, paths.pid.parent}:
+        ensure_private_dir(directory)
+    check_socket_path(paths.socket)
+    lock = PidLock(paths.pid)
+    try:
+        _setup_logging(paths.log, foreground)
+        daemon = Daemon(paths)
+        sock = _listen(paths.socket)
+        try:
+            asyncio.run(daemon.serve(sock, on_ready=None if foreground else _detach_stdio))
+        finally:
+            with contextlib.suppress(OSError):  # still ours: we hold the pid lock
+                os.unlink(paths.socket)
+            sock.close()
+    finally:
+        lock.release()
+
+
+def _detach_stdio() -> None:
+    """Tell ``daemon start`` we are up: close the pipe it is reading."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)

@@ -1,0 +1,70 @@
+"""Live fan-out of state changes to ``events --follow`` and ``wait`` streams.
+
+The store announces events after each durable commit; the hub hands them to every
+subscriber's bounded queue. A subscriber that cannot keep up is cut off (its stream
+ends with an error) rather than letting the daemon's memory grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from botsched.store import Event
+
+QUEUE_LIMIT = 100_000
+
+
+class Subscription:
+    def __init__(self, hub: EventHub, bot_id: str | None) -> None:
+        self.hub = hub
+        self.bot_id = bot_id
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_LIMIT)
+        self.overflowed = False
+
+    def offer(self, event: Event) -> None:
+        if self.bot_id is not None and event.bot_id != self.bot_id:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            self.hub.unsubscribe(self)
+
+    async def get(self) -> Event | None:
+        """The next event; ``None`` once the hub closed or dropped this subscription."""
+        if self.overflowed and self.queue.empty():
+            return None
+        return await self.queue.get()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hub.unsubscribe(self)
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._subscribers: set[Subscription] = set()
+
+    def subscribe(self, bot_id: str | None = None) -> Subscription:
+        subscription = Subscription(self, bot_id)
+        self._subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscribers:
+            self._subscribers.discard(subscription)
+            try:
+                subscription.queue.put_nowait(None)
+            except asyncio.QueueFull:
+                pass
+
+    def publish(self, events: list[Event]) -> None:
+        for subscription in list(self._subscribers):
+            for event in events:
+                subscription.offer(event)
+
+    def close(self) -> None:
+        for subscription in list(self._subscribers):
+            self.unsubscribe(subscription)

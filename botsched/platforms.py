@@ -1,0 +1,24 @@
+"""Recognise the meeting platform from a URL (Zoom, Google Meet, Microsoft Teams, Webex)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+_PLATFORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("zoom", ("zoom.us", "zoom.com", "zoomgov.com")),
+    ("google_meet", ("meet.google.com",)),
+    ("teams", ("teams.microsoft.com", "teams.live.com")),
+    ("webex", ("webex.com",)),
+)
+
+
+def detect_platform(url: str) -> str | None:
+    """The platform's name, or ``None`` for a URL of none of the known ones."""
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return None
+    for name, domains in _PLATFORMS:
+        if any(host == domain or host.endswith("." + domain) for domain in domains):
+            return name
+    return None

@@ -1,0 +1,68 @@
+"""The socket protocol: newline-delimited JSON, one object per line, versioned.
+
+Request   ``{"v": 1, "op": "show", "args": {"id": "bot_..."}}``
+Reply     ``{"v": 1, "ok": true, "result": ..., "warnings": [...]}``
+Error     ``{"v": 1, "ok": false, "error": {"code": "not_found", "message": "..."}}``
+Stream    ops ``events`` (with ``follow``) and ``wait`` send ``{"v": 1, "event": {...}}``
+          lines before their final reply.
+Bulk      ``create_many`` with ``args.chunks = K`` is followed by K lines
+          ``{"items": [{"line": N, ...bot fields...}, ...]}``.
+
+Each line is at most ``MAX_LINE`` bytes; a longer one gets an error and the connection
+is closed (there is no way to resynchronise inside an oversized line). Stdlib only: the
+CLI's fast path imports this.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botsched.errors import BotschedError, InvalidInput
+
+VERSION = 1
+MAX_LINE = 1 << 20  # 1 MiB
+
+
+class ProtocolError(InvalidInput):
+    """A line that is not a well-formed request."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """Parse one line into an object; any malformed input is a ``ProtocolError``."""
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ProtocolError(f"malformed request: {str(exc)[:200]}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("malformed request: expected a JSON object")
+    return message
+
+
+def request(op: str, **args: Any) -> bytes:
+    return encode({"v": VERSION, "op": op, "args": args})
+
+
+def parse_request(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if message.get("v") != VERSION:
+        raise ProtocolError(f"unsupported protocol version {message.get('v')!r} (this daemon speaks {VERSION})")
+    op, args = message.get("op"), message.get("args", {})
+    if not isinstance(op, str) or not isinstance(args, dict):
+        raise ProtocolError("malformed request: needs a string 'op' and an object 'args'")
+    return op, args
+
+
+def reply(result: Any, warnings: list[str] | None = None) -> bytes:
+    return encode({"v": VERSION, "ok": True, "result": result, "warnings": warnings or []})
+
+
+def error_reply(exc: BotschedError) -> bytes:
+    return encode({"v": VERSION, "ok": False, "error": {"code": exc.code, "message": exc.message}})
+
+
+def event_line(event: dict[str, Any]) -> bytes:
+    return encode({"v": VERSION, "event": event})

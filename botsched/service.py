@@ -1,0 +1,182 @@
+"""The daemon's request handlers: validation and business rules over the store.
+
+Plain synchronous Python with no socket in sight, so it is tested directly. Each handler
+takes the request's ``args`` and returns ``(result, warnings)``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botsched import __version__, states
+from botsched.config import Config
+from botsched.errors import Conflict, InvalidInput
+from botsched.paths import Paths
+from botsched.scheduler import Clock, Scheduler
+from botsched.store import NewBot, Store
+from botsched.timeparse import check_join_time, parse_join_at, resolve_zone
+from botsched.validation import (
+    validate_bot_id,
+    validate_bot_name,
+    validate_dedup_key,
+    validate_meeting_url,
+    validate_metadata,
+)
+
+Result = tuple[Any, list[str]]
+
+#: At most this many bots in one ``create_many`` (a 1M-line file still goes through).
+MAX_BULK = 1_000_000
+
+
+class BotService:
+    def __init__(self, store: Store, scheduler: Scheduler, config: Config, clock: Clock, paths: Paths) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.config = config
+        self.clock = clock
+        self.paths = paths
+        self.started = time.monotonic()
+
+    # -- creating -----------------------------------------------------------------
+
+    def _new_bot(self, fields: dict[str, Any], now_us: int, warnings: list[str]) -> NewBot:
+        """Validate one create request (CLI option values or a bulk line)."""
+        unknown = set(fields) - {"meeting_url", "bot_name", "join_at", "metadata", "deduplication_key", "line"}
+        if unknown:
+            raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}")
+        url = validate_meeting_url(fields.get("meeting_url"))
+        name = fields.get("bot_name")
+        name = validate_bot_name(self.config["defaults.bot_name"] if name is None else name)
+        metadata = validate_metadata(fields.get("metadata"))
+        dedup = validate_dedup_key(fields.get("deduplication_key"))
+        join_text = fields.get("join_at")
+        if join_text is None:
+            return NewBot(url, name, None, None, metadata, dedup)
+        if not isinstance(join_text, str):
+            raise InvalidInput("join_at must be a string time")
+        join = parse_join_at(join_text, now_us, resolve_zone(self.config["defaults.timezone"]))
+        warnings.extend(join.warnings)
+        warnings.extend(check_join_time(join.us, now_us, self.config.stage_lead_us))
+        return NewBot(url, name, join.text, join.us, metadata, dedup)
+
+    def create(self, args: dict[str, Any]) -> Result:
+        now = self.clock.now_us()
+        warnings: list[str] = []
+        bot = self._new_bot(args, now, warnings)
+        [bot_id] = self.store.insert([bot], now)
+        self.scheduler.poke(self._due_us(bot))
+        return self.store.get(bot_id), warnings
+
+    def create_many(self, items: list[dict[str, Any]], want_bots: bool) -> Result:
+        """All or nothing: every invalid item is named by its line; then one transaction."""
+        if len(items) > MAX_BULK:
+            raise InvalidInput(f"too many bots in one request ({len(items)}, at most {MAX_BULK})")
+        now = self.clock.now_us()
+        bots: list[NewBot] = []
+        labels: list[str] = []
+        problems: list[str] = []
+        warned = 0
+        for index, item in enumerate(items, 1):
+            label = f"line {item.get('line', index)}" if isinstance(item, dict) else f"line {index}"
+            try:
+                if not isinstance(item, dict):
+                    raise InvalidInput("expected a JSON object")
+                item_warnings: list[str] = []
+                bots.append(self._new_bot(item, now, item_warnings))
+                warned += bool(item_warnings)
+                labels.append(label)
+            except InvalidInput as exc:
+                problems.append(f"{label}: {exc.message}")
+        if problems:
+            raise InvalidInput("\n".join(problems + [f"{len(problems)} invalid line(s); nothing was created"]))
+        ids = self.store.insert(bots, now, labels)
+        due = [d for d in (self._due_us(bot) for bot in bots) if d is not None]
+        if due:
+            self.scheduler.poke(min(due))
+        warnings = [f"{warned} bot(s) join sooner than the stage lead: they may not have time to spin up"] if warned else []
+        return (self.store.get_many(ids) if want_bots else ids), warnings
+
+    def _due_us(self, bot: NewBot) -> int | None:
+        if bot.join_at_us is None:
+            return self.clock.now_us()
+        return bot.join_at_us - self.config.stage_lead_us
+
+    # -- changing -----------------------------------------------------------------
+
+    def reschedule(self, args: dict[str, Any]) -> Result:
+        bot_id = validate_bot_id(args.get("id"))
+        text = args.get("join_at")
+        if not isinstance(text, str):
+            raise InvalidInput("reschedule needs --join-at")
+        now = self.clock.now_us()
+        join = parse_join_at(text, now, resolve_zone(self.config["defaults.timezone"]))
+        warnings = join.warnings + check_join_time(join.us, now, self.config.stage_lead_us)
+        self.store.reschedule(bot_id, join.text, join.us, now)
+        self.scheduler.poke(join.us - self.config.stage_lead_us)
+        return self.store.get(bot_id), warnings
+
+    def cancel(self, args: dict[str, Any]) -> Result:
+        bot_id = validate_bot_id(args.get("id"))
+        self.store.delete_scheduled(bot_id)
+        return {"id": bot_id, "cancelled": True}, []
+
+    def leave(self, args: dict[str, Any]) -> Result:
+        bot_id = validate_bot_id(args.get("id"))
+        bot = self.store.get(bot_id)
+        if bot["state"] not in states.IN_MEETING:
+            raise Conflict(f"cannot leave {bot_id}: it is {bot['state']} (leave needs a bot in a meeting)")
+        self.scheduler.runner.leave(bot_id)
+        return self.store.get(bot_id), []
+
+    # -- reading ------------------------------------------------------------------
+
+    def show(self, args: dict[str, Any]) -> Result:
+        return self.store.get(validate_bot_id(args.get("id"))), []
+
+    def list(self, args: dict[str, Any]) -> Result:
+        wanted = args.get("states") or []
+        if not isinstance(wanted, list) or any(s not in states.ALL_STATES for s in wanted):
+            raise InvalidInput(f"unknown state in {wanted!r}; states are: {', '.join(states.ALL_STATES)}")
+        limit = args.get("limit", 100)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise InvalidInput("--limit must be a whole number >= 0")
+        bots, more = self.store.list(wanted, limit)
+        return {"bots": bots, "more": more}, []
+
+    def ids(self, args: dict[str, Any]) -> Result:
+        wanted = [s for s in args.get("states") or [] if s in states.ALL_STATES]
+        prefix = args.get("prefix") or ""
+        return self.store.ids(wanted, prefix if isinstance(prefix, str) else ""), []
+
+    def status(self, args: dict[str, Any]) -> Result:
+        return {
+            "running": True,
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+            "socket": str(self.paths.socket),
+            "database": str(self.paths.database),
+            "config_file": str(self.paths.config),
+            "log": str(self.paths.log),
+            "runner": self.config["runner.kind"],
+            "runner_detail": self.scheduler.runner.describe(),
+            "counts": self.store.counts(),
+            "config": self.config.as_dict(),
+        }, []
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], Result]]:
+        """The request-reply ops, by name (streams and bulk are the daemon's)."""
+        return {
+            "create": self.create,
+            "reschedule": self.reschedule,
+            "cancel": self.cancel,
+            "leave": self.leave,
+            "show": self.show,
+            "list": self.list,
+            "ids": self.ids,
+            "status": self.status,
+        }
