@@ -16,6 +16,7 @@ from typing import Any
 from botsched import protocol
 from botsched.errors import BotschedError, InvalidInput
 from botsched.timeparse import parse_join_at
+from botsched.validation import validate_bot_name, validate_dedup_key, validate_meeting_url, validate_metadata
 
 #: Bytes per chunk line on the socket: well under ``protocol.MAX_LINE``.
 CHUNK_BYTES = 256 * 1024
@@ -50,21 +51,30 @@ def parse_lines(raw_lines: list[bytes], zone: tzinfo, now_us: int) -> list[dict[
         if unknown:
             problems.append(f"line {number}: unknown field(s): {', '.join(sorted(unknown))}")
             continue
-        join_at = item.get("join_at")
-        if join_at is not None:
-            if not isinstance(join_at, str):
-                problems.append(f"line {number}: join_at must be a string time")
-                continue
-            try:
-                item["join_at"] = parse_join_at(join_at, now_us, zone).text
-            except InvalidInput as exc:
-                problems.append(f"line {number}: {exc.message}")
-                continue
+        try:
+            _check_item(item, zone, now_us)
+        except InvalidInput as exc:
+            problems.append(f"line {number}: {exc.message}")
+            continue
         item["line"] = number
         items.append(item)
     if problems:
         raise InvalidInput("\n".join(problems + [f"{len(problems)} invalid line(s); nothing was created"]))
     return items
+
+
+def _check_item(item: dict[str, Any], zone: tzinfo, now_us: int) -> None:
+    """The daemon re-checks everything; checking here too names *every* bad line at once."""
+    validate_meeting_url(item.get("meeting_url"))
+    if item.get("bot_name") is not None:
+        validate_bot_name(item["bot_name"])
+    validate_metadata(item.get("metadata"))
+    validate_dedup_key(item.get("deduplication_key"))
+    join_at = item.get("join_at")
+    if join_at is not None:
+        if not isinstance(join_at, str):
+            raise InvalidInput("join_at must be a string time")
+        item["join_at"] = parse_join_at(join_at, now_us, zone).text
 
 
 def _chunks(items: list[dict[str, Any]]) -> list[bytes]:

@@ -306,7 +306,7 @@ class Daemon:
                 raise WaitTimeout(f"timed out after {timeout}s waiting for {bot_id} (it is {reached[-1]})") from None
         bot = self.store.get(bot_id)
         if target is not None and final != target:
-            raise Conflict(f"{bot_id} ended {final} without reaching {target}")
+            raise Conflict(f"{bot_id} finished as {final} without reaching {target}")
         writer.write(protocol.reply(bot))
 
     # -- life cycle ---------------------------------------------------------------

@@ -60,7 +60,7 @@ class BotService:
             raise InvalidInput("join_at must be a string time")
         join = parse_join_at(join_text, now_us, resolve_zone(self.config["defaults.timezone"]))
         warnings.extend(join.warnings)
-        warnings.extend(check_join_time(join.us, now_us, self.config.stage_lead_us))
+        warnings.extend(check_join_time(join, now_us, self.config.stage_lead_us))
         return NewBot(url, name, join.text, join.us, metadata, dedup)
 
     def create(self, args: dict[str, Any]) -> Result:
@@ -114,7 +114,7 @@ class BotService:
             raise InvalidInput("reschedule needs --join-at")
         now = self.clock.now_us()
         join = parse_join_at(text, now, resolve_zone(self.config["defaults.timezone"]))
-        warnings = join.warnings + check_join_time(join.us, now, self.config.stage_lead_us)
+        warnings = join.warnings + check_join_time(join, now, self.config.stage_lead_us)
         self.store.reschedule(bot_id, join.text, join.us, now)
         self.scheduler.poke(join.us - self.config.stage_lead_us)
         return self.store.get(bot_id), warnings
@@ -144,7 +144,10 @@ class BotService:
         limit = args.get("limit", 100)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise InvalidInput("--limit must be a whole number >= 0")
-        bots, more = self.store.list(wanted, limit)
+        prefix = args.get("dedup_prefix")
+        if prefix is not None and not isinstance(prefix, str):
+            raise InvalidInput("dedup_prefix must be a string")
+        bots, more = self.store.list(wanted, limit, prefix)
         return {"bots": bots, "more": more}, []
 
     def ids(self, args: dict[str, Any]) -> Result:

@@ -281,13 +281,22 @@ class Store:
         events = self._events_for(list(rows))
         return [self._bot_json(rows[bot_id], events[bot_id]) for bot_id in bot_ids if bot_id in rows]
 
-    def list(self, state_filter: Iterable[str] = (), limit: int = 100) -> tuple[list[dict[str, Any]], bool]:
-        """Bots ordered by join_at (ad-hoc by created_at); ``limit`` 0 = all.
+    def list(
+        self, state_filter: Iterable[str] = (), limit: int = 100, dedup_prefix: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Bots ordered by join_at (ad-hoc by created_at); ``limit`` 0 = all; optionally
+        only those whose dedup key starts with ``dedup_prefix`` (calendar sync's bots).
         Returns the page and whether more bots match."""
         wanted = sorted(set(state_filter))
-        where = f"WHERE state IN ({','.join('?' * len(wanted))})" if wanted else ""
-        sql = f"SELECT {_BOT_COLUMNS} FROM bots {where} ORDER BY sort_us, created_us, id"
+        clauses: list[str] = []
         params: list[Any] = list(wanted)
+        if wanted:
+            clauses.append(f"state IN ({','.join('?' * len(wanted))})")
+        if dedup_prefix is not None:
+            clauses.append("substr(dedup_key, 1, ?) = ?")
+            params.extend([len(dedup_prefix), dedup_prefix])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {_BOT_COLUMNS} FROM bots {where} ORDER BY sort_us, created_us, id"
         if limit > 0:
             sql += " LIMIT ?"
             params.append(limit + 1)

@@ -151,12 +151,11 @@ def parse_join_at(text: str, now_us: int, zone: tzinfo | None = None) -> JoinTim
     return JoinTime(us, format_instant(us, digits), warnings)
 
 
-def check_join_time(join_us: int, now_us: int, stage_lead_us: int) -> list[str]:
+def check_join_time(join: JoinTime, now_us: int, stage_lead_us: int) -> list[str]:
     """Refuse a join time in the past; warn when it leaves less than the stage lead."""
+    join_us = join.us
     if join_us <= now_us:
-        raise InvalidInput(
-            f"join time {format_instant(join_us)} is in the past (now is {format_instant(now_us, 0)})"
-        )
+        raise InvalidInput(f"join time {join.text} is in the past (now is {format_instant(now_us, 0)})")
     if join_us - now_us < stage_lead_us:
         left = (join_us - now_us) / US_PER_S
         return [
