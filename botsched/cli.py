@@ -300,6 +300,24 @@ def events(
                 printer(event)
 
 
+@app.command()
+def logs(bot_id: Annotated[str, typer.Argument(help="The bot.")]) -> None:
+    """Print the runner's output for a bot (command runner).
+
+    Example: botsched logs bot_HiXYgjyeWmTVOaII | tail -20
+    """
+    from botsched.paths import resolve_paths
+
+    bot = _call("show", id=bot_id)
+    path = resolve_paths().runner_logs / f"{bot['id']}.log"
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(65536):
+                sys.stdout.buffer.write(chunk)
+    except FileNotFoundError:
+        sys.stderr.write(f"no runner output for {bot['id']} (simulated runs and bots not yet staged have none)\n")
+
+
 # -- daemon -----------------------------------------------------------------------
 
 

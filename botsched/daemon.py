@@ -119,8 +119,8 @@ class Daemon:
         self.hub = EventHub()
         self.config = config_module.load(paths.config)
         self.store = Store(paths.database, on_events=self._published)
-        self.scheduler = Scheduler(self.store, make_runner(self.config["runner.kind"], self.config, self._report),
-                                   self.config, self.clock)
+        runner = make_runner(self.config, self._report, paths.runner_logs)
+        self.scheduler = Scheduler(self.store, runner, self.config, self.clock)
         self.service = BotService(self.store, self.scheduler, self.config, self.clock, paths)
         self._handlers = self.service.handlers()
         self._connections = 0
@@ -348,7 +348,8 @@ def run(foreground: bool = True) -> None:
     starter reads: errors appear there, and closing them signals "ready".
     """
     paths = resolve_paths()
-    for directory in {paths.socket.parent, paths.database.parent, paths.log.parent, paths.pid.parent}:
+    for directory in {paths.socket.parent, paths.database.parent, paths.log.parent, paths.pid.parent,
+                      paths.runner_logs}:
         ensure_private_dir(directory)
     check_socket_path(paths.socket)
     lock = PidLock(paths.pid)

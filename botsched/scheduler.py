@@ -57,17 +57,23 @@ class Scheduler:
         self._wakeup: asyncio.Event | None = None
         self._target_us: int | None = None
         self._stopping = False
+        #: Bots already told (by an event) that they wait for a runner slot.
+        self._waiting: set[str] = set()
+        runner.on_slot_freed = self.poke
 
     # -- the rules ----------------------------------------------------------------
 
     def next_due_us(self) -> int | None:
         """When the next transition is due: the earliest of staging, joining, ad-hoc start."""
         candidates = []
-        scheduled = self.store.next_time(states.SCHEDULED)
-        if scheduled is not None:
-            candidates.append(scheduled - self.config.stage_lead_us)
-        for state in (states.STAGED, states.READY):
-            when = self.store.next_time(state)
+        when = self.store.next_time(states.STAGED)
+        if when is not None:
+            candidates.append(when)
+        if self.runner.free_slots() != 0:  # when full, a freed slot pokes us
+            when = self.store.next_time(states.SCHEDULED)
+            if when is not None:
+                candidates.append(when - self.config.stage_lead_us)
+            when = self.store.next_time(states.READY)
             if when is not None:
                 candidates.append(when)
         return min(candidates) if candidates else None
@@ -114,6 +120,17 @@ class Scheduler:
             self.store.transition_many(changes, now)
         return len(due)
 
+    def _no_slot(self, bot: Due, now: int) -> bool:
+        """True (and an event, once) when the runner cap keeps this bot waiting."""
+        if self.runner.free_slots() != 0:
+            self._waiting.discard(bot.id)
+            return False
+        if bot.id not in self._waiting:
+            self._waiting.add(bot.id)
+            limit = self.config["runner.max_concurrent"]
+            self.store.note(bot.id, now, f"waiting for a runner slot (runner.max_concurrent = {limit} in use)")
+        return True
+
     def _start_ready(self, now: int) -> int:
         """Ad-hoc bots: start the runner and join at once (ready -> joining)."""
         due = self.store.due(states.READY, now, BATCH)
@@ -122,6 +139,8 @@ class Scheduler:
             if missed:
                 self.store.transition(bot.id, states.READY, states.FATAL_ERROR, now, missed)
                 continue
+            if self._no_slot(bot, now):
+                return 0
             try:
                 self.runner.stage(self.store.get(bot.id))
                 self.runner.join(bot.id)
@@ -139,6 +158,10 @@ class Scheduler:
             if missed:
                 self.store.transition(bot.id, states.SCHEDULED, states.FATAL_ERROR, now, missed)
                 continue
+            if self._no_slot(bot, now):
+                for waiting in due[due.index(bot) + 1 :]:
+                    self._no_slot(waiting, now)
+                return 0
             if not self.store.stage(bot.id, bot.join_at_us, now):
                 continue  # a cancel or reschedule won the race
             try:
@@ -175,8 +198,7 @@ class Scheduler:
             try:
                 self.runner.resume(self.store.get(due.id), since[1])
             except RunnerError as exc:
-                self.store.transition(due.id, due.state, states.FATAL_ERROR, self.clock.now_us(),
-                                      f"lost across a daemon restart: {exc}")
+                self.store.transition(due.id, due.state, states.FATAL_ERROR, self.clock.now_us(), str(exc))
 
     # -- the loop -----------------------------------------------------------------
 

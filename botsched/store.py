@@ -395,6 +395,13 @@ class Store:
     def transition(self, bot_id: str, old: str, new: str, now_us: int, detail: str | None = None) -> bool:
         return bool(self.transition_many([(bot_id, old, new, detail)], now_us))
 
+    def note(self, bot_id: str, now_us: int, detail: str) -> None:
+        """An event that is not a state change (e.g. "waiting for a runner slot")."""
+        with self._transaction() as pending:
+            state = self._state_of(bot_id)
+            if state is not None:
+                self._add_events(pending, [(bot_id, state, now_us, detail)])
+
     def stage(self, bot_id: str, join_at_us: int, now_us: int, detail: str | None = None) -> bool:
         """scheduled -> staged, fenced on join_at: a reschedule that slipped in wins."""
         with self._transaction() as pending:

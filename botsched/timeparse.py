@@ -157,9 +157,9 @@ def check_join_time(join: JoinTime, now_us: int, stage_lead_us: int) -> list[str
     if join_us <= now_us:
         raise InvalidInput(f"join time {join.text} is in the past (now is {format_instant(now_us, 0)})")
     if join_us - now_us < stage_lead_us:
-        left = (join_us - now_us) / US_PER_S
+        left, lead = (join_us - now_us) / US_PER_S, stage_lead_us / US_PER_S
         return [
-            f"join time is only {left:.0f}s away, less than the stage lead of "
-            f"{stage_lead_us / US_PER_S:.0f}s: the bot may not have time to spin up"
+            f"join time is only {left:.1f}s away, less than the stage lead of {lead:g}s: "
+            "the bot may not have time to spin up"
         ]
     return []

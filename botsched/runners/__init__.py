@@ -6,18 +6,22 @@ A runner is driven by the scheduler and reports back through a ``Report`` callba
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from botsched.config import Config
 from botsched.runners.base import Report, Runner, RunnerError
 from botsched.runners.simulate import SimulateRunner
 
 __all__ = ["Report", "Runner", "RunnerError", "SimulateRunner", "make_runner"]
 
 
-def make_runner(kind: str, config: "object", report: Report) -> Runner:
-    """The runner for config ``runner.kind``."""
+def make_runner(config: Config, report: Report, log_dir: Path) -> Runner:
+    """The runner for config ``runner.kind`` (per-bot output goes under ``log_dir``)."""
+    kind = config["runner.kind"]
     if kind == "simulate":
-        return SimulateRunner(config, report)  # type: ignore[arg-type]
+        return SimulateRunner(config, report)
     if kind == "command":
         from botsched.runners.command import CommandRunner
 
-        return CommandRunner(config, report)  # type: ignore[arg-type]
+        return CommandRunner(config, report, log_dir)
     raise RunnerError(f"unknown runner kind {kind!r}")

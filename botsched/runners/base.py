@@ -22,6 +22,8 @@ class Runner(ABC):
     def __init__(self, config: Config, report: Report) -> None:
         self.config = config
         self.report = report
+        #: Called when a runner slot frees up (set by the scheduler to re-plan).
+        self.on_slot_freed: Callable[[], None] | None = None
 
     def describe(self) -> str:
         """One line for ``daemon status``."""
@@ -42,6 +44,10 @@ class Runner(ABC):
     @abstractmethod
     def resume(self, bot: dict[str, Any], since_us: int) -> None:
         """After a daemon restart: take over a non-terminal bot found in the store."""
+
+    def free_slots(self) -> int | None:
+        """How many more bots may be staged now; ``None`` = no limit."""
+        return None
 
     def discard(self, bot_id: str) -> None:
         """The bot failed or was dropped by the scheduler: release whatever it holds."""
