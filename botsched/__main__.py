@@ -1,6 +1,6 @@
 """``python -m botsched`` is the same as the ``botsched`` command."""
 
-from botsched.cli import main
+from botsched.fastcli import main
 
 if __name__ == "__main__":
     main()

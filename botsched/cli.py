@@ -10,12 +10,18 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from botsched import __version__
-from botsched.errors import BotschedError, Conflict, InvalidInput, WaitTimeout
+from botsched.errors import BotschedError, InvalidInput, WaitTimeout
+from botsched.fastcli import call as _call
+from botsched.fastcli import create_bot, fail
+from botsched.fastcli import emit_json as _emit_json
+from botsched.fastcli import local_zone as _local_zone
+from botsched.fastcli import resolve_join_at as _resolve_join_at
+from botsched.fastcli import warn as _warn
 
 try:  # typer >= 0.24 vendors click
     from typer._click.exceptions import ClickException
@@ -39,51 +45,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on 
 # -- helpers ----------------------------------------------------------------------
 
 
-def _emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
-
-
-def _warn(warnings: list[str]) -> None:
-    for warning in warnings:
-        sys.stderr.write(f"warning: {warning}\n")
-
-
 def _connect(autostart: bool = True) -> Any:
     from botsched.client import connect
 
     return connect(autostart=autostart)
-
-
-def _call(op: str, **args: Any) -> Any:
-    with _connect() as conn:
-        result, warnings = conn.call(op, **args)
-    _warn(warnings)
-    return result
-
-
-def _local_zone() -> Any:
-    from botsched import config
-    from botsched.paths import resolve_paths
-    from botsched.timeparse import resolve_zone
-
-    return resolve_zone(config.load(resolve_paths().config)["defaults.timezone"])
-
-
-def _resolve_join_at(text: str | None) -> str | None:
-    """Relative and local times mean *this shell's* now and zone: resolve them here."""
-    if text is None:
-        return None
-    from botsched.timeparse import parse_join_at
-
-    parsed = parse_join_at(text, _now_us(), _local_zone())
-    _warn(parsed.warnings)
-    return parsed.text
-
-
-def _now_us() -> int:
-    import time
-
-    return time.time_ns() // 1000
 
 
 # -- the root ---------------------------------------------------------------------
@@ -137,29 +102,7 @@ def create(
 
         create_from_file(from_file, _local_zone(), as_json=as_json, quiet=quiet)
         return
-    if meeting_url_arg and meeting_url and meeting_url_arg != meeting_url:
-        raise InvalidInput("give the meeting URL once: as the argument or as --meeting-url")
-    url = meeting_url or meeting_url_arg
-    if not url:
-        raise InvalidInput("a meeting URL is required (positional or --meeting-url)")
-    from botsched.validation import parse_metadata_pairs
-
-    fields = {
-        "meeting_url": url,
-        "bot_name": bot_name,
-        "join_at": _resolve_join_at(join_at),
-        "metadata": parse_metadata_pairs(metadata or []),
-        "deduplication_key": dedup_key,
-    }
-    bot = _call("create", **fields)
-    if as_json:
-        _emit_json(bot)
-    elif quiet:
-        sys.stdout.write(bot["id"] + "\n")
-    else:
-        from botsched import render
-
-        render.created(bot)
+    create_bot(meeting_url_arg, meeting_url, bot_name, join_at, metadata or [], dedup_key, as_json, quiet)
 
 
 @app.command()
@@ -478,21 +421,15 @@ def config_set(
 # -- entry point ------------------------------------------------------------------
 
 
-def _fail(code: int, message: str) -> NoReturn:
-    for line in message.splitlines() or ["failed"]:
-        sys.stderr.write(f"error: {line}\n")
-    sys.exit(code)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure becomes ``error:`` lines and SPEC §5's exit code."""
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="botsched", standalone_mode=False)
     except ClickException as exc:
-        _fail(2 if exc.exit_code == 2 else exc.exit_code, exc.format_message())
+        fail(2 if exc.exit_code == 2 else exc.exit_code, exc.format_message())
     except BotschedError as exc:
-        _fail(exc.exit_code, exc.message)
+        fail(exc.exit_code, exc.message)
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:
@@ -501,5 +438,5 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         sys.exit(130)
     except Exception as exc:  # a bug: one line, not a traceback
-        _fail(1, f"internal error: {type(exc).__name__}: {exc} (please report this)")
+        fail(1, f"internal error: {type(exc).__name__}: {exc} (please report this)")
     sys.exit(code if isinstance(code, int) else 0)
