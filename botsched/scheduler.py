@@ -181,8 +181,6 @@ class Scheduler:
             log.warning("runner reported illegal transition %s -> %s for %s; ignored", current[0], state, bot_id)
             return
         self.store.transition(bot_id, current[0], state, self.clock.now_us(), detail)
-        if states.is_terminal(state):
-            self.runner.discard(bot_id)
 
     def recover(self) -> None:
         """At start-up: hand every bot that was past staging back to the runner.

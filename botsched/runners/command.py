@@ -5,25 +5,31 @@ Protocol with the runner process:
 - started with an argv list (never a shell), in its own process group, with the daemon's
   environment + ``[runner.env]`` + ``BOTSCHED_BOT_ID``, ``BOTSCHED_MEETING_URL``,
   ``BOTSCHED_BOT_NAME``, ``BOTSCHED_JOIN_AT``, ``BOTSCHED_METADATA`` (JSON);
-- stdin receives ``join`` at join_at and ``leave`` on ``botsched leave`` (EOF: the daemon
-  is gone);
+- stdin receives ``join`` at join_at and ``leave`` on ``botsched leave``;
 - stdout lines ``state NAME [detail]`` report the bot's state; every other stdout and
   stderr line goes to the bot's log (``botsched logs``);
 - exit 0 ends the bot; any other exit, or exiting before the join, is ``fatal_error``
   with the exit code and the last stderr lines.
 
-Everything here is non-blocking on the event loop: pipes are watched with
-``add_reader``, exits with a pidfd, so ``join()`` is one ``write`` of five bytes.
+**Runners outlive the daemon.** The runner's stdin, stdout and stderr are named pipes
+(FIFOs) in the private runner directory, which the runner holds open read-write, so it
+never sees EOF or SIGPIPE when the daemon goes away. A restarted daemon (graceful or after
+SIGKILL) finds each runner through its handle file (pid, kernel start time, whether
+``join`` was sent), reopens the FIFOs and carries on: a bot in a meeting stays in it, a
+staged bot still joins at join_at, and a ``join`` is never sent twice. A runner that died
+while no daemon watched is reported with the reason; a staged bot whose runner died is
+simply re-staged.
 
-A small handle file per live runner (pid, start time, whether ``join`` was sent) lets a
-restarted daemon find runners of its predecessor: they are stopped, never doubled, and the
-bot is re-staged (before its join) or failed with a reason (after it).
+Everything is non-blocking on the event loop: FIFOs are watched with ``add_reader``,
+exits with a pidfd (which also works for runners we did not start), and ``join()`` is
+one ``write`` of five bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -42,6 +48,8 @@ log = logging.getLogger("botsched.runner")
 
 STDERR_TAIL = 5
 KILL_AFTER_TERM_S = 5.0
+PIPE_SIZE = 1 << 20  # room for a runner's output while the daemon restarts
+_STREAMS = ("in", "out", "err")
 
 
 def _process_start_time(pid: int) -> str | None:
@@ -49,42 +57,76 @@ def _process_start_time(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             fields = handle.read().rsplit(b")", 1)[1].split()
-        return fields[19].decode()
+        return None if fields[0] == b"Z" else fields[19].decode()
     except (OSError, IndexError):
         return None
 
 
 class RunnerProcess:
-    """One running bot program and the pipes and timers around it."""
+    """One bot program: its FIFOs, handle file, log and timers."""
 
-    def __init__(self, bot_id: str, popen: subprocess.Popen[bytes], log_path: Path, handle_path: Path) -> None:
+    def __init__(self, runner: CommandRunner, bot_id: str, pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+        self.runner = runner
         self.bot_id = bot_id
-        self.popen = popen
-        self.log_path = log_path
-        self.handle_path = handle_path
-        self.log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.pid = pid
+        self.popen = popen  # None when re-attached: a previous daemon started it
+        self.start_time = _process_start_time(pid)
+        self.log_fd = os.open(runner.log_path(bot_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.stdin_fd = -1
+        self.read_fds: dict[int, str] = {}
+        self.pidfd = -1
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
         self.partial: dict[int, bytes] = {}
-        self.joined = False
+        self.joined_us: int | None = None
         self.leaving = False
+        self.last_state: str | None = None
         self.timers: list[asyncio.TimerHandle] = []
-        self.pidfd: int | None = None
-        self.start_time = _process_start_time(popen.pid)
-        self.save_handle()
+
+    @property
+    def joined(self) -> bool:
+        return self.joined_us is not None
 
     def save_handle(self) -> None:
-        data = {"pid": self.popen.pid, "start_time": self.start_time, "joined": self.joined}
-        tmp = self.handle_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.handle_path)
+        """Written before ``join`` is acknowledged, so a restart never sends it twice."""
+        path = self.runner.handle_path(self.bot_id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": self.pid, "start_time": self.start_time, "joined_us": self.joined_us}))
+        os.replace(tmp, path)
+
+    def open_daemon_ends(self) -> None:
+        """Our ends of the FIFOs: write to stdin, read stdout/stderr; all non-blocking."""
+        self.stdin_fd = os.open(self.runner.fifo(self.bot_id, "in"), os.O_WRONLY | os.O_NONBLOCK)
+        for stream in ("out", "err"):
+            fd = os.open(self.runner.fifo(self.bot_id, stream), os.O_RDONLY | os.O_NONBLOCK)
+            self.read_fds[fd] = stream
+        self.pidfd = os.pidfd_open(self.pid)
 
     def write_line(self, text: str) -> None:
-        assert self.popen.stdin is not None
-        os.write(self.popen.stdin.fileno(), text.encode() + b"\n")
+        os.write(self.stdin_fd, text.encode() + b"\n")
 
     def signal_group(self, signum: int) -> None:
+        if _process_start_time(self.pid) != self.start_time:
+            return  # gone (or the pid was reused): never signal a stranger
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signum)
+            os.killpg(self.pid, signum)
+
+    def close_fds(self) -> None:
+        loop = asyncio.get_running_loop()
+        for fd in [*self.read_fds, self.pidfd]:
+            if fd >= 0:
+                with contextlib.suppress(ValueError, OSError):
+                    loop.remove_reader(fd)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        for fd in (self.stdin_fd, self.log_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.read_fds.clear()
+        self.pidfd = self.stdin_fd = self.log_fd = -1
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
 
 
 class CommandRunner(Runner):
@@ -106,8 +148,11 @@ class CommandRunner(Runner):
     def log_path(self, bot_id: str) -> Path:
         return self.log_dir / f"{bot_id}.log"
 
-    def _handle_path(self, bot_id: str) -> Path:
+    def handle_path(self, bot_id: str) -> Path:
         return self.log_dir / f"{bot_id}.runner"
+
+    def fifo(self, bot_id: str, stream: str) -> Path:
+        return self.log_dir / f"{bot_id}.{stream}"
 
     # -- starting -------------------------------------------------------------------
 
@@ -123,6 +168,21 @@ class CommandRunner(Runner):
         )
         return env
 
+    def _make_fifos(self, bot_id: str) -> list[int]:
+        """Fresh FIFOs, and the runner's read-write ends of them (its fds 0, 1, 2)."""
+        child_fds = []
+        for stream in _STREAMS:
+            path = self.fifo(bot_id, stream)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            os.mkfifo(path, 0o600)
+            fd = os.open(path, os.O_RDWR)
+            if stream != "in":
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            child_fds.append(fd)
+        return child_fds
+
     def stage(self, bot: dict[str, Any]) -> None:
         argv = list(self.config["runner.command"])
         if not argv:
@@ -130,30 +190,35 @@ class CommandRunner(Runner):
         bot_id = bot["id"]
         if bot_id in self._procs:
             return  # already running: never two runners for one bot
+        child_fds = self._make_fifos(bot_id)
         try:
             popen = subprocess.Popen(
                 argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdin=child_fds[0],
+                stdout=child_fds[1],
+                stderr=child_fds[2],
                 env=self._environment(bot),
                 start_new_session=True,
                 close_fds=True,
             )
         except OSError as exc:
+            self._remove_files(bot_id)
             raise RunnerError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
-        proc = RunnerProcess(bot_id, popen, self.log_path(bot_id), self._handle_path(bot_id))
-        self._procs[bot_id] = proc
-        loop = asyncio.get_running_loop()
-        for pipe in (popen.stdout, popen.stderr):
-            assert pipe is not None
-            os.set_blocking(pipe.fileno(), False)
-            loop.add_reader(pipe.fileno(), self._on_output, proc, pipe.fileno())
-        assert popen.stdin is not None
-        os.set_blocking(popen.stdin.fileno(), False)
-        proc.pidfd = os.pidfd_open(popen.pid)
-        loop.add_reader(proc.pidfd, self._on_exit, proc)
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        proc = RunnerProcess(self, bot_id, popen.pid, popen)
+        proc.save_handle()
+        self._attach(proc)
         log.info("runner for %s started (pid %d)", bot_id, popen.pid)
+
+    def _attach(self, proc: RunnerProcess) -> None:
+        proc.open_daemon_ends()
+        loop = asyncio.get_running_loop()
+        for fd in proc.read_fds:
+            loop.add_reader(fd, self._on_output, proc, fd)
+        loop.add_reader(proc.pidfd, self._on_exit, proc)
+        self._procs[proc.bot_id] = proc
 
     # -- talking --------------------------------------------------------------------
 
@@ -165,14 +230,18 @@ class CommandRunner(Runner):
             proc.write_line("join")
         except OSError as exc:
             raise RunnerError(f"cannot signal the runner: {exc.strerror or exc}") from None
-        proc.joined = True
+        proc.joined_us = time.time_ns() // 1000
         proc.save_handle()
+        self._arm_meeting_limit(proc)
+
+    def _arm_meeting_limit(self, proc: RunnerProcess) -> None:
         limit = float(self.config["runner.max_in_meeting_seconds"])
-        if limit > 0:
-            proc.timers.append(asyncio.get_running_loop().call_later(limit, self._time_up, proc))
+        if limit > 0 and proc.joined_us is not None:
+            left = limit - (time.time_ns() // 1000 - proc.joined_us) / 1e6
+            proc.timers.append(asyncio.get_running_loop().call_later(max(left, 0.0), self._time_up, proc))
 
     def _time_up(self, proc: RunnerProcess) -> None:
-        log.info("%s reached max_in_meeting_seconds; asking it to leave", proc.bot_id)
+        log.info("%s reached runner.max_in_meeting_seconds; asking it to leave", proc.bot_id)
         self.leave(proc.bot_id)
 
     def leave(self, bot_id: str) -> None:
@@ -184,15 +253,17 @@ class CommandRunner(Runner):
         proc.leaving = True
         with contextlib.suppress(OSError):
             proc.write_line("leave")
+        self._arm_kill(proc, float(self.config["runner.leave_grace_seconds"]))
+
+    def _arm_kill(self, proc: RunnerProcess, grace: float) -> None:
+        """SIGTERM the process group after ``grace`` seconds, SIGKILL a while later."""
         loop = asyncio.get_running_loop()
-        grace = float(self.config["runner.leave_grace_seconds"])
         proc.timers.append(loop.call_later(grace, self._terminate, proc, signal.SIGTERM))
         proc.timers.append(loop.call_later(grace + KILL_AFTER_TERM_S, self._terminate, proc, signal.SIGKILL))
 
     def _terminate(self, proc: RunnerProcess, signum: int) -> None:
-        if proc.popen.poll() is None:
-            log.warning("runner for %s did not exit after leave; sending %s", proc.bot_id, signal.Signals(signum).name)
-            proc.signal_group(signum)
+        log.warning("runner for %s has not exited; sending %s", proc.bot_id, signal.Signals(signum).name)
+        proc.signal_group(signum)
 
     # -- listening ------------------------------------------------------------------
 
@@ -203,14 +274,13 @@ class CommandRunner(Runner):
             return
         except OSError:
             data = b""
-        if not data:
+        if not data:  # every writer closed: the runner (and its children) are done with it
             asyncio.get_running_loop().remove_reader(fd)
-            data = proc.partial.pop(fd, b"")
-            if data:
-                self._on_line(proc, fd, data)
+            rest = proc.partial.pop(fd, b"")
+            if rest:
+                self._on_line(proc, fd, rest)
             return
-        data = proc.partial.pop(fd, b"") + data
-        *lines, rest = data.split(b"\n")
+        *lines, rest = (proc.partial.pop(fd, b"") + data).split(b"\n")
         if rest:
             proc.partial[fd] = rest[-65536:]
         for line in lines:
@@ -218,10 +288,10 @@ class CommandRunner(Runner):
 
     def _on_line(self, proc: RunnerProcess, fd: int, raw: bytes) -> None:
         text = raw.decode(errors="replace").rstrip("\r")
-        is_stdout = proc.popen.stdout is not None and fd == proc.popen.stdout.fileno()
-        with contextlib.suppress(OSError):
-            os.write(proc.log_fd, raw + b"\n")
-        if not is_stdout:
+        if proc.log_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(proc.log_fd, raw + b"\n")
+        if proc.read_fds.get(fd) != "out":
             proc.stderr_tail.append(text)
             return
         if text.startswith("state "):
@@ -229,113 +299,110 @@ class CommandRunner(Runner):
             if name not in states.RUNNER_REPORTABLE:
                 log.warning("runner for %s reported unknown or reserved state %r; ignored", proc.bot_id, name)
                 return
+            proc.last_state = name
             self.report(proc.bot_id, name, detail[0] if detail else None)
+            if states.is_terminal(name) and not proc.leaving:  # done: it should exit soon
+                proc.leaving = True
+                self._arm_kill(proc, float(self.config["runner.leave_grace_seconds"]))
+
+    def _drain(self, proc: RunnerProcess) -> None:
+        """Read what the runner wrote before exiting (its writers may still be open)."""
+        for fd in list(proc.read_fds):
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                *lines, rest = (proc.partial.pop(fd, b"") + data).split(b"\n")
+                proc.partial[fd] = rest
+                for line in lines:
+                    self._on_line(proc, fd, line)
+            rest = proc.partial.pop(fd, b"")
+            if rest:
+                self._on_line(proc, fd, rest)
 
     def _on_exit(self, proc: RunnerProcess) -> None:
-        loop = asyncio.get_running_loop()
-        assert proc.pidfd is not None
-        loop.remove_reader(proc.pidfd)
-        os.close(proc.pidfd)
-        code = proc.popen.wait()
-        for pipe in (proc.popen.stdout, proc.popen.stderr):
-            if pipe is not None and not pipe.closed:  # drain what is left, then close
-                with contextlib.suppress(ValueError, OSError):
-                    loop.remove_reader(pipe.fileno())
-                    self._drain(proc, pipe.fileno())
-                pipe.close()
-        self._release(proc)
+        self._drain(proc)
+        code = proc.popen.wait() if proc.popen is not None else None
         tail = " | ".join(proc.stderr_tail)
-        if code == 0 and proc.joined:
+        self._forget(proc)
+        if code is None:  # re-attached: the exit status went to our predecessor's reaper
+            if proc.last_state in (states.LEAVING, states.POST_PROCESSING, states.ENDED):
+                self.report(proc.bot_id, states.ENDED, "runner exited (status unknown: started by a previous daemon)")
+            else:
+                self.report(proc.bot_id, states.FATAL_ERROR, "runner exited without leaving (its exit status "
+                            f"is unknown: started by a previous daemon){': ' + tail if tail else ''}")
+        elif code == 0 and proc.joined:
             self.report(proc.bot_id, states.ENDED, None)
         else:
-            if code < 0:
-                why = f"runner killed by {signal.Signals(-code).name}"
-            else:
-                why = f"runner exited with code {code}"
+            why = f"runner killed by {signal.Signals(-code).name}" if code < 0 else f"runner exited with code {code}"
             if not proc.joined:
                 why += " before the join"
             self.report(proc.bot_id, states.FATAL_ERROR, f"{why}{': ' + tail if tail else ''}")
         if self.on_slot_freed is not None:
             self.on_slot_freed()
 
-    def _drain(self, proc: RunnerProcess, fd: int) -> None:
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except (BlockingIOError, OSError):
-                break
-            if not data:
-                break
-            data = proc.partial.pop(fd, b"") + data
-            *lines, rest = data.split(b"\n")
-            proc.partial[fd] = rest
-            for line in lines:
-                self._on_line(proc, fd, line)
-        rest = proc.partial.pop(fd, b"")
-        if rest:
-            self._on_line(proc, fd, rest)
-
-    def _release(self, proc: RunnerProcess) -> None:
-        for timer in proc.timers:
-            timer.cancel()
-        if proc.popen.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.popen.stdin.close()
-        with contextlib.suppress(OSError):
-            os.close(proc.log_fd)
-        with contextlib.suppress(OSError):
-            proc.handle_path.unlink()
+    def _forget(self, proc: RunnerProcess) -> None:
+        proc.close_fds()
+        self._remove_files(proc.bot_id)
         self._procs.pop(proc.bot_id, None)
+
+    def _remove_files(self, bot_id: str) -> None:
+        for path in [self.handle_path(bot_id), *(self.fifo(bot_id, s) for s in _STREAMS)]:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     # -- restarts -------------------------------------------------------------------
 
-    def _stop_orphan(self, bot_id: str) -> bool:
-        """Kill a runner left by a previous daemon (pid-reuse safe); True if join was sent."""
-        path = self._handle_path(bot_id)
-        try:
-            handle = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return False
-        pid = int(handle.get("pid", 0))
-        if pid > 0 and handle.get("start_time") and _process_start_time(pid) == handle["start_time"]:
-            log.warning("stopping orphaned runner of %s (pid %d) left by a previous daemon", bot_id, pid)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 2.0
-            while _process_start_time(pid) == handle["start_time"] and time.monotonic() < deadline:
-                time.sleep(0.01)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return bool(handle.get("joined"))
-
     def resume(self, bot: dict[str, Any], since_us: int) -> None:
-        """Pipes do not survive the daemon: stop the old runner; re-stage a bot that had
-        not joined yet, fail one that had (a second ``join`` must never happen)."""
-        joined = self._stop_orphan(bot["id"])
-        if bot["state"] == states.STAGED and not joined:
-            log.info("re-staging %s after a daemon restart", bot["id"])
-            self.stage(bot)
-            return
-        raise RunnerError(f"the daemon restarted while the bot was {bot['state']}; its runner was stopped")
+        """Re-attach to the runner a previous daemon started for this bot."""
+        bot_id = bot["id"]
+        try:
+            handle = json.loads(self.handle_path(bot_id).read_text())
+            pid, start_time = int(handle["pid"]), handle["start_time"]
+        except (OSError, ValueError, KeyError, TypeError):
+            handle, pid, start_time = {}, 0, None
+        alive = pid > 0 and start_time is not None and _process_start_time(pid) == start_time
+        joined_us = handle.get("joined_us")
+        if not alive:
+            self._remove_files(bot_id)
+            if bot["state"] == states.STAGED and joined_us is None:
+                log.info("runner of %s is gone; re-staging it", bot_id)
+                self.stage(bot)
+                return
+            raise RunnerError(f"its runner exited while the daemon was not running (the bot was {bot['state']})")
+        proc = RunnerProcess(self, bot_id, pid, None)
+        proc.start_time = start_time
+        proc.joined_us = joined_us
+        proc.last_state = bot["state"]
+        try:
+            self._attach(proc)
+        except OSError as exc:
+            proc.close_fds()
+            proc.signal_group(signal.SIGKILL)
+            self._remove_files(bot_id)
+            raise RunnerError(f"cannot re-attach to its runner (pid {pid}): {exc.strerror or exc}") from None
+        log.info("re-attached to the runner of %s (pid %d)", bot_id, pid)
+        self._arm_meeting_limit(proc)
+        if bot["state"] == states.LEAVING:
+            proc.leaving = True
+            self._arm_kill(proc, float(self.config["runner.leave_grace_seconds"]))
+        if bot["state"] == states.STAGED and proc.joined:
+            # join was written, but the daemon died before recording it: record, never resend
+            self.report(bot_id, states.JOINING, "join was signalled just before a daemon restart")
 
     def discard(self, bot_id: str) -> None:
         proc = self._procs.get(bot_id)
-        if proc is not None and proc.popen.poll() is None:
+        if proc is not None:
             proc.signal_group(signal.SIGTERM)
             proc.timers.append(
                 asyncio.get_running_loop().call_later(KILL_AFTER_TERM_S, self._terminate, proc, signal.SIGKILL)
             )
 
     async def close(self) -> None:
-        """Graceful daemon stop: runners are left running; the next daemon handles them."""
-        loop = asyncio.get_running_loop()
+        """Graceful daemon stop: runners keep running; the next daemon re-attaches."""
         for proc in list(self._procs.values()):
-            for timer in proc.timers:
-                timer.cancel()
-            for pipe in (proc.popen.stdout, proc.popen.stderr):
-                if pipe is not None:
-                    with contextlib.suppress(ValueError, OSError):
-                        loop.remove_reader(pipe.fileno())
-            if proc.pidfd is not None:
-                with contextlib.suppress(ValueError, OSError):
-                    loop.remove_reader(proc.pidfd)
+            proc.close_fds()
+        self._procs.clear()
