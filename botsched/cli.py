@@ -38,6 +38,8 @@ daemon_app = typer.Typer(help="Run, start, stop and inspect the local daemon.", 
 config_app = typer.Typer(help="Read and write config.toml.", no_args_is_help=True)
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(config_app, name="config")
+from botsched.calsync_cli import calendar_app
+app.add_typer(calendar_app, name="calendar")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 

@@ -28,7 +28,7 @@ class Key:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 10**9
 
 
 def _positive_int(value: Any) -> bool:
@@ -51,6 +51,20 @@ def _env_table(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
+def _zone_name(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if not value:
+        return True
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 def _bot_name(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 100 and value.isprintable()
 
@@ -60,16 +74,16 @@ RUNNER_KINDS = ("simulate", "command")
 SCHEMA: dict[str, Key] = {
     "daemon.autostart": Key(True, "boolean", _bool, "start the daemon when a command needs it"),
     "defaults.bot_name": Key("Meeting Bot", "bot name (1-100 printable characters)", _bot_name, "name of new bots"),
-    "defaults.timezone": Key("", "IANA time zone name or empty", _string, "zone of --join-at without offset"),
-    "scheduler.stage_lead_seconds": Key(120, "number >= 0", _number, "stage this long before join_at"),
-    "scheduler.misfire_grace_seconds": Key(300, "number >= 0", _number, "join late at most this much"),
+    "defaults.timezone": Key("", "IANA time zone name (like Europe/Berlin) or empty", _zone_name, "zone of --join-at without offset"),
+    "scheduler.stage_lead_seconds": Key(120, "number of seconds >= 0", _number, "stage this long before join_at"),
+    "scheduler.misfire_grace_seconds": Key(300, "number of seconds >= 0", _number, "join late at most this much"),
     "runner.kind": Key("simulate", "one of simulate, command", lambda v: v in RUNNER_KINDS, "what joins"),
     "runner.command": Key([], "list of strings (argv)", _argv, "runner argv for kind = command"),
     "runner.env": Key({}, "table of string values", _env_table, "extra environment for the runner"),
-    "runner.simulate_join_seconds": Key(1, "number >= 0", _number, "simulated time to get in"),
-    "runner.simulate_duration_seconds": Key(60, "number >= 0", _number, "simulated meeting length"),
-    "runner.max_in_meeting_seconds": Key(4 * 3600, "number >= 0", _number, "then the bot is told to leave"),
-    "runner.leave_grace_seconds": Key(30, "number >= 0", _number, "then a leaving runner is killed"),
+    "runner.simulate_join_seconds": Key(1, "number of seconds >= 0", _number, "simulated time to get in"),
+    "runner.simulate_duration_seconds": Key(60, "number of seconds >= 0", _number, "simulated meeting length"),
+    "runner.max_in_meeting_seconds": Key(4 * 3600, "number of seconds >= 0", _number, "then the bot is told to leave"),
+    "runner.leave_grace_seconds": Key(30, "number of seconds >= 0", _number, "then a leaving runner is killed"),
     "runner.max_concurrent": Key(50, "integer > 0", _positive_int, "at most this many runners at once"),
     "calendar.email": Key("", "string", _string, "your address, to skip declined events"),
 }

@@ -61,6 +61,14 @@ _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
 
 
+class _DuplicateKey(Exception):
+    """A live bot already holds a dedup key (the unique index said so)."""
+
+
+class StorageError(BotschedError):
+    """The database refused a write (full disk, read-only, corrupt): nothing was changed."""
+
+
 def new_bot_id() -> str:
     """``bot_`` + 16 uniformly random letters and digits (rejection sampling, no modulo bias)."""
     chars: list[str] = []
@@ -155,14 +163,18 @@ class Store:
         announced to the listener only once the commit is durable."""
         pending: list[Event] = []
         next_seq = self._next_seq
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield pending
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            self._next_seq = next_seq
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield pending
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._next_seq = next_seq
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:  # disk full, read-only file, corruption, I/O error
+            raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
         if pending and self._on_events is not None:
             self._on_events(pending)
 
@@ -209,17 +221,21 @@ class Store:
             )
             for bot_id, bot in zip(ids, bots)
         ]
-        with self._transaction() as pending:
-            try:
-                self._db.executemany(f"INSERT INTO bots ({_BOT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", bot_rows)
-            except sqlite3.IntegrityError:
-                raise self._dedup_conflict(bots, labels) from None
-            self._add_events(pending, [(bot_id, bot.initial_state, now_us, None) for bot_id, bot in zip(ids, bots)])
+        try:
+            with self._transaction() as pending:
+                try:
+                    self._db.executemany(f"INSERT INTO bots ({_BOT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", bot_rows)
+                except sqlite3.IntegrityError:
+                    raise _DuplicateKey() from None
+                self._add_events(pending, [(bot_id, bot.initial_state, now_us, None) for bot_id, bot in zip(ids, bots)])
+        except _DuplicateKey:
+            raise self._dedup_conflict(bots, labels) from None  # asked after the rollback
         return ids
 
     def _dedup_conflict(self, bots: Sequence[NewBot], labels: Sequence[str] | None) -> Conflict:
-        """Name the bot (or the batch item) that already holds a duplicated key."""
+        """Name every batch item whose key a live bot (or an earlier item) already holds."""
         seen: dict[str, int] = {}
+        problems: list[str] = []
         for index, bot in enumerate(bots):
             if bot.dedup_key is None:
                 continue
@@ -229,12 +245,15 @@ class Store:
                 (bot.dedup_key,),
             ).fetchone()
             if row:
-                return Conflict(f"{where}dedup key {bot.dedup_key!r} is taken by {row[0]} ({row[1]})")
-            if bot.dedup_key in seen:
+                problems.append(f"{where}dedup key {bot.dedup_key!r} is taken by {row[0]} ({row[1]})")
+            elif bot.dedup_key in seen:
                 other = labels[seen[bot.dedup_key]] if labels else "another bot in this batch"
-                return Conflict(f"{where}dedup key {bot.dedup_key!r} is also used by {other}")
-            seen[bot.dedup_key] = index
-        return Conflict("duplicate dedup key")  # pragma: no cover - IntegrityError has no other cause
+                problems.append(f"{where}dedup key {bot.dedup_key!r} is also used by {other}")
+            else:
+                seen[bot.dedup_key] = index
+        if len(problems) > 1:
+            problems.append(f"{len(problems)} dedup conflicts; nothing was created")
+        return Conflict("\n".join(problems) or "duplicate dedup key")
 
     # -- reading ------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ UTC = timezone.utc
 US_PER_S = 1_000_000
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_FRACTION = re.compile(r"\d[T ]\d{2}:\d{2}:\d{2}[.,](\d+)")
+_FRACTION = re.compile(r"\d[Tt ]\d{2}:\d{2}:\d{2}[.,](\d+)")
 _HAS_OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
 _HAS_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 
@@ -121,6 +121,13 @@ def parse_join_at(text: str, now_us: int, zone: tzinfo | None = None) -> JoinTim
     Keeps the precision it was given: no fraction in, no fraction out. Relative times
     are kept to the millisecond. Does not judge past/future: see ``check_join_time``.
     """
+    try:
+        return _parse_join_at(text, now_us, zone)
+    except (OverflowError, ValueError):
+        raise InvalidInput(f"time {text!r} is out of range") from None
+
+
+def _parse_join_at(text: str, now_us: int, zone: tzinfo | None) -> JoinTime:
     raw = text.strip()
     warnings: list[str] = []
     if raw.startswith("+"):

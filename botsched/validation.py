@@ -19,7 +19,7 @@ MAX_METADATA_BYTES = 16 * 1024
 MAX_DEDUP_LEN = 256
 
 _BOT_ID = re.compile(r"^bot_[A-Za-z0-9]{16}$")
-_BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+_BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
 def validate_meeting_url(url: object) -> str:
@@ -89,6 +89,6 @@ def validate_dedup_key(key: object) -> str | None:
 
 def validate_bot_id(bot_id: object) -> str:
     """Ids look like ``bot_`` + 16 letters/digits; anything else names no bot (exit 3, like docker)."""
-    if not isinstance(bot_id, str) or not _BOT_ID.match(bot_id):
+    if not isinstance(bot_id, str) or not _BOT_ID.fullmatch(bot_id):
         raise NotFound(f"no such bot: {bot_id!r} (ids look like bot_HiXYgjyeWmTVOaII)")
     return bot_id

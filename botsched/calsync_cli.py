@@ -1,0 +1,187 @@
+"""``botsched calendar sync``: keep one bot per meeting of an iCalendar file.
+
+Thin like the rest of the CLI: the rules live in ``botsched.calsync`` (pure), which is
+imported only when the command runs, so ``icalendar`` costs nothing to other commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from botsched.errors import BotschedError, InvalidInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from botsched.calsync import Action
+
+calendar_app = typer.Typer(help="Bots for the meetings in a calendar.", no_args_is_help=True)
+
+#: ``--days`` at most a year: a sync looks ahead, it does not plan a decade.
+MAX_DAYS = 366
+
+
+def _read_source(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(source, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {source}: {exc.strerror or exc}") from None
+
+
+@calendar_app.command("sync")
+def sync(
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="An iCalendar (.ics) file, or '-' for stdin.")],
+    days: Annotated[int, typer.Option("--days", help="Look this many days ahead from now.")] = 14,
+    join_offset: Annotated[
+        Optional[str],
+        typer.Option("--join-offset", metavar="DURATION", help="Join relative to the start: -1m is a minute early."),
+    ] = None,
+    bot_name: Annotated[Optional[str], typer.Option("--bot-name", help="Name of the bots (default: config).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
+) -> None:
+    """Create, reschedule and cancel bots so every meeting in the calendar has one.
+
+    Each occurrence with a Zoom, Meet, Teams or Webex link (or a URL) gets one bot, keyed by its UID (and its original start in a recurring series), so running the sync again changes only what changed in the calendar.
+
+    Cancelled, declined (config calendar.email), all-day and past events are skipped. Bots already staged or in a meeting are never touched.
+
+    Example: botsched calendar sync ~/Downloads/work.ics --join-offset -1m --dry-run
+    """
+    from botsched import config
+    from botsched.paths import resolve_paths
+    from botsched.timeparse import parse_duration, resolve_zone
+    from botsched.validation import validate_bot_name
+
+    if not 1 <= days <= MAX_DAYS:
+        raise InvalidInput(f"--days must be between 1 and {MAX_DAYS}, not {days}")
+    offset_us = 0
+    if join_offset is not None and join_offset.strip() not in ("0", "+0", "-0"):
+        offset_us = parse_duration(join_offset)
+    if bot_name is not None:
+        validate_bot_name(bot_name)
+    settings = config.load(resolve_paths().config)
+    zone = resolve_zone(settings["defaults.timezone"])
+    data = _read_source(source)
+
+    from botsched import calsync
+    from botsched.client import connect
+
+    now_us = time.time_ns() // 1000
+    expansion = calsync.expand(
+        data, now_us, days=days, join_offset_us=offset_us, email=settings["calendar.email"], zone=zone,
+        source="stdin" if source == "-" else source,
+    )
+    warnings: list[str] = []
+    failure: BotschedError | None = None
+    with connect() as conn:
+        page, _ = conn.call("list", states=[], limit=0, dedup_prefix=calsync.KEY_PREFIX)
+        actions = calsync.plan(
+            expansion.wanted, page["bots"], now_us, skipped=expansion.skipped,
+            horizon_us=expansion.window_end_us + offset_us,
+        )
+        if not dry_run:
+            failure = _apply(conn, actions, bot_name, warnings)
+    for warning in warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    if as_json:
+        report = {
+            "dry_run": dry_run,
+            "window": {
+                "start": calsync.instant_text(expansion.window_start_us),
+                "end": calsync.instant_text(expansion.window_end_us),
+            },
+            "actions": [item.as_json() for item in actions],
+            "counts": calsync.counts(actions),
+        }
+        sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    else:
+        _render(actions, dry_run, days)
+    if failure is not None:
+        raise typer.Exit(failure.exit_code)
+
+
+def _apply(conn: Any, actions: list[Action], bot_name: str | None, warnings: list[str]) -> BotschedError | None:
+    """Cancels first (a replaced bot frees its key), then reschedules, then creates.
+
+    A failure of one action (say the bot got staged meanwhile: exit 4) marks it
+    ``failed`` and the sync goes on; the first such error decides the exit code. A lost
+    daemon (5) or a bug (1) stops the sync.
+    """
+    first: BotschedError | None = None
+    for kind in ("cancel", "reschedule", "create"):
+        for item in actions:
+            if item.action != kind:
+                continue
+            try:
+                if kind == "cancel":
+                    conn.call("cancel", id=item.bot_id)
+                elif kind == "reschedule":
+                    _, notes = conn.call("reschedule", id=item.bot_id, join_at=item.join_at)
+                    warnings.extend(f"{item.summary}: {note}" for note in notes)
+                else:
+                    bot, notes = conn.call(
+                        "create", meeting_url=item.meeting_url, bot_name=bot_name, join_at=item.join_at,
+                        metadata=item.metadata, deduplication_key=item.key,
+                    )
+                    item.bot_id = bot["id"]
+                    item.state = bot["state"]
+                    warnings.extend(f"{item.summary}: {note}" for note in notes)
+            except BotschedError as exc:
+                if exc.exit_code in (1, 5):
+                    raise
+                sys.stderr.write(f"error: {kind} {item.key}: {exc.message}\n")
+                item.reason = f"{kind} failed: {exc.message}"
+                item.action = "failed"
+                first = first or exc
+    return first
+
+
+_DONE = {"create": "created", "reschedule": "rescheduled", "cancel": "cancelled"}
+_STYLE = {"create": "green", "reschedule": "yellow", "cancel": "red", "unchanged": "dim", "skipped": "dim",
+          "failed": "bold red"}
+
+
+def _render(actions: list[Action], dry_run: bool, days: int) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from botsched import calsync, render
+
+    out = render.console()
+    total = calsync.counts(actions)
+    no_url = sum(1 for a in actions if a.action == "skipped" and a.reason == calsync.NO_URL)
+    shown = [a for a in actions if not (a.action == "skipped" and a.reason == calsync.NO_URL)]
+    if not actions:
+        out.print(f"No meetings in the next {days} day(s).")
+        return
+    if shown:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for column in ("ACTION", "JOIN AT (local)", "WHEN", "EVENT", "BOT", "NOTE"):
+            table.add_column(column, no_wrap=column in ("ACTION", "JOIN AT (local)", "BOT"),
+                             overflow="fold" if column == "NOTE" else "ellipsis")
+        for item in shown:
+            label = item.action if dry_run else _DONE.get(item.action, item.action)
+            local, relative = render.when(item.join_at)
+            table.add_row(Text(label, style=_STYLE.get(item.action, "")), local, relative,
+                          item.summary, item.bot_id or "", item.reason or "")
+        out.print(table)
+    parts = []
+    for name in ("create", "reschedule", "cancel"):
+        if total[name]:
+            parts.append(f"{total[name]} to {name}" if dry_run else f"{total[name]} {_DONE[name]}")
+    parts.append(f"{total['unchanged']} unchanged")
+    skipped = f"{total['skipped']} skipped"
+    if no_url:
+        skipped += f" ({no_url} without a meeting URL)"
+    parts.append(skipped)
+    if total["failed"]:
+        parts.append(f"{total['failed']} failed")
+    prefix = "Dry run, nothing changed: " if dry_run else ""
+    out.print(prefix + ", ".join(parts) + ".")
