@@ -53,6 +53,20 @@ def _connect(autostart: bool = True) -> Any:
     return connect(autostart=autostart)
 
 
+def _ids_in(*states: str) -> Any:
+    """Shell completion of bot ids from a running daemon (never starts one, never fails)."""
+
+    def complete(incomplete: str) -> list[str]:
+        try:
+            with _connect(autostart=False) as conn:
+                ids, _ = conn.call("ids", states=list(states), prefix=incomplete)
+        except Exception:  # completion must stay quiet whatever happens
+            return []
+        return list(ids)
+
+    return complete
+
+
 # -- the root ---------------------------------------------------------------------
 
 
@@ -109,7 +123,7 @@ def create(
 
 @app.command()
 def reschedule(
-    bot_id: Annotated[str, typer.Argument(help="The bot to move.")],
+    bot_id: Annotated[str, typer.Argument(help="The bot to move.", autocompletion=_ids_in("scheduled"))],
     join_at: Annotated[str, typer.Option("--join-at", help="The new join time.")],
     as_json: JsonOpt = False,
 ) -> None:
@@ -128,7 +142,12 @@ def reschedule(
 
 
 @app.command()
-def cancel(bot_ids: Annotated[list[str], typer.Argument(metavar="BOT_ID...", help="Scheduled bots to delete.")]) -> None:
+def cancel(
+    bot_ids: Annotated[
+        list[str],
+        typer.Argument(metavar="BOT_ID...", help="Scheduled bots to delete.", autocompletion=_ids_in("scheduled")),
+    ],
+) -> None:
     """Delete scheduled bots for good.
 
     Example: botsched cancel bot_HiXYgjyeWmTVOaII bot_Q2wErTyUiOpAsDfG
@@ -149,7 +168,7 @@ def cancel(bot_ids: Annotated[list[str], typer.Argument(metavar="BOT_ID...", hel
 
 
 @app.command()
-def show(bot_id: Annotated[str, typer.Argument(help="The bot.")], as_json: JsonOpt = False) -> None:
+def show(bot_id: Annotated[str, typer.Argument(help="The bot.", autocompletion=_ids_in())], as_json: JsonOpt = False) -> None:
     """One bot with its state history.
 
     Example: botsched show bot_HiXYgjyeWmTVOaII --json | jq .state
@@ -185,7 +204,13 @@ def list_bots(
 
 
 @app.command()
-def leave(bot_id: Annotated[str, typer.Argument(help="A bot in a meeting.")]) -> None:
+def leave(
+    bot_id: Annotated[
+        str,
+        typer.Argument(help="A bot in a meeting.",
+                       autocompletion=_ids_in("joining", "waiting_room", "joined_not_recording", "joined_recording")),
+    ],
+) -> None:
     """Ask a bot that is in a meeting to leave.
 
     Example: botsched leave bot_HiXYgjyeWmTVOaII
@@ -196,7 +221,7 @@ def leave(bot_id: Annotated[str, typer.Argument(help="A bot in a meeting.")]) ->
 
 @app.command()
 def wait(
-    bot_id: Annotated[str, typer.Argument(help="The bot to wait for.")],
+    bot_id: Annotated[str, typer.Argument(help="The bot to wait for.", autocompletion=_ids_in())],
     state: Annotated[Optional[str], typer.Option("--state", help="Wait for this state (default: any terminal state).")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Give up after SECONDS (exit 124).")] = None,
     as_json: JsonOpt = False,
@@ -221,7 +246,7 @@ def wait(
 
 @app.command()
 def events(
-    bot_id: Annotated[Optional[str], typer.Argument(help="Only this bot's events.")] = None,
+    bot_id: Annotated[Optional[str], typer.Argument(help="Only this bot's events.", autocompletion=_ids_in())] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming new events.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -246,7 +271,7 @@ def events(
 
 
 @app.command()
-def logs(bot_id: Annotated[str, typer.Argument(help="The bot.")]) -> None:
+def logs(bot_id: Annotated[str, typer.Argument(help="The bot.", autocompletion=_ids_in())]) -> None:
     """Print the runner's output for a bot (command runner).
 
     Example: botsched logs bot_HiXYgjyeWmTVOaII | tail -20
@@ -335,6 +360,35 @@ def daemon_status(as_json: JsonOpt = False) -> None:
         from botsched import render
 
         render.status(info)
+
+
+@daemon_app.command("install")
+def daemon_install(
+    print_only: Annotated[bool, typer.Option("--print", help="Only print the unit; change nothing.")] = False,
+) -> None:
+    """Install a systemd user unit so the daemon starts at login and restarts on failure.
+
+    Example: botsched daemon install --print
+    """
+    from botsched import systemd
+
+    if print_only:
+        sys.stdout.write(f"# {systemd.unit_path()}\n{systemd.unit_text()}")
+        return
+    for line in systemd.install():
+        sys.stdout.write(line + "\n")
+
+
+@daemon_app.command("uninstall")
+def daemon_uninstall() -> None:
+    """Disable and remove the systemd user unit.
+
+    Example: botsched daemon uninstall
+    """
+    from botsched import systemd
+
+    for line in systemd.uninstall():
+        sys.stdout.write(line + "\n")
 
 
 @daemon_app.command("reload")
