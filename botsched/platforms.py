@@ -5,10 +5,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 _PLATFORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("zoom", ("zoom.us", "zoom.com", "zoomgov.com")),
-    ("google_meet", ("meet.google.com",)),
-    ("teams", ("teams.microsoft.com", "teams.live.com")),
-    ("webex", ("webex.com",)),
+    ("Zoom", ("zoom.us", "zoom.com", "zoomgov.com")),
+    ("Google Meet", ("meet.google.com",)),
+    ("Microsoft Teams", ("teams.microsoft.com", "teams.live.com")),
+    ("Webex", ("webex.com",)),
 )
 
 

@@ -15,6 +15,7 @@ from botsched import __version__, states
 from botsched.config import Config
 from botsched.errors import Conflict, InvalidInput
 from botsched.paths import Paths
+from botsched.platforms import detect_platform
 from botsched.scheduler import Clock, Scheduler
 from botsched.store import NewBot, Store
 from botsched.timeparse import check_join_time, parse_join_at, resolve_zone
@@ -49,6 +50,8 @@ class BotService:
         if unknown:
             raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}")
         url = validate_meeting_url(fields.get("meeting_url"))
+        if detect_platform(url) is None:
+            warnings.append(f"{url} is not a Zoom, Google Meet, Teams or Webex link; accepted as a custom platform")
         name = fields.get("bot_name")
         name = validate_bot_name(self.config["defaults.bot_name"] if name is None else name)
         metadata = validate_metadata(fields.get("metadata"))
@@ -79,7 +82,7 @@ class BotService:
         bots: list[NewBot] = []
         labels: list[str] = []
         problems: list[str] = []
-        warned = 0
+        warned = 0  # one summary warning, not 100,000 lines of them
         for index, item in enumerate(items, 1):
             label = f"line {item.get('line', index)}" if isinstance(item, dict) else f"line {index}"
             try:
@@ -97,7 +100,8 @@ class BotService:
         due = [d for d in (self._due_us(bot) for bot in bots) if d is not None]
         if due:
             self.scheduler.poke(min(due))
-        warnings = [f"{warned} bot(s) join sooner than the stage lead: they may not have time to spin up"] if warned else []
+        warnings = [f"{warned} bot(s) join sooner than the stage lead or use a meeting URL that is not "
+                    "Zoom, Google Meet, Teams or Webex"] if warned else []
         return (self.store.get_many(ids) if want_bots else ids), warnings
 
     def _due_us(self, bot: NewBot) -> int | None:
