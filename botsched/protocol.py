@@ -35,8 +35,10 @@ def encode(message: dict[str, Any]) -> bytes:
 def decode(line: bytes) -> dict[str, Any]:
     """Parse one line into an object; any malformed input is a ``ProtocolError``."""
     try:
-        message = json.loads(line)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        message = json.loads(line.decode("utf-8"))
+        # lone surrogates ("\ud800") decode fine but cannot be stored or sent back
+        json.dumps(message, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError) as exc:  # Unicode errors are ValueErrors
         raise ProtocolError(f"malformed request: {str(exc)[:200]}") from None
     if not isinstance(message, dict):
         raise ProtocolError("malformed request: expected a JSON object")
