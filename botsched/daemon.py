@@ -130,8 +130,14 @@ class Daemon:
         self.scheduler.report(bot_id, state, detail)
 
     def _published(self, events: list[Event]) -> None:
+        created = 0
         for event in events:
+            if event.state in (states.SCHEDULED, states.READY) and event.detail is None:
+                created += 1  # a bulk create logs one line, not 100,000
+                continue
             log.info("%s -> %s%s", event.bot_id, event.state, f" ({event.detail})" if event.detail else "")
+        if created:
+            log.info("created %d bot(s)%s", created, f", e.g. {events[0].bot_id}" if created > 1 else f": {events[0].bot_id}")
         self.hub.publish(events)
 
     def reload(self) -> None:
@@ -142,7 +148,7 @@ class Daemon:
         self.config = fresh
         self.scheduler.config = fresh
         self.scheduler.runner.reload(fresh)
-        self.service.config = fresh
+        self.service.reconfigure(fresh)
         self.scheduler.poke()
         log.info("configuration reloaded")
 
@@ -247,7 +253,7 @@ class Daemon:
             items.extend(chunk)
             if len(items) > 1_000_000:
                 raise InvalidInput("too many bots in one bulk create (at most 1,000,000)")
-        result, warnings = self.service.create_many(items, bool(args.get("bots")))
+        result, warnings = self.service.create_many(items, bool(args.get("bots")), bool(args.get("dry_run")))
         return protocol.reply(result, warnings)
 
     async def _events(self, args: dict[str, Any], writer: asyncio.StreamWriter) -> None:

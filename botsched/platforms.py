@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from botsched.validation import url_host
 
 _PLATFORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Zoom", ("zoom.us", "zoom.com", "zoomgov.com")),
@@ -14,10 +14,7 @@ _PLATFORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def detect_platform(url: str) -> str | None:
     """The platform's name, or ``None`` for a URL of none of the known ones."""
-    try:
-        host = (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return None
+    host = url_host(url) or ""
     for name, domains in _PLATFORMS:
         if any(host == domain or host.endswith("." + domain) for domain in domains):
             return name

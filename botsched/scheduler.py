@@ -111,6 +111,7 @@ class Scheduler:
             try:
                 self.runner.join(bot.id)
             except RunnerError as exc:
+                self.runner.discard(bot.id)
                 changes.append((bot.id, states.STAGED, states.FATAL_ERROR, f"join failed: {exc}"))
                 continue
             late = now - bot.join_at_us
@@ -145,6 +146,7 @@ class Scheduler:
                 self.runner.stage(self.store.get(bot.id))
                 self.runner.join(bot.id)
             except RunnerError as exc:
+                self.runner.discard(bot.id)
                 self.store.transition(bot.id, states.READY, states.FATAL_ERROR, now, f"runner failed: {exc}")
                 continue
             self.store.transition(bot.id, states.READY, states.JOINING, now)

@@ -16,6 +16,7 @@ from botsched.config import Config
 from botsched.errors import Conflict, InvalidInput
 from botsched.paths import Paths
 from botsched.platforms import detect_platform
+from botsched.runners import RunnerError
 from botsched.scheduler import Clock, Scheduler
 from botsched.store import NewBot, Store
 from botsched.timeparse import check_join_time, parse_join_at, resolve_zone
@@ -37,10 +38,15 @@ class BotService:
     def __init__(self, store: Store, scheduler: Scheduler, config: Config, clock: Clock, paths: Paths) -> None:
         self.store = store
         self.scheduler = scheduler
-        self.config = config
         self.clock = clock
         self.paths = paths
         self.started = time.monotonic()
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        #: Zone of join times without an offset; resolved once, not per bot.
+        self.zone = resolve_zone(config["defaults.timezone"])
 
     # -- creating -----------------------------------------------------------------
 
@@ -61,7 +67,7 @@ class BotService:
             return NewBot(url, name, None, None, metadata, dedup)
         if not isinstance(join_text, str):
             raise InvalidInput("join_at must be a string time")
-        join = parse_join_at(join_text, now_us, resolve_zone(self.config["defaults.timezone"]))
+        join = parse_join_at(join_text, now_us, self.zone)
         warnings.extend(join.warnings)
         warnings.extend(check_join_time(join, now_us, self.config.stage_lead_us))
         return NewBot(url, name, join.text, join.us, metadata, dedup)
@@ -74,8 +80,9 @@ class BotService:
         self.scheduler.poke(self._due_us(bot))
         return self.store.get(bot_id), warnings
 
-    def create_many(self, items: list[dict[str, Any]], want_bots: bool) -> Result:
-        """All or nothing: every invalid item is named by its line; then one transaction."""
+    def create_many(self, items: list[dict[str, Any]], want_bots: bool, dry_run: bool = False) -> Result:
+        """All or nothing: every invalid item is named by its line; then one transaction.
+        ``dry_run`` only validates (the client uses it to name every bad line at once)."""
         if len(items) > MAX_BULK:
             raise InvalidInput(f"too many bots in one request ({len(items)}, at most {MAX_BULK})")
         now = self.clock.now_us()
@@ -96,6 +103,8 @@ class BotService:
                 problems.append(f"{label}: {exc.message}")
         if problems:
             raise InvalidInput("\n".join(problems + [f"{len(problems)} invalid line(s); nothing was created"]))
+        if dry_run:
+            return None, []
         ids = self.store.insert(bots, now, labels)
         due = [d for d in (self._due_us(bot) for bot in bots) if d is not None]
         if due:
@@ -117,7 +126,7 @@ class BotService:
         if not isinstance(text, str):
             raise InvalidInput("reschedule needs --join-at")
         now = self.clock.now_us()
-        join = parse_join_at(text, now, resolve_zone(self.config["defaults.timezone"]))
+        join = parse_join_at(text, now, self.zone)
         warnings = join.warnings + check_join_time(join, now, self.config.stage_lead_us)
         self.store.reschedule(bot_id, join.text, join.us, now)
         self.scheduler.poke(join.us - self.config.stage_lead_us)
@@ -133,7 +142,10 @@ class BotService:
         bot = self.store.get(bot_id)
         if bot["state"] not in states.IN_MEETING:
             raise Conflict(f"cannot leave {bot_id}: it is {bot['state']} (leave needs a bot in a meeting)")
-        self.scheduler.runner.leave(bot_id)
+        try:
+            self.scheduler.runner.leave(bot_id)
+        except RunnerError as exc:
+            raise Conflict(f"cannot leave {bot_id}: {exc}") from None
         return self.store.get(bot_id), []
 
     # -- reading ------------------------------------------------------------------

@@ -57,7 +57,10 @@ _MIGRATIONS: dict[int, str] = {
     """,
 }
 
-_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_ID_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+#: byte -> letter/digit for bytes < 248 (= 4 x 62); bytes >= 248 are dropped: no modulo bias.
+_ID_TABLE = bytes(_ID_ALPHABET[b % 62] for b in range(248)) + bytes(8)
+_ID_REJECT = bytes(range(248, 256))
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
 
 
@@ -70,11 +73,12 @@ class StorageError(BotschedError):
 
 
 def new_bot_id() -> str:
-    """``bot_`` + 16 uniformly random letters and digits (rejection sampling, no modulo bias)."""
-    chars: list[str] = []
-    while len(chars) < 16:
-        chars.extend(_ID_ALPHABET[b % 62] for b in secrets.token_bytes(24) if b < 248)
-    return "bot_" + "".join(chars[:16])
+    """``bot_`` + 16 uniformly random letters and digits (rejection sampling, no modulo bias;
+    done with ``bytes.translate`` because bulk creates make 100,000 of them)."""
+    while True:
+        raw = secrets.token_bytes(24).translate(None, _ID_REJECT)
+        if len(raw) >= 16:
+            return "bot_" + raw[:16].translate(_ID_TABLE).decode()
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,8 @@ class Store:
             if mode.lower() != "wal" and self.path != ":memory:":
                 raise BotschedError(f"{self.path}: cannot switch the database to WAL mode")
             self._db.execute("PRAGMA synchronous = FULL")
+            # Room for the hot index pages of a million bots (bulk creates hit random ids).
+            self._db.execute("PRAGMA cache_size = -32768")
             self._migrate()
             self._next_seq = self.last_seq() + 1
         except sqlite3.DatabaseError as exc:

@@ -17,6 +17,7 @@ from botsched.errors import InvalidInput
 
 UTC = timezone.utc
 US_PER_S = 1_000_000
+_EPOCH_NAIVE = datetime(1970, 1, 1)
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _FRACTION = re.compile(r"\d[Tt ]\d{2}:\d{2}:\d{2}[.,](\d+)")
@@ -45,11 +46,8 @@ def from_us(us: int) -> datetime:
 
 def format_instant(us: int, digits: int = 6) -> str:
     """UTC ISO 8601 ending in ``Z`` with ``digits`` (0-6) fractional digits, truncated."""
-    base = from_us(us).strftime("%Y-%m-%dT%H:%M:%S")
-    if digits <= 0:
-        return base + "Z"
-    fraction = f"{us % US_PER_S:06d}"[:digits]
-    return f"{base}.{fraction}Z"
+    text = (_EPOCH_NAIVE + timedelta(microseconds=us)).isoformat(timespec="microseconds")
+    return (text[: 20 + digits] if digits > 0 else text[:19]) + "Z"
 
 
 def parse_instant(text: str) -> int:
@@ -140,6 +138,8 @@ def _parse_join_at(text: str, now_us: int, zone: tzinfo | None) -> JoinTime:
         raise InvalidInput(
             f"bad time {text!r}: use ISO 8601 like 2026-12-01T15:00:00Z, a local 2026-12-01T16:00, or +10m"
         )
+    if raw[-1:] == "z":  # RFC 3339 allows lower case; fromisoformat does not
+        raw = raw[:-1] + "Z"
     fraction = _FRACTION.search(raw)
     digits = len(fraction.group(1)) if fraction else 0
     if digits > 6:

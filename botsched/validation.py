@@ -6,9 +6,7 @@ script talking to the socket directly gets the same answers as the CLI.
 
 from __future__ import annotations
 
-import json
 import re
-from urllib.parse import urlsplit
 
 from botsched.errors import InvalidInput, NotFound
 
@@ -19,7 +17,14 @@ MAX_METADATA_BYTES = 16 * 1024
 MAX_DEDUP_LEN = 256
 
 _BOT_ID = re.compile(r"^bot_[A-Za-z0-9]{16}$")
-_BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+#: scheme://[userinfo@]host[:port][/path?query#fragment] -- what ``urlsplit`` accepts, at a
+#: fraction of its cost (bulk creates check 100,000 URLs).
+_HTTP_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://(?:[^/?#@]*@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^/?#:@\[\]]*)"
+    r"(?::(?P<port>[^/?#]*))?)?(?:[/?#].*)?",
+    re.S,
+)
+_BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def validate_meeting_url(url: object) -> str:
@@ -29,17 +34,21 @@ def validate_meeting_url(url: object) -> str:
         raise InvalidInput(f"meeting URL is too long ({len(url)} characters, at most {MAX_URL_LEN})")
     if _BAD_URL_CHARS.search(url):
         raise InvalidInput("meeting URL must not contain whitespace or control characters")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise InvalidInput(f"bad meeting URL {url!r}") from None
-    if parts.scheme.lower() not in ("http", "https"):
+    match = _HTTP_URL.fullmatch(url)
+    if match is None or match["scheme"].lower() not in ("http", "https"):
         raise InvalidInput(f"bad meeting URL {url!r}: it must start with http:// or https://")
-    if not host:
+    if not match["host"]:
         raise InvalidInput(f"bad meeting URL {url!r}: it has no host")
+    port = match["port"]
+    if port and (not port.isdigit() or int(port) > 65535):
+        raise InvalidInput(f"bad meeting URL {url!r}: bad port {port!r}")
     return url
+
+
+def url_host(url: str) -> str | None:
+    """The host of an http(s) URL, lower-cased, or None."""
+    match = _HTTP_URL.fullmatch(url)
+    return match["host"].lower() if match and match["host"] else None
 
 
 def validate_bot_name(name: object) -> str:
@@ -62,7 +71,10 @@ def validate_metadata(metadata: object) -> dict[str, str]:
     for key, value in metadata.items():
         if not isinstance(key, str) or not key or not isinstance(value, str):
             raise InvalidInput("metadata keys and values must be strings (keys non-empty)")
-    size = len(json.dumps(metadata, ensure_ascii=False).encode())
+    try:
+        size = sum(len(key.encode()) + len(value.encode()) for key, value in metadata.items())
+    except UnicodeEncodeError:
+        raise InvalidInput("metadata must be valid Unicode text (no lone surrogates)") from None
     if size > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is {size} bytes, at most {MAX_METADATA_BYTES} (16 KiB)")
     return metadata
