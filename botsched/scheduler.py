@@ -30,6 +30,10 @@ MAX_NAP_S = 1.0
 SPIN_S = 0.002
 #: A join later than this (e.g. after the daemon was down) says how late in its event.
 LATE_NOTE_US = 1_000_000
+#: Staging waits while a join is due this soon...
+JOIN_GUARD_US = 5_000
+#: ...unless staging is already this late.
+MAX_STAGE_DEFER_US = 500_000
 BATCH = 5_000
 
 
@@ -79,15 +83,31 @@ class Scheduler:
         return min(candidates) if candidates else None
 
     def tick(self) -> int | None:
-        """Do everything due now; return when the next thing is due (``None``: nothing queued)."""
+        """Do everything due now; return when the next thing is due (``None``: nothing queued).
+
+        Joins come first. Staging (a commit and process starts) is held back while a join
+        is due within ``JOIN_GUARD_US``, so it cannot make that join late — unless staging
+        itself is already ``MAX_STAGE_DEFER_US`` overdue (no starvation under a join storm).
+        """
         now = self.clock.now_us()
         while self._join_due(now) == BATCH:
             pass
-        while self._start_ready(now) == BATCH:
-            pass
-        while self._stage_due(now) == BATCH:
-            pass
+        if self._may_stage(now):
+            while self._start_ready(now) == BATCH:
+                pass
+            while self._stage_due(now) == BATCH:
+                pass
         return self.next_due_us()
+
+    def _may_stage(self, now: int) -> bool:
+        next_join = self.store.next_time(states.STAGED)
+        if next_join is None or next_join - now > JOIN_GUARD_US:
+            return True
+        candidates = [t for t in (self.store.next_time(states.READY),) if t is not None]
+        scheduled = self.store.next_time(states.SCHEDULED)
+        if scheduled is not None:
+            candidates.append(scheduled - self.config.stage_lead_us)
+        return bool(candidates) and now - min(candidates) > MAX_STAGE_DEFER_US
 
     def _missed(self, due: Due, now: int) -> str | None:
         late = now - due.join_at_us
@@ -121,27 +141,33 @@ class Scheduler:
             self.store.transition_many(changes, now)
         return len(due)
 
-    def _no_slot(self, bot: Due, now: int) -> bool:
-        """True (and an event, once) when the runner cap keeps this bot waiting."""
-        if self.runner.free_slots() != 0:
+    def _admit(self, due: list[Due], now: int) -> list[Due]:
+        """The bots the runner cap lets start now; the others get a "waiting" event, once."""
+        free = self.runner.free_slots()
+        admitted = due if free is None else due[:free]
+        for bot in admitted:
             self._waiting.discard(bot.id)
-            return False
-        if bot.id not in self._waiting:
-            self._waiting.add(bot.id)
-            limit = self.config["runner.max_concurrent"]
-            self.store.note(bot.id, now, f"waiting for a runner slot (runner.max_concurrent = {limit} in use)")
-        return True
+        limit = self.config["runner.max_concurrent"]
+        for bot in due[len(admitted):]:
+            if bot.id not in self._waiting:
+                self._waiting.add(bot.id)
+                self.store.note(bot.id, now, f"waiting for a runner slot (runner.max_concurrent = {limit} in use)")
+        return admitted
+
+    def _fail_missed(self, due: list[Due], state: str, now: int) -> list[Due]:
+        """Move bots past the misfire grace to fatal_error; return the others."""
+        missed = [(bot, self._missed(bot, now)) for bot in due]
+        failed = [(bot.id, state, states.FATAL_ERROR, why) for bot, why in missed if why]
+        if failed:
+            self.store.transition_many(failed, now)
+        return [bot for bot, why in missed if not why]
 
     def _start_ready(self, now: int) -> int:
         """Ad-hoc bots: start the runner and join at once (ready -> joining)."""
         due = self.store.due(states.READY, now, BATCH)
-        for bot in due:
-            missed = self._missed(bot, now)
-            if missed:
-                self.store.transition(bot.id, states.READY, states.FATAL_ERROR, now, missed)
-                continue
-            if self._no_slot(bot, now):
-                return 0
+        live = self._fail_missed(due, states.READY, now)
+        admitted = self._admit(live, now)
+        for bot in admitted:
             try:
                 self.runner.stage(self.store.get(bot.id))
                 self.runner.join(bot.id)
@@ -150,28 +176,24 @@ class Scheduler:
                 self.store.transition(bot.id, states.READY, states.FATAL_ERROR, now, f"runner failed: {exc}")
                 continue
             self.store.transition(bot.id, states.READY, states.JOINING, now)
-        return len(due)
+        return len(due) if len(admitted) == len(live) else 0
 
     def _stage_due(self, now: int) -> int:
-        """scheduled -> staged once join_at - stage_lead has come (fenced on join_at)."""
+        """scheduled -> staged once join_at - stage_lead has come, in one transaction
+        (fenced on join_at), then start their runners."""
         due = self.store.due(states.SCHEDULED, now + self.config.stage_lead_us, BATCH)
-        for bot in due:
-            missed = self._missed(bot, now)
-            if missed:
-                self.store.transition(bot.id, states.SCHEDULED, states.FATAL_ERROR, now, missed)
+        live = self._fail_missed(due, states.SCHEDULED, now)
+        admitted = self._admit(live, now)
+        staged = set(self.store.stage_many(admitted, now))  # a cancel or reschedule may have won
+        for bot in admitted:
+            if bot.id not in staged:
                 continue
-            if self._no_slot(bot, now):
-                for waiting in due[due.index(bot) + 1 :]:
-                    self._no_slot(waiting, now)
-                return 0
-            if not self.store.stage(bot.id, bot.join_at_us, now):
-                continue  # a cancel or reschedule won the race
             try:
                 self.runner.stage(self.store.get(bot.id))
             except RunnerError as exc:
                 self.store.transition(bot.id, states.STAGED, states.FATAL_ERROR, self.clock.now_us(),
                                       f"runner could not start: {exc}")
-        return len(due)
+        return len(due) if len(admitted) == len(live) else 0  # capped: wait for a freed slot
 
     def report(self, bot_id: str, state: str, detail: str | None) -> None:
         """A runner's state report: applied when legal, logged and ignored when not."""

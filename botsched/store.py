@@ -131,6 +131,7 @@ class Store:
         self.path = str(path)
         self._on_events = on_events
         self._next_seq = 1
+        self._durable = True
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 5000")
@@ -164,11 +165,21 @@ class Store:
                 self._db.execute(f"PRAGMA user_version = {target}")
 
     @contextmanager
-    def _transaction(self) -> Iterator[list[Event]]:
+    def _transaction(self, durable: bool = True) -> Iterator[list[Event]]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; events appended to the yielded list are
-        announced to the listener only once the commit is durable."""
+        announced to the listener only once the commit is done.
+
+        ``durable`` (user requests: create, reschedule, cancel) commits with
+        ``synchronous=FULL``: fsync'd before the client hears "ok". The scheduler's own state
+        changes commit with ``NORMAL`` (no fsync on the event loop right before a join): they
+        survive a crash of the daemon, and the next durable commit fsyncs them too; only a
+        power cut in between can lose them, and recovery then replays them (misfire rules).
+        """
         pending: list[Event] = []
         next_seq = self._next_seq
+        if durable != self._durable:
+            self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -396,13 +407,11 @@ class Store:
 
     # -- changing -----------------------------------------------------------------
 
-    def transition_many(
-        self, changes: Sequence[tuple[str, str, str, str | None]], now_us: int, expect_join_us: bool = False
-    ) -> list[str]:
+    def transition_many(self, changes: Sequence[tuple[str, str, str, str | None]], now_us: int) -> list[str]:
         """Apply (bot_id, from_state, to_state, detail) changes as compare-and-sets in one
         transaction; returns the ids that really moved (the others lost a race)."""
         moved: list[str] = []
-        with self._transaction() as pending:
+        with self._transaction(durable=False) as pending:
             rows: list[tuple[str, str, int, str | None]] = []
             for bot_id, old, new, detail in changes:
                 if not states.is_legal(old, new):
@@ -422,23 +431,29 @@ class Store:
 
     def note(self, bot_id: str, now_us: int, detail: str) -> None:
         """An event that is not a state change (e.g. "waiting for a runner slot")."""
-        with self._transaction() as pending:
+        with self._transaction(durable=False) as pending:
             state = self._state_of(bot_id)
             if state is not None:
                 self._add_events(pending, [(bot_id, state, now_us, detail)])
 
-    def stage(self, bot_id: str, join_at_us: int, now_us: int, detail: str | None = None) -> bool:
-        """scheduled -> staged, fenced on join_at: a reschedule that slipped in wins."""
-        with self._transaction() as pending:
-            cursor = self._db.execute(
-                "UPDATE bots SET state = 'staged', updated_us = ? WHERE id = ? AND state = 'scheduled' "
-                "AND join_at_us = ?",
-                (now_us, bot_id, join_at_us),
-            )
-            if cursor.rowcount != 1:
-                return False
-            self._add_events(pending, [(bot_id, states.STAGED, now_us, detail)])
-        return True
+    def stage_many(self, due: Sequence[Due], now_us: int) -> list[str]:
+        """scheduled -> staged in one transaction, each fenced on its join_at: a cancel or
+        reschedule that slipped in wins. Returns the ids that were staged."""
+        staged: list[str] = []
+        with self._transaction(durable=False) as pending:
+            for bot in due:
+                cursor = self._db.execute(
+                    "UPDATE bots SET state = 'staged', updated_us = ? WHERE id = ? AND state = 'scheduled' "
+                    "AND join_at_us = ?",
+                    (now_us, bot.id, bot.join_at_us),
+                )
+                if cursor.rowcount == 1:
+                    staged.append(bot.id)
+            self._add_events(pending, [(bot_id, states.STAGED, now_us, None) for bot_id in staged])
+        return staged
+
+    def stage(self, bot_id: str, join_at_us: int, now_us: int) -> bool:
+        return bool(self.stage_many([Due(bot_id, states.SCHEDULED, join_at_us)], now_us))
 
     def reschedule(self, bot_id: str, join_at: str, join_at_us: int, now_us: int) -> None:
         with self._transaction():

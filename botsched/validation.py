@@ -40,7 +40,7 @@ def validate_meeting_url(url: object) -> str:
     if not match["host"]:
         raise InvalidInput(f"bad meeting URL {url!r}: it has no host")
     port = match["port"]
-    if port and (not port.isdigit() or int(port) > 65535):
+    if port and (not (port.isascii() and port.isdigit()) or int(port) > 65535):
         raise InvalidInput(f"bad meeting URL {url!r}: bad port {port!r}")
     return url
 

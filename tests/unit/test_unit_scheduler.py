@@ -286,19 +286,26 @@ def test_reschedule_earlier_makes_it_due_sooner(h: Harness) -> None:
     assert h.sched.next_due_us() == T0 + 50 * S
 
 
+def _after_due_read(h: Harness, action: Any) -> None:
+    """Run ``action`` right after the scheduler has read which scheduled bots are due,
+    before it stages them: the window a racing request would have to hit."""
+    original_due = h.store.due
+
+    def due_then_act(state: str, until_us: int, limit: int = 10_000) -> Any:
+        rows = original_due(state, until_us, limit)
+        if state == "scheduled" and rows:
+            action()
+        return rows
+
+    h.store.due = due_then_act  # type: ignore[method-assign]
+
+
 def test_a_reschedule_that_slips_in_wins_over_staging(h: Harness) -> None:
-    """The scheduler read both bots as due; while staging the first, the second is rescheduled."""
+    """The scheduler read both bots as due; before it stages them, the second is rescheduled."""
     a = h.add(T0 + 20 * S)
     b = h.add(T0 + 21 * S)
     later = T0 + 3600 * S
-    original_stage = h.runner.stage
-
-    def stage_and_reschedule_b(bot: dict[str, Any]) -> None:
-        original_stage(bot)
-        if bot["id"] == a:
-            h.store.reschedule(b, format_instant(later), later, h.clock.t)
-
-    h.runner.stage = stage_and_reschedule_b  # type: ignore[method-assign]
+    _after_due_read(h, lambda: h.store.reschedule(b, format_instant(later), later, h.clock.t))
     assert h.at(T0 + 11 * S) == T0 + 20 * S
     assert h.state(a) == "staged"
     assert h.state(b) == "scheduled"
@@ -309,14 +316,7 @@ def test_a_reschedule_that_slips_in_wins_over_staging(h: Harness) -> None:
 def test_a_cancel_that_slips_in_wins_over_staging(h: Harness) -> None:
     a = h.add(T0 + 20 * S)
     b = h.add(T0 + 21 * S)
-    original_stage = h.runner.stage
-
-    def stage_and_cancel_b(bot: dict[str, Any]) -> None:
-        original_stage(bot)
-        if bot["id"] == a:
-            h.store.delete_scheduled(b)
-
-    h.runner.stage = stage_and_cancel_b  # type: ignore[method-assign]
+    _after_due_read(h, lambda: h.store.delete_scheduled(b))
     h.at(T0 + 11 * S)
     assert h.state(a) == "staged"
     assert h.runner.ops("stage") == [a]
@@ -630,3 +630,33 @@ def test_runner_cap_keeps_extra_bots_scheduled_until_a_slot_frees(tmp_path: Path
     assert due is not None and due <= h.clock.t  # the waiting bot is due again at once
     h.settle(join + 1 * S)
     assert h.state(waiting) == "joining"
+
+
+# -- punctuality guard ------------------------------------------------------------------
+
+
+def test_staging_waits_for_a_join_due_within_the_guard(h: Harness) -> None:
+    """A stage (a commit and a process start) must not run just before a join."""
+    joiner = h.add(T0 + LEAD + 1 * S)
+    h.at(T0 + 1 * S)  # staged now, joins at T0 + LEAD + 1 s
+    late_stage_join = T0 + 2 * LEAD + 1 * S - 2_000  # its stage time is 2 ms before joiner's join
+    other = h.add(late_stage_join)
+    assert h.state(joiner) == "staged"
+    stage_time = late_stage_join - LEAD
+    h.at(stage_time)
+    assert h.state(other) == "scheduled"  # held back: a join is due in 2 ms
+    h.at(T0 + LEAD + 1 * S)
+    assert h.state(joiner) == "joining" and h.state(other) == "staged"
+
+
+def test_staging_is_not_starved_by_a_stream_of_joins(h: Harness) -> None:
+    """Held-back staging goes ahead anyway once it is more than the defer limit late."""
+    x = T0 + 100 * S
+    joiner = h.add(x + 2_000)
+    h.at(x + 2_000 - LEAD)
+    assert h.state(joiner) == "staged"
+    other = h.add(x - 600_000 + LEAD, now=x - 1)  # its stage time was 600 ms ago
+    h.clock.t = x  # a join is due in 2 ms, but staging is overdue
+    h.sched.tick()
+    assert h.state(other) == "staged"
+    assert h.state(joiner) == "staged"  # and nothing joined early
