@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone, tzinfo
@@ -119,6 +120,7 @@ class Action:
     meeting_url: str | None = None
     state: str | None = None
     previous_join_at: str | None = None
+    start: str | None = None  # the occurrence's start (UTC), when there is one
     metadata: dict[str, str] = field(default_factory=dict)
     sort_us: int = 0
 
@@ -132,6 +134,7 @@ class Action:
             "reason": self.reason,
             "meeting_url": self.meeting_url,
             "state": self.state,
+            "start": self.start,
         }
         if self.previous_join_at is not None:
             out["previous_join_at"] = self.previous_join_at
@@ -156,7 +159,9 @@ def parse_calendars(data: bytes | str, source: str = "calendar") -> list[icalend
     if "BEGIN:VCALENDAR" not in text.upper():
         raise InvalidInput(f"{source}: not an iCalendar file (no BEGIN:VCALENDAR)")
     try:
-        found = icalendar.Calendar.from_ical(text, multiple=True)
+        with warnings.catch_warnings():  # e.g. a guessed TZID: not worth a Python warning on stderr
+            warnings.simplefilter("ignore")
+            found = icalendar.Calendar.from_ical(text, multiple=True)
     except Exception as exc:  # icalendar raises ValueError, sometimes others, for bad input
         raise InvalidInput(f"{source}: not a valid iCalendar file: {_one_line(exc)}") from None
     calendars = [c for c in found if isinstance(c, icalendar.Calendar) and c.name == "VCALENDAR"]
@@ -240,15 +245,16 @@ def _join_score(link: str, platform: str) -> int:
     parts = urlsplit(link)
     path = parts.path or "/"
     lowered = path.lower()
-    if platform == "zoom":
+    name = platform.lower()  # "zoom", "google meet", "microsoft teams", "webex" (any spelling)
+    if "zoom" in name:
         return 2 if re.match(r"^/(?:j|my|w|s|wc/join)/", lowered) else 1
-    if platform == "google_meet":
+    if "meet" in name and "google" in name.replace("_", " "):
         return 2 if _MEET_CODE.match(path) else (0 if lowered in ("/", "") else 1)
-    if platform == "teams":
+    if "teams" in name:
         if "meetingoptions" in lowered:
             return 0
         return 2 if ("/meetup-join/" in lowered or lowered.startswith("/meet/")) else 1
-    if platform == "webex":
+    if "webex" in name:
         return 2 if re.search(r"/(?:meet|join|j\.php|wbxmjs/joinservice)", lowered) else 1
     return 1
 
@@ -423,9 +429,11 @@ def expand(
     for calendar in calendars:
         recurring = _recurring_uids(calendar)
         try:
-            occurrences = recurring_ical_events.of(
-                calendar, keep_recurrence_attributes=True, skip_bad_series=True
-            ).between(query_start, query_end)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                occurrences = recurring_ical_events.of(
+                    calendar, keep_recurrence_attributes=True, skip_bad_series=True
+                ).between(query_start, query_end)
         except Exception as exc:  # a malformed calendar the library could not skip
             raise InvalidInput(f"{source}: cannot expand the calendar's events: {_one_line(exc)}") from None
         for event in occurrences:
@@ -541,14 +549,19 @@ def plan(
         handled.add(skip.key)
         bot = live.get(skip.key)
         if bot is None:
-            actions.append(Action("skipped", skip.key, skip.summary, None, skip.reason, sort_us=skip.start_us))
+            actions.append(Action("skipped", skip.key, skip.summary, None, skip.reason,
+                                  start=instant_text(skip.start_us), sort_us=skip.start_us))
             continue
         actions.append(_plan_gone(bot, now_us, horizon_us, skip.reason if skip.cancels_bot else None, skip))
     for key, bot in live.items():
         if key not in handled:
             actions.append(_plan_gone(bot, now_us, horizon_us, "event removed from the calendar", None))
-    actions.sort(key=lambda a: (a.sort_us, ACTIONS.index(a.action) if a.action in ACTIONS else 9, a.key))
+    actions.sort(key=lambda a: (a.sort_us, a.key, _ORDER.get(a.action, 9)))
     return actions
+
+
+#: Display order of one key's actions (a replaced bot: cancel, then create).
+_ORDER = {"cancel": 0, "create": 1}
 
 
 def _summary_of(bot: dict[str, Any]) -> str:
@@ -558,7 +571,7 @@ def _summary_of(bot: dict[str, Any]) -> str:
 def _plan_wanted(want: Wanted, bot: dict[str, Any] | None, done: dict[str, Any] | None) -> list[Action]:
     def action(kind: str, reason: str | None = None, **extra: Any) -> Action:
         return Action(kind, want.key, want.summary, want.join_at, reason, meeting_url=want.meeting_url,
-                      metadata=want.metadata, sort_us=want.join_at_us, **extra)
+                      start=instant_text(want.start_us), metadata=want.metadata, sort_us=want.join_at_us, **extra)
 
     if bot is None:
         if done is not None:
@@ -571,15 +584,16 @@ def _plan_wanted(want: Wanted, bot: dict[str, Any] | None, done: dict[str, Any] 
         if current_us is not None and current_us != want.join_at_us:
             return [action("skipped", f"event moved, but the bot is {state}: left alone",
                            previous_join_at=bot.get("join_at"), **ids)]
-        return [action("unchanged", None if state == "scheduled" else f"bot is {state}", **ids)]
+        return [action("unchanged", f"bot is {state}", **ids)]
     if bot.get("meeting_url") != want.meeting_url:
         return [
             Action("cancel", want.key, want.summary, bot.get("join_at"), "meeting link changed: replacing the bot",
-                   bot_id=bot["id"], meeting_url=bot.get("meeting_url"), state=state, sort_us=want.join_at_us),
+                   bot_id=bot["id"], meeting_url=bot.get("meeting_url"), state=state,
+                   start=instant_text(want.start_us), sort_us=want.join_at_us),
             action("create", "meeting link changed"),
         ]
     if current_us != want.join_at_us:
-        return [action("reschedule", "event moved", previous_join_at=bot.get("join_at"), **ids)]
+        return [action("reschedule", "join time changed", previous_join_at=bot.get("join_at"), **ids)]
     return [action("unchanged", **ids)]
 
 
@@ -594,7 +608,8 @@ def _plan_gone(
 
     def action(kind: str, why: str) -> Action:
         return Action(kind, key, summary, bot.get("join_at"), why, bot_id=bot["id"],
-                      meeting_url=bot.get("meeting_url"), state=bot.get("state"), sort_us=sort_us)
+                      meeting_url=bot.get("meeting_url"), state=bot.get("state"),
+                      start=instant_text(skip.start_us) if skip is not None else None, sort_us=sort_us)
 
     state = bot.get("state")
     if state != "scheduled":

@@ -48,9 +48,11 @@ def sync(
 ) -> None:
     """Create, reschedule and cancel bots so every meeting in the calendar has one.
 
-    Each occurrence with a Zoom, Meet, Teams or Webex link (or a URL) gets one bot, keyed by its UID (and its original start in a recurring series), so running the sync again changes only what changed in the calendar.
+    One bot per occurrence with a Zoom, Meet, Teams or Webex link; a re-run changes only what the calendar changed.
 
-    Cancelled, declined (config calendar.email), all-day and past events are skipped. Bots already staged or in a meeting are never touched.
+    Skipped: cancelled, declined (config calendar.email), all-day and past events.
+
+    Bots already staged or in a meeting are never touched.
 
     Example: botsched calendar sync ~/Downloads/work.ics --join-offset -1m --dry-run
     """
@@ -115,9 +117,13 @@ def _apply(conn: Any, actions: list[Action], bot_name: str | None, warnings: lis
     daemon (5) or a bug (1) stops the sync.
     """
     first: BotschedError | None = None
+    not_cancelled: set[str] = set()
     for kind in ("cancel", "reschedule", "create"):
         for item in actions:
             if item.action != kind:
+                continue
+            if kind == "create" and item.key in not_cancelled:  # its old bot still holds the key
+                item.action, item.reason = "failed", "create skipped: the bot it replaces could not be cancelled"
                 continue
             try:
                 if kind == "cancel":
@@ -137,6 +143,8 @@ def _apply(conn: Any, actions: list[Action], bot_name: str | None, warnings: lis
                 if exc.exit_code in (1, 5):
                     raise
                 sys.stderr.write(f"error: {kind} {item.key}: {exc.message}\n")
+                if kind == "cancel":
+                    not_cancelled.add(item.key)
                 item.reason = f"{kind} failed: {exc.message}"
                 item.action = "failed"
                 first = first or exc
@@ -148,29 +156,68 @@ _STYLE = {"create": "green", "reschedule": "yellow", "cancel": "red", "unchanged
           "failed": "bold red"}
 
 
+def _zone() -> Any:
+    """The zone people read times in (honours TZ), like ``botsched list``."""
+    import pendulum
+
+    try:
+        return pendulum.local_timezone()
+    except Exception:  # an unusual TZ setting must not break output
+        return pendulum.timezone("UTC")
+
+
+def _local_time(text: str | None, zone: Any, time_only: bool = False) -> str:
+    if not text:
+        return "—"
+    import pendulum
+
+    return pendulum.parse(text).in_timezone(zone).format("HH:mm" if time_only else "ddd DD MMM HH:mm")
+
+
+def _short_time(text: str, beside: str | None, zone: Any) -> str:
+    """A previous time, as short as it can be next to the new one."""
+    full = _local_time(text, zone)
+    same_day = beside is not None and _local_time(beside, zone)[:10] == full[:10]
+    return _local_time(text, zone, time_only=True) if same_day else full
+
+
 def _render(actions: list[Action], dry_run: bool, days: int) -> None:
+    """A compact table (bots without a meeting link only counted) and a summary line."""
     from rich.table import Table
     from rich.text import Text
 
     from botsched import calsync, render
 
     out = render.console()
-    total = calsync.counts(actions)
-    no_url = sum(1 for a in actions if a.action == "skipped" and a.reason == calsync.NO_URL)
-    shown = [a for a in actions if not (a.action == "skipped" and a.reason == calsync.NO_URL)]
     if not actions:
         out.print(f"No meetings in the next {days} day(s).")
         return
+    zone = _zone()
+    total = calsync.counts(actions)
+    no_url = sum(1 for a in actions if a.action == "skipped" and a.reason == calsync.NO_URL)
+    shown = [a for a in actions if not (a.action == "skipped" and a.reason == calsync.NO_URL)]
     if shown:
+        with_bots = any(a.bot_id for a in shown)
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for column in ("ACTION", "JOIN AT (local)", "WHEN", "EVENT", "BOT", "NOTE"):
-            table.add_column(column, no_wrap=column in ("ACTION", "JOIN AT (local)", "BOT"),
-                             overflow="fold" if column == "NOTE" else "ellipsis")
+        table.add_column("ACTION", no_wrap=True)
+        table.add_column("WHEN (local)", no_wrap=True)
+        table.add_column("EVENT", overflow="fold", ratio=1)
+        if with_bots:
+            table.add_column("BOT", no_wrap=True)
         for item in shown:
             label = item.action if dry_run else _DONE.get(item.action, item.action)
-            local, relative = render.when(item.join_at)
-            table.add_row(Text(label, style=_STYLE.get(item.action, "")), local, relative,
-                          item.summary, item.bot_id or "", item.reason or "")
+            style = _STYLE.get(item.action, "")
+            moment = item.join_at if item.action not in ("skipped", "failed") or item.join_at else item.start
+            event = Text(item.summary)
+            if item.previous_join_at:
+                event.append(f" (was {_short_time(item.previous_join_at, moment, zone)})", style="dim")
+            if item.reason and item.action != "reschedule":
+                event.append(f" — {item.reason}", style="dim" if item.action != "failed" else "red")
+            row: list[Any] = [Text(label, style=style), Text(_local_time(moment, zone), style="dim" if
+                              item.action == "skipped" else ""), event]
+            if with_bots:
+                row.append(item.bot_id or "")
+            table.add_row(*row)
         out.print(table)
     parts = []
     for name in ("create", "reschedule", "cancel"):
@@ -183,5 +230,4 @@ def _render(actions: list[Action], dry_run: bool, days: int) -> None:
     parts.append(skipped)
     if total["failed"]:
         parts.append(f"{total['failed']} failed")
-    prefix = "Dry run, nothing changed: " if dry_run else ""
-    out.print(prefix + ", ".join(parts) + ".")
+    out.print(("Dry run: " if dry_run else "") + ", ".join(parts) + ".")
