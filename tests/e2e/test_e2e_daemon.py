@@ -1,0 +1,173 @@
+"""The daemon: autostart, status, start/stop, single instance, socket privacy, long paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+from .helpers import ALL_STATES, assert_clean_error, make_short_dir, pid_alive, wait_until
+
+URL = "https://zoom.us/j/7"
+FAR = "2031-05-01T12:00:00Z"
+
+
+def _config_value(config: dict, dotted: str):
+    """The effective config may be flat ("scheduler.stage_lead_seconds") or nested."""
+    if dotted in config:
+        return config[dotted]
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def test_autostart_on_first_command(home):
+    assert not home.socket.exists()
+    assert home.json("list") == []
+    pid = home.daemon_pid()
+    assert pid is not None and pid_alive(pid), "the first command must have started a daemon"
+    assert home.socket.exists()
+    home.create(URL, "--join-at", FAR)
+    assert home.daemon_pid() == pid, "later commands reuse the running daemon"
+
+
+def test_no_autostart_env_gives_exit_5(home):
+    env = {"BOTSCHED_NO_AUTOSTART": "1"}
+    for args in (["list"], ["create", URL, "--join-at", FAR], ["show", "bot_AAAAAAAAAAAAAAAA"],
+                 ["events", "--json"], ["wait", "bot_AAAAAAAAAAAAAAAA"]):
+        result = home.run(*args, env=env)
+        assert_clean_error(result, 5)
+        assert result.stdout == ""
+    assert not home.socket.exists() and home.daemon_pid() is None, "no daemon may have been started"
+    # with a daemon running the variable changes nothing
+    home.start()
+    assert home.run("list", "--json", env=env).returncode == 0
+
+
+def test_no_autostart_config_gives_exit_5(make_home):
+    home = make_home({"daemon": {"autostart": False}})
+    assert_clean_error(home.run("list"), 5)
+    assert not home.socket.exists()
+    home.start()  # an explicit start still works
+    assert home.json("list") == []
+
+
+def test_status_json(home):
+    pid = home.start()
+    bot_id = home.create(URL, "--join-at", FAR)
+    status = home.json("daemon", "status")
+    for key in ("running", "pid", "version", "uptime_seconds", "socket", "database", "runner", "counts", "config"):
+        assert key in status, f"daemon status --json lacks {key!r}"
+    assert status["running"] is True
+    assert status["pid"] == pid
+    version = home.ok("--version").stdout
+    assert status["version"] in version
+    assert isinstance(status["uptime_seconds"], (int, float)) and status["uptime_seconds"] >= 0
+    assert Path(status["socket"]) == home.socket
+    assert Path(status["database"]).parent == home.path
+    assert status["runner"] == "simulate"
+    assert set(status["counts"]) == set(ALL_STATES), "counts has every state"
+    assert status["counts"]["scheduled"] == 1 and sum(status["counts"].values()) == 1
+    config = status["config"]
+    assert _config_value(config, "scheduler.stage_lead_seconds") == 1
+    assert _config_value(config, "runner.simulate_join_seconds") == 0.2
+    assert _config_value(config, "scheduler.misfire_grace_seconds") == 300, "defaults are included too"
+    assert _config_value(config, "defaults.bot_name") == "Meeting Bot"
+    human = home.ok("daemon", "status").stdout
+    assert str(pid) in human and "simulat" in human.lower(), "daemon status says runs are simulated"
+    assert bot_id not in human
+
+
+def test_status_when_stopped(home):
+    result = home.run("daemon", "status", "--json")
+    assert result.returncode == 5
+    assert json.loads(result.stdout) == {"running": False}
+    assert "Traceback" not in result.stderr
+    assert home.run("daemon", "status").returncode == 5
+    assert not home.socket.exists() and home.daemon_pid() is None, "daemon status must not start a daemon"
+
+
+def test_start_twice_stop_and_status(home):
+    pid = home.start()
+    again = home.ok("daemon", "start")
+    assert "already" in again.stdout.lower() or str(pid) in again.stdout
+    assert home.daemon_pid() == pid
+    assert home.json("daemon", "status")["pid"] == pid
+    home.ok("daemon", "stop")
+    wait_until(lambda: not pid_alive(pid), 10, what="the stopped daemon to exit")
+    assert not home.socket.exists(), "a graceful stop removes the socket"
+    result = home.run("daemon", "status", "--json")
+    assert result.returncode == 5 and json.loads(result.stdout) == {"running": False}
+    stopped_again = home.run("daemon", "stop")
+    assert stopped_again.returncode == 0 and "Traceback" not in stopped_again.stderr
+
+
+def test_version_help_and_status_never_start_a_daemon(home):
+    for args in (["--version"], ["--help"], ["create", "--help"], ["daemon", "--help"], ["daemon", "status"],
+                 ["daemon", "status", "--json"]):
+        result = home.run(*args)
+        assert "Traceback" not in result.stderr
+        assert result.returncode in (0, 5), (args, result.returncode, result.stderr)
+    assert home.ok("--version").stdout.startswith("botsched ")
+    assert "create" in home.ok("--help").stdout
+    assert not home.socket.exists(), "no socket may have appeared"
+    assert home.daemon_pid() is None, "no daemon may have been started"
+
+
+def test_second_daemon_run_fails_cleanly(home):
+    pid = home.start()
+    bot_id = home.create(URL, "--join-at", FAR)
+    result = home.run("daemon", "run", timeout=20)
+    assert result.returncode != 0, f"second daemon run exited 0: {result.stderr}"
+    everything = result.stdout + result.stderr
+    assert "Traceback" not in everything, everything
+    assert any(line.startswith("error:") for line in result.stderr.splitlines()), result.stderr
+    assert pid_alive(pid)
+    assert home.json("daemon", "status")["pid"] == pid, "the first daemon keeps serving"
+    assert home.show(bot_id)["state"] == "scheduled"
+    assert home.socket.exists()
+
+
+def test_socket_and_directory_private_even_with_umask_000(make_home):
+    home = make_home(subdir="home")  # BOTSCHED_HOME does not exist yet: the daemon creates it
+    os.chmod(home.path, 0o777)  # even a too-open existing directory is made private
+    result = home.run("daemon", "start", umask=0)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_ISSOCK(os.stat(home.socket).st_mode)
+    assert stat.S_IMODE(os.stat(home.socket).st_mode) == 0o600, oct(os.stat(home.socket).st_mode)
+    assert stat.S_IMODE(os.stat(home.path).st_mode) == 0o700, oct(os.stat(home.path).st_mode)
+
+
+def test_home_created_private_with_umask_000(make_home):
+    home = make_home(subdir="new/deeper", write_config=False)
+    assert not home.path.exists()
+    result = home.run("list", "--json", umask=0)  # autostart creates the home
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(os.stat(home.path).st_mode) == 0o700, oct(os.stat(home.path).st_mode)
+    assert stat.S_IMODE(os.stat(home.socket).st_mode) == 0o600, oct(os.stat(home.socket).st_mode)
+
+
+def test_socket_path_too_long_is_a_clear_error(make_home):
+    base = make_short_dir()
+    long_home = base / ("h" * (110 - len(str(base))))
+    home = make_home(write_config=False)
+    home.env["BOTSCHED_HOME"] = str(long_home)
+    assert len(str(long_home / "botsched.sock").encode()) > 107
+    try:
+        for args in (["list"], ["create", URL, "--join-at", FAR], ["daemon", "start"], ["daemon", "status"]):
+            result = home.run(*args)
+            stderr = assert_clean_error(result)
+            assert result.returncode != 1, f"{args}: exit 1 means an internal error: {stderr}"
+            assert "socket" in stderr.lower() or "long" in stderr.lower(), stderr
+        result = home.run("daemon", "run", timeout=20)
+        assert_clean_error(result)
+        assert result.returncode != 1, result.stderr
+    finally:
+        for pid_file in long_home.glob("daemon.pid"):
+            text = pid_file.read_text().strip()
+            if text.isdigit() and pid_alive(int(text)):
+                os.kill(int(text), 9)
+        subprocess.run(["rm", "-rf", str(base)], check=False)
