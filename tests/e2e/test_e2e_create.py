@@ -146,3 +146,9 @@ def test_limits_are_inclusive(module_home):
     assert bot["metadata"] == {f"k{i}": f"v{i}" for i in range(50)}
     single = home.json("create", "http://a", "--bot-name", "x", "--join-at", FAR)
     assert single["meeting_url"] == "http://a" and single["bot_name"] == "x"
+
+
+def test_naive_time_prefers_the_configured_zone(make_home):
+    home = make_home({"defaults": {"timezone": "America/New_York"}})
+    bot = home.json("create", "https://zoom.us/j/1", "--join-at", "2030-07-01T12:00:00", env={"TZ": "Europe/Berlin"})
+    assert bot["join_at"] == "2030-07-01T16:00:00Z", "defaults.timezone wins over TZ (EDT is UTC-4)"

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
+
+import pytest
 
 from .helpers import ALL_STATES, assert_clean_error, make_short_dir, pid_alive, wait_until
 
@@ -76,6 +80,7 @@ def test_status_json(home):
     assert _config_value(config, "runner.simulate_join_seconds") == 0.2
     assert _config_value(config, "scheduler.misfire_grace_seconds") == 300, "defaults are included too"
     assert _config_value(config, "defaults.bot_name") == "Meeting Bot"
+    assert config == home.json("config", "show"), "status shows the whole effective configuration"
     human = home.ok("daemon", "status").stdout
     assert str(pid) in human and "simulat" in human.lower(), "daemon status says runs are simulated"
     assert bot_id not in human
@@ -92,6 +97,7 @@ def test_status_when_stopped(home):
 
 def test_start_twice_stop_and_status(home):
     pid = home.start()
+    bot = home.json("create", URL, "--join-at", FAR, "--metadata", "k=v")
     again = home.ok("daemon", "start")
     assert "already" in again.stdout.lower() or str(pid) in again.stdout
     assert home.daemon_pid() == pid
@@ -103,6 +109,8 @@ def test_start_twice_stop_and_status(home):
     assert result.returncode == 5 and json.loads(result.stdout) == {"running": False}
     stopped_again = home.run("daemon", "stop")
     assert stopped_again.returncode == 0 and "Traceback" not in stopped_again.stderr
+    assert home.show(bot["id"]) == bot, "a graceful restart keeps every bot as it was"
+    assert home.daemon_pid() != pid
 
 
 def test_version_help_and_status_never_start_a_daemon(home):
@@ -121,14 +129,16 @@ def test_second_daemon_run_fails_cleanly(home):
     pid = home.start()
     bot_id = home.create(URL, "--join-at", FAR)
     result = home.run("daemon", "run", timeout=20)
-    assert result.returncode != 0, f"second daemon run exited 0: {result.stderr}"
     everything = result.stdout + result.stderr
     assert "Traceback" not in everything, everything
+    assert result.returncode != 0, f"second daemon run exited 0: {result.stderr}"
     assert any(line.startswith("error:") for line in result.stderr.splitlines()), result.stderr
     assert pid_alive(pid)
     assert home.json("daemon", "status")["pid"] == pid, "the first daemon keeps serving"
     assert home.show(bot_id)["state"] == "scheduled"
     assert home.socket.exists()
+    # SPEC §5: exit 1 is reserved for "unexpected internal error (a bug)"; a refusal is not one
+    assert result.returncode != 1, f"second daemon run exited 1 (internal error): {result.stderr.strip()}"
 
 
 def test_socket_and_directory_private_even_with_umask_000(make_home):
@@ -171,3 +181,114 @@ def test_socket_path_too_long_is_a_clear_error(make_home):
             if text.isdigit() and pid_alive(int(text)):
                 os.kill(int(text), 9)
         subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def test_wait_and_follow_end_cleanly_when_the_daemon_stops(home):
+    """A daemon that goes away is exit 5 ("did not answer"), never exit 1 ("a bug")."""
+    home.start()
+    bot_id = home.create(URL, "--join-at", FAR)
+    no_restart = {"BOTSCHED_NO_AUTOSTART": "1"}  # a late client must not start a new daemon
+    waiter = home.popen("wait", bot_id, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=no_restart)
+    follower = home.popen("events", "--follow", "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=no_restart)
+    try:
+        assert follower.stdout.readline(), "events --follow printed no past event"
+        time.sleep(0.5)  # a blocked wait gives no readiness signal: let it connect
+        home.ok("daemon", "stop")
+        w_out, w_err = waiter.communicate(timeout=15)
+        f_out, f_err = follower.communicate(timeout=15)
+    finally:
+        for proc in (waiter, follower):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    problems = []
+    for name, proc, err in (("wait", waiter, w_err), ("events --follow", follower, f_err)):
+        assert "Traceback" not in err, err
+        assert all(line.startswith(("error:", "warning:")) for line in err.splitlines()), err
+        if proc.returncode == 1:
+            problems.append(f"{name} exited 1 (internal error) when the daemon stopped: {err.strip()}")
+    if waiter.returncode != 5:
+        problems.append(f"wait exited {waiter.returncode}, expected 5: {w_err.strip()}")
+    assert not problems, "\n".join(problems)
+
+
+def test_wait_ends_with_exit_5_when_the_daemon_is_killed(home):
+    home.start()
+    bot_id = home.create(URL, "--join-at", FAR)
+    waiter = home.popen("wait", bot_id, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        env={"BOTSCHED_NO_AUTOSTART": "1"})  # it must not start a new daemon
+    try:
+        time.sleep(1.0)  # a blocked wait gives no readiness signal: let it connect
+        assert waiter.poll() is None, "wait returned before the daemon was killed"
+        os.kill(home.daemon_pid(), 9)
+        _, err = waiter.communicate(timeout=15)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait(5)
+    assert waiter.returncode == 5, f"wait exited {waiter.returncode}: {err.strip()}"
+    assert "Traceback" not in err and err.startswith("error:"), err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another uid")
+def test_a_peer_with_another_uid_is_refused(home):
+    """SO_PEERCRED: even if the socket's permissions were opened up, another user gets nothing."""
+    home.start()
+    bot_id = home.create(URL, "--join-at", FAR)
+    os.chmod(home.path, 0o755)
+    os.chmod(home.socket, 0o666)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(5)
+                sock.connect(str(home.socket))
+                try:  # the daemon may refuse and close before we even send: that is fine
+                    sock.sendall(b'{"v":1,"op":"list","args":{"states":[],"limit":0}}\n')
+                except OSError:
+                    pass
+                data = b""
+                try:
+                    while not data.endswith(b"\n"):
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    pass
+            os.write(write_end, b"OK" + data)
+        except BaseException as exc:  # noqa: BLE001 - report anything to the parent
+            os.write(write_end, b"EX" + repr(exc).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    out = b""
+    while chunk := os.read(read_end, 65536):
+        out += chunk
+    os.close(read_end)
+    os.waitpid(child, 0)
+    assert out.startswith(b"OK"), f"the foreign client could not even connect: {out!r}"
+    assert bot_id.encode() not in out, "a client of another uid was served"
+    reply = out[2:]
+    if reply:
+        assert json.loads(reply).get("ok") is False, reply
+    assert home.json("list")[0]["id"] == bot_id, "the daemon keeps serving its own user"
+
+
+def test_a_broken_config_is_a_clear_error(make_home):
+    home = make_home(write_config=False)
+    (home.path / "config.toml").write_text("[scheduler]\nstage_lead_seconds = \"soon\"\n")
+    for args in (["list"], ["daemon", "start"], ["daemon", "run"]):
+        result = home.run(*args, timeout=20)
+        stderr = assert_clean_error(result)
+        assert result.returncode != 1, f"{args}: exit 1 means an internal error: {stderr}"
+        assert "stage_lead_seconds" in stderr, stderr
+    assert home.daemon_pid() is None or not pid_alive(home.daemon_pid())
+    (home.path / "config.toml").write_text("[scheduler\n")
+    stderr = assert_clean_error(home.run("list"))
+    assert "config.toml" in stderr

@@ -57,7 +57,11 @@ def test_sigkill_loses_no_acknowledged_bot_and_a_missed_join_runs_late(make_home
     before[late_id] = late
 
     killed = _kill_daemon(home)
+    status = home.run("daemon", "status", "--json")  # a stale socket file is "not running"
+    assert status.returncode == 5 and json.loads(status.stdout) == {"running": False}, status
+    assert "Traceback" not in status.stderr
     _sleep_until(join_at, 1.5)  # join_at passes while no daemon runs
+    assert home.daemon_pid() in (None, killed), "daemon status must not have started a daemon"
 
     after = {bot["id"]: bot for bot in home.list_all()}  # autostarts a new daemon
     new_pid = home.daemon_pid()

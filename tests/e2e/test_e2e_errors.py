@@ -171,6 +171,12 @@ def test_reschedule_and_cancel_refused_when_staged(make_home):
         assert "staged" in stderr, stderr
     after = home.show(bot_id)
     assert after == before
+    # rescheduling a far bot to inside the stage lead warns, and it is staged at once
+    far = home.create(URL, "--join-at", FAR)
+    moved = home.run("reschedule", far, "--join-at", "+25s")
+    assert moved.returncode == 0, moved.stderr
+    assert any(line.startswith("warning:") for line in moved.stderr.splitlines()), moved.stderr
+    assert home.json("wait", far, "--state", "staged", "--timeout", "10")["state"] == "staged"
 
 
 def test_reschedule_and_cancel_refused_when_ended(work_home):

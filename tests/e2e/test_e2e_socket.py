@@ -149,8 +149,15 @@ def test_garbage_gets_an_error_or_a_close(robust_home, payload, shut_write):
     pid = home.daemon_pid()
     reply = _exchange(str(home.socket), payload, shut_write)
     _assert_error_or_closed(reply, repr(payload[:40]))
-    assert home.daemon_pid() == pid
-    assert [bot["id"] for bot in home.list_all()] == [bot_id], "the daemon must keep serving"
+    assert home.daemon_pid() == pid and pid_alive(pid)
+    # still serving: a well-formed request on a fresh connection is answered
+    answer = json.loads(_exchange(str(home.socket), b'{"v":1,"op":"show","args":{"id":"%s"}}\n' % bot_id.encode()))
+    assert answer.get("ok") is True and answer["result"]["id"] == bot_id, answer
+
+
+def test_botsched_list_works_after_all_the_garbage(robust_home):
+    home, bot_id = robust_home
+    assert [bot["id"] for bot in home.list_all()] == [bot_id]
 
 
 def test_unknown_op_is_answered_with_an_error(robust_home):

@@ -9,6 +9,8 @@ import threading
 import time
 from datetime import datetime
 
+import pytest
+
 from .helpers import ID_RE, MICRO_Z_RE, UTC, assert_clean_error, in_ms, parse_z
 
 URL = "https://zoom.us/j/42"
@@ -183,3 +185,37 @@ def test_events_of_a_bot_after_cancel_is_not_found(module_home):
     assert ID_RE.match(bot_id)
     home.ok("cancel", bot_id)
     assert_clean_error(home.run("events", bot_id), 3)
+
+
+def test_wait_on_a_bot_cancelled_meanwhile_ends(module_home):
+    """A cancelled bot is gone for good: a waiter must not hang forever (no such bot: exit 3)."""
+    home = module_home
+    bot_id = home.create(URL, "--join-at", FAR)
+    waiter = home.popen("wait", bot_id, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.8)  # a blocked wait gives no readiness signal: let it connect and subscribe
+        assert waiter.poll() is None, "wait ended before the cancel"
+        home.ok("cancel", bot_id)
+        try:
+            _, err = waiter.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            pytest.fail("wait still blocks 5 s after its bot was cancelled (deleted for good)")
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait(5)
+    assert waiter.returncode == 3, f"wait exited {waiter.returncode}: {err.strip()}"
+    assert err.startswith("error:") and "Traceback" not in err, err
+
+
+def test_leave_ends_a_bot_in_a_meeting(make_home):
+    home = make_home({"runner": {"simulate_duration_seconds": 30}})
+    bot_id = home.create(URL)
+    home.ok("wait", bot_id, "--state", "joined_recording", "--timeout", "10")
+    result = home.ok("leave", bot_id)
+    assert bot_id in result.stdout
+    home.ok("wait", bot_id, "--timeout", "10")
+    bot = home.show(bot_id)
+    states = [e["state"] for e in bot["events"]]
+    assert bot["state"] == "ended" and "leaving" in states, states
+    assert_clean_error(home.run("leave", bot_id), 4)
