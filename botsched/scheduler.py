@@ -28,8 +28,9 @@ log = logging.getLogger("botsched.scheduler")
 
 MAX_NAP_S = 1.0
 SPIN_S = 0.002
-#: A join later than this (e.g. after the daemon was down) says how late in its event.
-LATE_NOTE_US = 1_000_000
+#: A join later than this (the daemon was down, or the bot waited for a runner slot)
+#: says how late in its event; a normal join is a fraction of a millisecond late.
+LATE_NOTE_US = 100_000
 #: Staging waits while a join is due this soon...
 JOIN_GUARD_US = 5_000
 #: ...unless staging is already this late.
@@ -135,7 +136,7 @@ class Scheduler:
                 changes.append((bot.id, states.STAGED, states.FATAL_ERROR, f"join failed: {exc}"))
                 continue
             late = now - bot.join_at_us
-            detail = f"joined {_seconds(late)} late (the daemon was not running at join_at)" if late > LATE_NOTE_US else None
+            detail = f"joined {_seconds(late)} late" if late > LATE_NOTE_US else None
             changes.append((bot.id, states.STAGED, states.JOINING, detail))
         if changes:
             self.store.transition_many(changes, now)

@@ -16,9 +16,11 @@ Protocol with the runner process:
 never sees EOF or SIGPIPE when the daemon goes away. A restarted daemon (graceful or after
 SIGKILL) finds each runner through its handle file (pid, kernel start time, whether
 ``join`` was sent), reopens the FIFOs and carries on: a bot in a meeting stays in it, a
-staged bot still joins at join_at, and a ``join`` is never sent twice. A runner that died
-while no daemon watched is reported with the reason; a staged bot whose runner died is
-simply re-staged.
+staged bot still joins at join_at, and a ``join`` is never sent twice. Each runner is
+started under a tiny shim (``shim.py``) that records its exit status in a file, so a
+daemon that is not the runner's parent still knows whether it exited 0. A runner that
+died while no daemon watched is reported with the reason; a staged bot whose runner died
+is simply re-staged.
 
 Everything is non-blocking on the event loop: FIFOs are watched with ``add_reader``,
 exits with a pidfd (which also works for runners we did not start), and ``join()`` is
@@ -33,8 +35,10 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -50,6 +54,19 @@ STDERR_TAIL = 5
 KILL_AFTER_TERM_S = 5.0
 PIPE_SIZE = 1 << 20  # room for a runner's output while the daemon restarts
 _STREAMS = ("in", "out", "err")
+SHIM = str(Path(__file__).with_name("shim.py"))
+
+
+def _check_executable(program: str, env: dict[str, str]) -> None:
+    """Fail at stage time, with the reason, when the runner cannot be executed at all."""
+    if shutil.which(program, path=env.get("PATH")) is not None:
+        return
+    path = Path(program)
+    if "/" in program and path.exists():
+        reason = "Is a directory" if path.is_dir() else "Permission denied (not executable)"
+    else:
+        reason = "No such file or directory" if "/" in program else "not found on PATH"
+    raise RunnerError(f"cannot start {program}: {reason}")
 
 
 def _process_start_time(pid: int) -> str | None:
@@ -154,6 +171,16 @@ class CommandRunner(Runner):
     def fifo(self, bot_id: str, stream: str) -> Path:
         return self.log_dir / f"{bot_id}.{stream}"
 
+    def exit_path(self, bot_id: str) -> Path:
+        return self.log_dir / f"{bot_id}.exit"
+
+    def _exit_code(self, proc: RunnerProcess) -> int | None:
+        """The runner's exit status as its shim recorded it (None: the shim was killed too)."""
+        try:
+            return int(self.exit_path(proc.bot_id).read_text())
+        except (OSError, ValueError):
+            return proc.popen.wait() if proc.popen is not None else None
+
     # -- starting -------------------------------------------------------------------
 
     def _environment(self, bot: dict[str, Any]) -> dict[str, str]:
@@ -190,14 +217,17 @@ class CommandRunner(Runner):
         bot_id = bot["id"]
         if bot_id in self._procs:
             return  # already running: never two runners for one bot
+        env = self._environment(bot)
+        _check_executable(argv[0], env)
+        self._remove_files(bot_id)
         child_fds = self._make_fifos(bot_id)
         try:
             popen = subprocess.Popen(
-                argv,
+                [sys.executable, "-I", "-S", SHIM, str(self.exit_path(bot_id)), *argv],
                 stdin=child_fds[0],
                 stdout=child_fds[1],
                 stderr=child_fds[2],
-                env=self._environment(bot),
+                env=env,
                 start_new_session=True,
                 close_fds=True,
             )
@@ -325,15 +355,14 @@ class CommandRunner(Runner):
 
     def _on_exit(self, proc: RunnerProcess) -> None:
         self._drain(proc)
-        code = proc.popen.wait() if proc.popen is not None else None
+        if proc.popen is not None:
+            proc.popen.wait()  # reap our child, the shim
+        code = self._exit_code(proc)
         tail = " | ".join(proc.stderr_tail)
         self._forget(proc)
-        if code is None:  # re-attached: the exit status went to our predecessor's reaper
-            if proc.last_state in (states.LEAVING, states.POST_PROCESSING, states.ENDED):
-                self.report(proc.bot_id, states.ENDED, "runner exited (status unknown: started by a previous daemon)")
-            else:
-                self.report(proc.bot_id, states.FATAL_ERROR, "runner exited without leaving (its exit status "
-                            f"is unknown: started by a previous daemon){': ' + tail if tail else ''}")
+        if code is None:  # re-attached, and the shim itself was killed: no status anywhere
+            self.report(proc.bot_id, states.FATAL_ERROR,
+                        f"runner was killed while no daemon watched it{': ' + tail if tail else ''}")
         elif code == 0 and proc.joined:
             self.report(proc.bot_id, states.ENDED, None)
         else:
@@ -350,7 +379,7 @@ class CommandRunner(Runner):
         self._procs.pop(proc.bot_id, None)
 
     def _remove_files(self, bot_id: str) -> None:
-        for path in [self.handle_path(bot_id), *(self.fifo(bot_id, s) for s in _STREAMS)]:
+        for path in [self.handle_path(bot_id), self.exit_path(bot_id), *(self.fifo(bot_id, s) for s in _STREAMS)]:
             with contextlib.suppress(OSError):
                 path.unlink()
 
@@ -367,12 +396,20 @@ class CommandRunner(Runner):
         alive = pid > 0 and start_time is not None and _process_start_time(pid) == start_time
         joined_us = handle.get("joined_us")
         if not alive:
+            try:
+                code: int | None = int(self.exit_path(bot_id).read_text())
+            except (OSError, ValueError):
+                code = None
             self._remove_files(bot_id)
             if bot["state"] == states.STAGED and joined_us is None:
                 log.info("runner of %s is gone; re-staging it", bot_id)
                 self.stage(bot)
                 return
-            raise RunnerError(f"its runner exited while the daemon was not running (the bot was {bot['state']})")
+            if code == 0 and bot["state"] != states.STAGED:
+                self.report(bot_id, states.ENDED, "runner exited 0 while the daemon was not running")
+                return
+            status = "killed, no exit status" if code is None else f"exit code {code}"
+            raise RunnerError(f"its runner died while the daemon was not running ({status}; the bot was {bot['state']})")
         proc = RunnerProcess(self, bot_id, pid, None)
         proc.start_time = start_time
         proc.joined_us = joined_us

@@ -285,7 +285,10 @@ def test_environment_reaches_the_runner_and_shell_metacharacters_are_plain_data(
     assert env["PROBE_DIR"] == str(rig.probe)
     assert env.get("BOTSCHED_HOME") == str(home.path), "the runner inherits the daemon's environment"
     assert start["argv"][1:] == rig.argv_extra, "runner.command is an argv list, never run through a shell"
-    assert start["pgid"] == start["pid"], "the runner runs in its own process group"
+    # its own process group and session: led by the runner, or by the exit-status shim
+    # that started it (botsched/runners/shim.py); never the daemon's
+    assert start["pgid"] == start["sid"] and start["pgid"] in (start["pid"], start["ppid"])
+    assert start["pgid"] != os.getpgid(home.daemon_pid()), "the runner runs in its own process group"
 
     home.ok("leave", bot_id)
     final = wait_state(home, bot_id)
@@ -445,7 +448,8 @@ def test_leave_and_a_runner_that_hangs_after_leave_is_killed(rig):
     start = the_start(probe, stubborn)
     pgid = start["pgid"]
     child = records(probe, stubborn, "child")[0]["pid"]
-    assert sorted(group_members(pgid)) == sorted([start["pid"], child])
+    # the runner, its child, and the exit-status shim that leads the group
+    assert sorted(group_members(pgid)) == sorted({pgid, start["pid"], child})
 
     result = home.ok("leave", polite)
     assert polite in result.stdout

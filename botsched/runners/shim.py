@@ -1,0 +1,52 @@
+"""Keeps a runner's exit status for whichever daemon is alive when the runner ends.
+
+Run as ``python -I -S shim.py EXIT_FILE ARGV...`` (stdlib only, no site: it starts in a
+few milliseconds). It starts ARGV as its child (``execvp``, never a shell), waits, writes
+the exit status to EXIT_FILE, and exits the same way. Runners outlive daemon restarts;
+a re-attached daemon is not the runner's parent and could never learn the exit code
+otherwise, yet "exit 0 = ended, anything else = fatal_error" depends on it.
+
+The shim ignores SIGTERM/SIGINT/SIGHUP (the daemon signals the whole process group: the
+runner decides, the shim only records); SIGKILL of the group takes both.
+"""
+
+import os
+import signal
+import sys
+
+
+def main() -> None:
+    exit_file, argv = sys.argv[1], sys.argv[2:]
+    child = os.fork()
+    if child == 0:
+        try:
+            os.execvp(argv[0], argv)
+        except OSError as exc:
+            os.write(2, f"cannot start {argv[0]}: {exc.strerror}\n".encode())
+            os._exit(127)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    for fd in (0, 1, 2):  # the runner holds the FIFOs; the shim needs none of them
+        os.close(fd)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except ChildProcessError:
+            status = 0
+            break
+        except InterruptedError:
+            continue
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    tmp = exit_file + ".tmp"
+    with open(tmp, "w") as handle:
+        handle.write(str(code))
+    os.replace(tmp, exit_file)
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
