@@ -134,8 +134,12 @@ class Config:
     def autostart(self) -> bool:
         return bool(self.values["daemon.autostart"]) and os.environ.get("BOTSCHED_NO_AUTOSTART", "") in ("", "0")
 
-    def as_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(self.values)
+    def as_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
+        """All keys with their values; ``[runner.env]`` values (API tokens) masked as ``***``."""
+        values = copy.deepcopy(self.values)
+        if mask_secrets:
+            values["runner.env"] = {name: "***" for name in values["runner.env"]}
+        return values
 
 
 def read_file(path: Path) -> dict[str, Any]:
