@@ -40,11 +40,11 @@ def test_autostart_on_first_command(home):
 
 def test_no_autostart_env_gives_exit_5(home):
     env = {"BOTSCHED_NO_AUTOSTART": "1"}
-    for args in (["list"], ["create", URL, "--join-at", FAR], ["show", "bot_AAAAAAAAAAAAAAAA"],
-                 ["events", "--json"], ["wait", "bot_AAAAAAAAAAAAAAAA"]):
-        result = home.run(*args, env=env)
+    calls = [["list"], ["create", URL, "--join-at", FAR], ["show", "bot_AAAAAAAAAAAAAAAA"], ["events", "--json"],
+             ["wait", "bot_AAAAAAAAAAAAAAAA"]]
+    for args, result in zip(calls, home.run_many(calls, env=env)):
         assert_clean_error(result, 5)
-        assert result.stdout == ""
+        assert result.stdout == "", args
     assert not home.socket.exists() and home.daemon_pid() is None, "no daemon may have been started"
     # with a daemon running the variable changes nothing
     home.start()
@@ -114,13 +114,14 @@ def test_start_twice_stop_and_status(home):
 
 
 def test_version_help_and_status_never_start_a_daemon(home):
-    for args in (["--version"], ["--help"], ["create", "--help"], ["daemon", "--help"], ["daemon", "status"],
-                 ["daemon", "status", "--json"]):
-        result = home.run(*args)
+    calls = [["--version"], ["--help"], ["create", "--help"], ["daemon", "--help"], ["daemon", "status"],
+             ["daemon", "status", "--json"]]
+    results = home.run_many(calls)
+    for args, result in zip(calls, results):
         assert "Traceback" not in result.stderr
         assert result.returncode in (0, 5), (args, result.returncode, result.stderr)
-    assert home.ok("--version").stdout.startswith("botsched ")
-    assert "create" in home.ok("--help").stdout
+    assert results[0].returncode == 0 and results[0].stdout.startswith("botsched ")
+    assert results[1].returncode == 0 and "create" in results[1].stdout
     assert not home.socket.exists(), "no socket may have appeared"
     assert home.daemon_pid() is None, "no daemon may have been started"
 
@@ -167,8 +168,8 @@ def test_socket_path_too_long_is_a_clear_error(make_home):
     home.env["BOTSCHED_HOME"] = str(long_home)
     assert len(str(long_home / "botsched.sock").encode()) > 107
     try:
-        for args in (["list"], ["create", URL, "--join-at", FAR], ["daemon", "start"], ["daemon", "status"]):
-            result = home.run(*args)
+        calls = [["list"], ["create", URL, "--join-at", FAR], ["daemon", "start"], ["daemon", "status"]]
+        for args, result in zip(calls, home.run_many(calls)):
             stderr = assert_clean_error(result)
             assert result.returncode != 1, f"{args}: exit 1 means an internal error: {stderr}"
             assert "socket" in stderr.lower() or "long" in stderr.lower(), stderr
@@ -283,8 +284,8 @@ def test_a_peer_with_another_uid_is_refused(home):
 def test_a_broken_config_is_a_clear_error(make_home):
     home = make_home(write_config=False)
     (home.path / "config.toml").write_text("[scheduler]\nstage_lead_seconds = \"soon\"\n")
-    for args in (["list"], ["daemon", "start"], ["daemon", "run"]):
-        result = home.run(*args, timeout=20)
+    calls = [["list"], ["daemon", "start"], ["daemon", "run"]]
+    for args, result in zip(calls, home.run_many(calls, timeout=20)):
         stderr = assert_clean_error(result)
         assert result.returncode != 1, f"{args}: exit 1 means an internal error: {stderr}"
         assert "stage_lead_seconds" in stderr, stderr

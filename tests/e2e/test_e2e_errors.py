@@ -144,9 +144,9 @@ def test_reschedule_and_cancel_while_scheduled(work_home):
 
     result = home.ok("cancel", a, b)
     assert a in result.stdout and b in result.stdout
-    for gone in (a, b):
-        assert_clean_error(home.run("show", gone), 3)
-        assert_clean_error(home.run("cancel", gone), 3)
+    gone_show, gone_cancel = home.run_many([["show", a], ["cancel", b]])
+    assert_clean_error(gone_show, 3)
+    assert_clean_error(gone_cancel, 3)
     listed = {bot["id"] for bot in home.list_all()}
     assert c in listed and a not in listed and b not in listed
 
