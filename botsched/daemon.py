@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import logging
 import logging.handlers
 import os
@@ -130,15 +131,19 @@ class Daemon:
         self.scheduler.report(bot_id, state, detail)
 
     def _published(self, events: list[Event]) -> None:
-        created = 0
-        for event in events:
-            if event.state in (states.SCHEDULED, states.READY) and event.detail is None:
-                created += 1  # a bulk create logs one line, not 100,000
-                continue
-            log.info("%s -> %s%s", event.bot_id, event.state, f" ({event.detail})" if event.detail else "")
-        if created:
-            log.info("created %d bot(s)%s", created, f", e.g. {events[0].bot_id}" if created > 1 else f": {events[0].bot_id}")
+        """Fan out first (waiters are waiting), then log: one line per change, or one per
+        kind of change for a batch (a burst of 1,000 joins must not write 1,000 lines)."""
         self.hub.publish(events)
+        if len(events) <= 3:
+            for event in events:
+                log.info("%s -> %s%s", event.bot_id, event.state, f" ({event.detail})" if event.detail else "")
+            return
+        kinds: dict[tuple[str, str | None], list[str]] = {}
+        for event in events:
+            kinds.setdefault((event.state, event.detail), []).append(event.bot_id)
+        for (state, detail), bot_ids in kinds.items():
+            log.info("%d bot(s) -> %s%s: %s%s", len(bot_ids), state, f" ({detail})" if detail else "",
+                     ", ".join(bot_ids[:3]), ", ..." if len(bot_ids) > 3 else "")
 
     def reload(self) -> None:
         """Re-read config.toml; a bad file keeps the old config (and says why)."""
@@ -319,6 +324,11 @@ class Daemon:
 
     async def serve(self, sock: socket.socket, on_ready: Any = None) -> None:
         loop = asyncio.get_running_loop()
+        # Start-up objects never die: keep them out of the collector's way, and collect
+        # young garbage less often, so a GC pause does not land on a join.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopped.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_from_signal)

@@ -410,19 +410,33 @@ class Store:
     def transition_many(self, changes: Sequence[tuple[str, str, str, str | None]], now_us: int) -> list[str]:
         """Apply (bot_id, from_state, to_state, detail) changes as compare-and-sets in one
         transaction; returns the ids that really moved (the others lost a race)."""
+        # consecutive changes of one kind form one UPDATE (a burst of joins is one group);
+        # the order of the changes is kept, as if applied one by one
+        groups: list[tuple[tuple[str, str, str | None], dict[str, None]]] = []
+        for bot_id, old, new, detail in changes:
+            if not states.is_legal(old, new):
+                raise InvalidInput(f"illegal transition {old} -> {new} for {bot_id}")
+            if groups and groups[-1][0] == (old, new, detail) and bot_id not in groups[-1][1]:
+                groups[-1][1][bot_id] = None  # an ordered set
+            else:
+                groups.append(((old, new, detail), {bot_id: None}))
         moved: list[str] = []
         with self._transaction(durable=False) as pending:
             rows: list[tuple[str, str, int, str | None]] = []
-            for bot_id, old, new, detail in changes:
-                if not states.is_legal(old, new):
-                    raise InvalidInput(f"illegal transition {old} -> {new} for {bot_id}")
-                cursor = self._db.execute(
-                    "UPDATE bots SET state = ?, updated_us = ? WHERE id = ? AND state = ?",
-                    (new, now_us, bot_id, old),
-                )
-                if cursor.rowcount == 1:
-                    moved.append(bot_id)
-                    rows.append((bot_id, new, now_us, detail))
+            for (old, new, detail), id_set in groups:
+                bot_ids = list(id_set)
+                for start in range(0, len(bot_ids), 500):
+                    chunk = bot_ids[start : start + 500]
+                    cursor = self._db.execute(
+                        f"UPDATE bots SET state = ?, updated_us = ? WHERE state = ? "
+                        f"AND id IN ({','.join('?' * len(chunk))}) RETURNING id",
+                        (new, now_us, old, *chunk),
+                    )
+                    won = {row[0] for row in cursor.fetchall()}
+                    for bot_id in chunk:
+                        if bot_id in won:
+                            moved.append(bot_id)
+                            rows.append((bot_id, new, now_us, detail))
             self._add_events(pending, rows)
         return moved
 
