@@ -24,8 +24,8 @@ from typing import Any
 
 from botsched import config as config_module
 from botsched import protocol, states
-from botsched.errors import BotschedError, Conflict, InvalidInput, WaitTimeout
-from botsched.hub import EventHub
+from botsched.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound, WaitTimeout
+from botsched.hub import EventHub, Gone
 from botsched.paths import Paths, check_socket_path, ensure_private_dir, resolve_paths
 from botsched.runners import make_runner
 from botsched.scheduler import Clock, Scheduler, SystemClock
@@ -58,7 +58,7 @@ class PidLock:
         except BlockingIOError:
             other = os.read(self.fd, 32).decode(errors="replace").strip() or "?"
             os.close(self.fd)
-            raise BotschedError(f"a daemon is already running for this home (pid {other})") from None
+            raise Conflict(f"a daemon is already running for this home (pid {other})") from None
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
 
@@ -119,7 +119,7 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.hub = EventHub()
         self.config = config_module.load(paths.config)
-        self.store = Store(paths.database, on_events=self._published)
+        self.store = Store(paths.database, on_events=self._published, on_deleted=self.hub.gone)
         runner = make_runner(self.config, self._report, paths.runner_logs)
         self.scheduler = Scheduler(self.store, runner, self.config, self.clock)
         self.service = BotService(self.store, self.scheduler, self.config, self.clock, paths)
@@ -280,7 +280,10 @@ class Daemon:
             while True:
                 event = await subscription.get()
                 if event is None:
-                    raise BotschedError("event stream ended: the daemon is stopping or the client fell behind")
+                    raise DaemonUnavailable("event stream ended: the daemon is stopping or the client fell behind")
+                if isinstance(event, Gone):  # the bot was cancelled: its history is over
+                    writer.write(protocol.reply(None))
+                    return
                 if event.seq <= last:
                     continue
                 writer.write(protocol.event_line(event.to_json(with_bot=True)))
@@ -308,7 +311,9 @@ class Daemon:
                         return reached[-1]
                     event = await subscription.get()
                     if event is None:
-                        raise BotschedError("the daemon is stopping")
+                        raise DaemonUnavailable("the daemon is stopping")
+                    if isinstance(event, Gone):
+                        raise NotFound(f"{bot_id} was cancelled (deleted) while waiting")
                     reached.append(event.state)
 
             try:

@@ -8,17 +8,25 @@ ends with an error) rather than letting the daemon's memory grow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from botsched.store import Event
 
 QUEUE_LIMIT = 100_000
 
 
+class Gone:
+    """Put in a bot's subscriptions when the bot is deleted (cancelled): no event will come."""
+
+
+GONE = Gone()
+
+
 class Subscription:
     def __init__(self, hub: EventHub, bot_id: str | None) -> None:
         self.hub = hub
         self.bot_id = bot_id
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_LIMIT)
+        self.queue: asyncio.Queue[Event | Gone | None] = asyncio.Queue(QUEUE_LIMIT)
         self.overflowed = False
 
     def offer(self, event: Event) -> None:
@@ -30,8 +38,9 @@ class Subscription:
             self.overflowed = True
             self.hub.unsubscribe(self)
 
-    async def get(self) -> Event | None:
-        """The next event; ``None`` once the hub closed or dropped this subscription."""
+    async def get(self) -> Event | Gone | None:
+        """The next event; ``GONE`` if the bot was deleted; ``None`` once the hub closed or
+        dropped this subscription."""
         if self.overflowed and self.queue.empty():
             return None
         return await self.queue.get()
@@ -64,6 +73,12 @@ class EventHub:
         for subscription in list(self._subscribers):
             for event in events:
                 subscription.offer(event)
+
+    def gone(self, bot_id: str) -> None:
+        for subscription in list(self._subscribers):
+            if subscription.bot_id == bot_id:
+                with contextlib.suppress(asyncio.QueueFull):
+                    subscription.queue.put_nowait(GONE)
 
     def close(self) -> None:
         for subscription in list(self._subscribers):

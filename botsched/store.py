@@ -122,14 +122,18 @@ class Due:
 
 
 EventListener = Callable[[list[Event]], None]
+DeleteListener = Callable[[str], None]
 
 
 class Store:
     """All SQL lives here. Methods take ``now_us`` from the caller: the store has no clock."""
 
-    def __init__(self, path: Path | str, on_events: EventListener | None = None) -> None:
+    def __init__(
+        self, path: Path | str, on_events: EventListener | None = None, on_deleted: DeleteListener | None = None
+    ) -> None:
         self.path = str(path)
         self._on_events = on_events
+        self._on_deleted = on_deleted
         self._next_seq = 1
         self._durable = True
         try:
@@ -485,6 +489,8 @@ class Store:
             if cursor.rowcount != 1:
                 raise self._not_scheduled(bot_id, "cancel")
             self._db.execute("DELETE FROM events WHERE bot_id = ?", (bot_id,))
+        if self._on_deleted is not None:
+            self._on_deleted(bot_id)
 
     def _not_scheduled(self, bot_id: str, verb: str) -> BotschedError:
         state = self._state_of(bot_id)
