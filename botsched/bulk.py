@@ -131,9 +131,12 @@ def create_from_file(source: str, zone: tzinfo, as_json: bool, quiet: bool) -> N
 
 def _send_with_progress(conn: Any, chunks: list[bytes], total: int, want_bots: bool) -> tuple[Any, list[str]]:
     """The same request as ``call_bulk``, sent chunk by chunk under a rich progress bar."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    with Progress(TextColumn("creating"), BarColumn(), MofNCompleteColumn(), transient=True) as progress:
+    bar = Progress(TextColumn("creating"), BarColumn(), MofNCompleteColumn(), transient=True,
+                   console=Console(stderr=True))  # stdout carries the ids
+    with bar as progress:
         task = progress.add_task("create", total=total)
         conn.sock.settimeout(None)
         conn.send(protocol.request("create_many", chunks=len(chunks), bots=want_bots))

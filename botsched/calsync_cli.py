@@ -18,7 +18,10 @@ from botsched.errors import BotschedError, InvalidInput
 if TYPE_CHECKING:  # pragma: no cover
     from botsched.calsync import Action
 
-calendar_app = typer.Typer(help="Bots for the meetings in a calendar.", no_args_is_help=True)
+calendar_app = typer.Typer(
+    help="Bots for the meetings in a calendar.\n\nExample: botsched calendar sync work.ics --dry-run",
+    no_args_is_help=True,
+)
 
 #: ``--days`` at most a year: a sync looks ahead, it does not plan a decade.
 MAX_DAYS = 366

@@ -30,12 +30,18 @@ except ImportError:  # pragma: no cover - older typer with click as a dependency
 
 app = typer.Typer(
     name="botsched",
-    help="Schedule meeting bots that join at exactly the right moment.",
+    help="Schedule meeting bots that join at exactly the right moment.\n\n"
+    "Example: botsched create https://zoom.us/j/123 --join-at +10m",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-daemon_app = typer.Typer(help="Run, start, stop and inspect the local daemon.", no_args_is_help=True)
-config_app = typer.Typer(help="Read and write config.toml.", no_args_is_help=True)
+daemon_app = typer.Typer(
+    help="Run, start, stop and inspect the local daemon.\n\nExample: botsched daemon status", no_args_is_help=True
+)
+config_app = typer.Typer(
+    help="Read and write config.toml.\n\nExample: botsched config set scheduler.stage_lead_seconds 60",
+    no_args_is_help=True,
+)
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(config_app, name="config")
 from botsched.calsync_cli import calendar_app
@@ -93,7 +99,7 @@ def _root(
 
 @app.command()
 def create(
-    meeting_url_arg: Annotated[Optional[str], typer.Argument(metavar="[MEETING_URL]", help="The meeting to join.")] = None,
+    meeting_url_arg: Annotated[Optional[str], typer.Argument(metavar="MEETING_URL", help="The meeting to join.")] = None,
     meeting_url: Annotated[Optional[str], typer.Option("--meeting-url", help="The meeting to join.")] = None,
     bot_name: Annotated[Optional[str], typer.Option("--bot-name", help="Name shown in the meeting.")] = None,
     join_at: Annotated[
@@ -449,7 +455,7 @@ def config_get(key: Annotated[str, typer.Argument(help="A key such as scheduler.
     sys.stdout.write((value if isinstance(value, str) else json.dumps(value)) + "\n")
 
 
-@config_app.command("set")
+@config_app.command("set", context_settings={"ignore_unknown_options": True})
 def config_set(
     key: Annotated[str, typer.Argument(help="A key such as scheduler.stage_lead_seconds.")],
     value: Annotated[str, typer.Argument(help="A TOML value: 90, true, \"text\", [\"argv\", \"list\"].")],

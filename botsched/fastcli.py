@@ -137,6 +137,8 @@ def parse_fast_create(args: list[str]) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if not args:
+        args = ["--help"]  # like git and docker: bare `botsched` is help, exit 0
     if args[:1] == ["create"]:
         fast = parse_fast_create(args[1:])
         if fast is not None:
