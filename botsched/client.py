@@ -6,17 +6,19 @@ Stdlib only, so ``botsched create -q`` stays quick to start.
 from __future__ import annotations
 
 import os
-import select
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+
+#: ``typing`` costs ~5 ms of start-up; type checkers read these imports, Python skips them.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from botsched import protocol
 from botsched.errors import BotschedError, DaemonUnavailable, from_code
-from botsched.paths import Paths, check_socket_path, ensure_private_dir, resolve_paths
+from botsched.paths import Paths, check_socket_path, ensure_private_dir, resolve_paths, socket_path
 
 #: How long a plain request may take before we call the daemon unresponsive.
 REPLY_TIMEOUT_S = 120.0
@@ -111,10 +113,11 @@ def autostart_allowed(paths: Paths) -> bool:
 
 def connect(paths: Paths | None = None, autostart: bool = True) -> Connection:
     """A connection to the daemon, starting it first when allowed (SPEC §5)."""
-    paths = paths or resolve_paths()
-    check_socket_path(paths.socket)
-    sock = _try_connect(str(paths.socket))
+    path = str(paths.socket) if paths is not None else socket_path()
+    check_socket_path(path)
+    sock = _try_connect(path)
     if sock is None:
+        paths = paths or resolve_paths()
         if not autostart or not autostart_allowed(paths):
             raise DaemonUnavailable("the daemon is not running (start it with: botsched daemon start)")
         start_daemon(paths)
@@ -138,6 +141,9 @@ def start_daemon(paths: Paths, timeout: float = START_TIMEOUT_S) -> int:
     The child's stdout/stderr are a pipe: it closes them when ready, and whatever it
     printed before dying is the error we show.
     """
+    import select
+    import subprocess
+
     ensure_private_dir(paths.socket.parent)
     child = subprocess.Popen(
         [sys.executable, "-m", "botsched", "daemon", "run", "--background"],

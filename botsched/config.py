@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import os
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,14 +16,17 @@ from botsched.errors import InvalidInput
 Check = Callable[[Any], bool]
 
 
-@dataclass(frozen=True)
 class Key:
-    """One known configuration key."""
+    """One known configuration key. (Plain classes here: ``dataclasses`` is slow to import
+    and this module is on the CLI's start-up path.)"""
 
-    default: Any
-    kind: str  # shown in errors: "number", "a boolean (true or false)", "string", ...
-    check: Check
-    help: str
+    __slots__ = ("default", "kind", "check", "help")
+
+    def __init__(self, default: Any, kind: str, check: Check, help: str) -> None:
+        self.default = default
+        self.kind = kind  # completes "must be ...": "a boolean", "one of simulate, command", ...
+        self.check = check
+        self.help = help
 
 
 def _number(value: Any) -> bool:
@@ -113,11 +115,13 @@ def validate_value(key: str, value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
 class Config:
     """The effective configuration: defaults overlaid with ``config.toml`` and environment."""
 
-    values: dict[str, Any]
+    __slots__ = ("values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
