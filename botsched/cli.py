@@ -18,6 +18,8 @@ from botsched import __version__
 from botsched.errors import BotschedError, InvalidInput, WaitTimeout
 from botsched.fastcli import call as _call
 from botsched.fastcli import create_bot, fail
+from botsched.fastcli import list_bots as _list_bots
+from botsched.fastcli import show_bot as _show_bot
 from botsched.fastcli import emit_json as _emit_json
 from botsched.fastcli import local_zone as _local_zone
 from botsched.fastcli import resolve_join_at as _resolve_join_at
@@ -179,13 +181,7 @@ def show(bot_id: Annotated[str, typer.Argument(help="The bot.", autocompletion=_
 
     Example: botsched show bot_HiXYgjyeWmTVOaII --json | jq .state
     """
-    bot = _call("show", id=bot_id)
-    if as_json:
-        _emit_json(bot)
-    else:
-        from botsched import render
-
-        render.bot_card(bot)
+    _show_bot(bot_id, as_json)
 
 
 @app.command("list")
@@ -198,15 +194,7 @@ def list_bots(
 
     Example: botsched list --state scheduled --state staged
     """
-    if limit < 0:
-        raise InvalidInput("--limit must be 0 (no limit) or more")
-    page = _call("list", states=state or [], limit=limit)
-    if as_json:
-        _emit_json(page["bots"])
-    else:
-        from botsched import render
-
-        render.bot_table(page["bots"], page["more"])
+    _list_bots(state or [], limit, as_json)
 
 
 @app.command()

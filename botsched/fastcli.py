@@ -17,6 +17,7 @@ import time
 #: ``typing`` costs ~5 ms of start-up; type checkers read these imports, Python skips them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, NoReturn
 
 from botsched.errors import BotschedError, InvalidInput
@@ -103,58 +104,115 @@ def fail(code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
-_VALUE_OPTIONS = {"--meeting-url": "meeting_url", "--bot-name": "bot_name", "--join-at": "join_at",
-                  "--dedup-key": "dedup_key", "--metadata": "metadata"}
-_FLAGS = {"--json": "as_json", "-q": "quiet", "--quiet": "quiet"}
+def show_bot(bot_id: str, as_json: bool) -> None:
+    bot = call("show", id=bot_id)
+    if as_json:
+        emit_json(bot)
+    else:
+        from botsched import render
+
+        render.bot_card(bot)
 
 
-def parse_fast_create(args: list[str]) -> dict[str, Any] | None:
-    """Arguments of ``create`` for the fast path, or ``None`` to let Typer handle them."""
-    parsed: dict[str, Any] = {"url_arg": None, "meeting_url": None, "bot_name": None, "join_at": None,
-                              "metadata": [], "dedup_key": None, "as_json": False, "quiet": False}
-    position = 0
-    while position < len(args):
-        arg = args[position]
-        name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        if name in _FLAGS and not eq:
-            parsed[_FLAGS[name]] = True
-        elif name in _VALUE_OPTIONS:
-            if not eq:
-                position += 1
-                if position >= len(args):
+def list_bots(states: list[str], limit: int, as_json: bool) -> None:
+    if limit < 0:
+        raise InvalidInput("--limit must be 0 (no limit) or more")
+    page = call("list", states=states, limit=limit)
+    if as_json:
+        emit_json(page["bots"])
+    else:
+        from botsched import render
+
+        render.bot_table(page["bots"], page["more"])
+
+
+class FastCommand:
+    """How to read one command's arguments on the fast path (a strict subset of what the
+    Typer command accepts: anything else returns ``None`` and Typer takes over)."""
+
+    def __init__(self, run: Callable[..., None], positional: list[str], values: dict[str, str],
+                 repeated: dict[str, str], flags: dict[str, str], ints: tuple[str, ...] = ()) -> None:
+        self.run, self.positional, self.values, self.repeated, self.flags, self.ints = (
+            run, positional, values, repeated, flags, ints)
+
+    def parse(self, args: list[str]) -> dict[str, Any] | None:
+        parsed: dict[str, Any] = {name: None for name in [*self.positional, *self.values.values()]}
+        parsed.update({key: [] for key in self.repeated.values()})
+        parsed.update({key: False for key in self.flags.values()})
+        free = list(self.positional)
+        position = 0
+        while position < len(args):
+            arg = args[position]
+            name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+            if name in self.flags and not eq:
+                parsed[self.flags[name]] = True
+            elif name in self.values or name in self.repeated:
+                if not eq:
+                    position += 1
+                    if position >= len(args):
+                        return None
+                    value = args[position]
+                if name in self.repeated:
+                    parsed[self.repeated[name]].append(value)
+                elif parsed[self.values[name]] is not None:
                     return None
-                inline = args[position]
-            key = _VALUE_OPTIONS[name]
-            if key == "metadata":
-                parsed[key].append(inline)
-            elif parsed[key] is not None:
-                return None
+                else:
+                    parsed[self.values[name]] = value
+            elif not arg.startswith("-") and free:
+                parsed[free.pop(0)] = arg
             else:
-                parsed[key] = inline
-        elif not arg.startswith("-") and parsed["url_arg"] is None:
-            parsed["url_arg"] = arg
-        else:
-            return None  # --help, --from, unknown options, a second positional: Typer's job
-        position += 1
-    return parsed if parsed["as_json"] or parsed["quiet"] else None
+                return None  # --help, --from, unknown options, extra arguments: Typer's job
+            position += 1
+        for key in self.ints:
+            if parsed[key] is not None:
+                if not parsed[key].isdigit():
+                    return None
+                parsed[key] = int(parsed[key])
+        return parsed
+
+
+_JSON = {"--json": "as_json"}
+FAST: dict[str, FastCommand] = {
+    "create": FastCommand(
+        create_bot, ["url_arg"],
+        {"--meeting-url": "meeting_url", "--bot-name": "bot_name", "--join-at": "join_at", "--dedup-key": "dedup_key"},
+        {"--metadata": "metadata"}, {**_JSON, "-q": "quiet", "--quiet": "quiet"},
+    ),
+    "show": FastCommand(show_bot, ["bot_id"], {}, {}, _JSON),
+    "list": FastCommand(list_bots, [], {"--limit": "limit"}, {"--state": "states"}, _JSON, ints=("limit",)),
+}
+
+
+def parse_fast(args: list[str]) -> tuple[FastCommand, dict[str, Any]] | None:
+    """The command and its arguments when the fast path can serve them: machine output
+    (``--json`` or ``-q``) and nothing unusual; else ``None``."""
+    command = FAST.get(args[0]) if args else None
+    parsed = command.parse(args[1:]) if command else None
+    if command is None or parsed is None or not (parsed.get("as_json") or parsed.get("quiet")):
+        return None
+    if any(parsed.get(name) is None for name in command.positional if name != "url_arg"):
+        return None  # a missing argument: Typer says so
+    if "limit" in parsed and parsed["limit"] is None:
+        parsed["limit"] = 100
+    return command, parsed
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args:
         args = ["--help"]  # like git and docker: bare `botsched` is help, exit 0
-    if args[:1] == ["create"]:
-        fast = parse_fast_create(args[1:])
-        if fast is not None:
-            try:
-                create_bot(**fast)
-            except BotschedError as exc:
-                fail(exc.exit_code, exc.message)
-            except BrokenPipeError:
-                sys.exit(141)
-            except KeyboardInterrupt:
-                sys.exit(130)
-            sys.exit(0)
+    fast = parse_fast(args)
+    if fast is not None:
+        command, parsed = fast
+        try:
+            command.run(**parsed)
+        except BotschedError as exc:
+            fail(exc.exit_code, exc.message)
+        except BrokenPipeError:
+            sys.exit(141)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        sys.exit(0)
     from botsched.cli import main as typer_main
 
     typer_main(args)
