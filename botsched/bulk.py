@@ -1,8 +1,13 @@
 """``botsched create --from FILE``: JSON lines in, all or nothing.
 
-The client checks what only it can (JSON syntax, relative and local join times, which
-mean *this shell's* now and zone) and names every bad line; the daemon validates the
-rest and creates everything in one transaction.
+The client streams the file to the daemon in chunks while it reads it, so the daemon
+checks one chunk while the client parses the next. The client checks only what it alone
+can (JSON syntax, and relative or local join times, which mean *this shell's* now and
+zone); the daemon validates the fields. At the end the client says whether to commit:
+if any line was bad anywhere, nothing is created and every bad line is named.
+
+Socket protocol: ``{"op": "create_many", "args": {"bots": BOOL}}``, then lines
+``{"items": [{"line": N, ...bot fields...}, ...]}``, then ``{"end": true, "commit": BOOL}``.
 """
 
 from __future__ import annotations
@@ -10,83 +15,64 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
-from datetime import tzinfo
+from collections.abc import Iterator
 from typing import Any
 
 from botsched import protocol
-from botsched.errors import BotschedError, InvalidInput
-from botsched.timeparse import parse_join_at
+from botsched.errors import InvalidInput, from_code
+from botsched.timeparse import ZoneSource, parse_join_at
 
-#: Bytes per chunk line on the socket: well under ``protocol.MAX_LINE``.
+#: Bytes of input per chunk line on the socket: well under ``protocol.MAX_LINE``.
 CHUNK_BYTES = 256 * 1024
 #: No valid bot needs a longer line (URL 2 KiB + metadata 16 KiB + escapes).
 MAX_ITEM_BYTES = 128 * 1024
 
 
-def _open(source: str) -> Any:
+def _read_lines(source: str) -> list[bytes]:
     if source == "-":
-        return sys.stdin.buffer
+        return sys.stdin.buffer.read().splitlines()
     try:
-        return open(source, "rb")
+        with open(source, "rb") as handle:
+            return handle.read().splitlines()
     except OSError as exc:
         raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
 
 
-@dataclass
-class Parsed:
-    """The lines that parsed (with their raw sizes, for chunking) and the problems only the
-    client can see: JSON syntax, and join times relative to this shell's clock and zone."""
+def parse_line(number: int, raw: bytes, zone: ZoneSource, now_us: int) -> dict[str, Any]:
+    """One line as an item for the daemon; ``InvalidInput`` for what only the client sees."""
+    if len(raw) > MAX_ITEM_BYTES:
+        raise InvalidInput(f"longer than {MAX_ITEM_BYTES} bytes")
+    try:
+        item = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidInput("not valid JSON") from None
+    if not isinstance(item, dict):
+        raise InvalidInput("expected a JSON object")
+    join_at = item.get("join_at")
+    if isinstance(join_at, str):
+        item["join_at"] = parse_join_at(join_at, now_us, zone).text
+    item["line"] = number
+    return item
 
-    items: list[dict[str, Any]] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
 
-
-def parse_lines(raw_lines: list[bytes], zone: tzinfo, now_us: int) -> Parsed:
-    """Parse every non-blank line; the daemon validates the fields."""
-    parsed = Parsed()
-    problems = parsed.problems
+def chunks(raw_lines: list[bytes], zone: ZoneSource, now_us: int, problems: list[str]) -> Iterator[tuple[bytes, int]]:
+    """Encoded chunk lines with their item counts; bad lines go to ``problems``."""
+    batch: list[dict[str, Any]] = []
+    size = 0
     for number, raw in enumerate(raw_lines, 1):
         if not raw.strip():
             continue
-        if len(raw) > MAX_ITEM_BYTES:
-            problems.append(f"line {number}: longer than {MAX_ITEM_BYTES} bytes")
-            continue
         try:
-            item = json.loads(raw)
-        except (ValueError, RecursionError):
-            problems.append(f"line {number}: not valid JSON")
+            batch.append(parse_line(number, raw, zone, now_us))
+        except InvalidInput as exc:
+            problems.append(f"line {number}: {exc.message}")
             continue
-        if not isinstance(item, dict):
-            problems.append(f"line {number}: expected a JSON object")
-            continue
-        join_at = item.get("join_at")
-        if isinstance(join_at, str):
-            try:
-                item["join_at"] = parse_join_at(join_at, now_us, zone).text
-            except InvalidInput as exc:
-                problems.append(f"line {number}: {exc.message}")
-                continue
-        item["line"] = number
-        parsed.items.append(item)
-        parsed.sizes.append(len(raw) + 48)  # + the canonical join_at and the line number
-    return parsed
-
-
-def _chunks(items: list[dict[str, Any]], sizes: list[int]) -> list[bytes]:
-    """Pack items into ``{"items": [...]}`` lines of about ``CHUNK_BYTES`` each (one
-    ``json.dumps`` per chunk, not per item: that is most of the client's time)."""
-    chunks: list[bytes] = []
-    start = size = 0
-    for index, item_size in enumerate(sizes):
-        if index > start and size + item_size > CHUNK_BYTES:
-            chunks.append(protocol.encode({"items": items[start:index]}))
-            start, size = index, 0
-        size += item_size
-    if start < len(items):
-        chunks.append(protocol.encode({"items": items[start:]}))
-    return chunks
+        size += len(raw) + 48
+        if size >= CHUNK_BYTES:
+            yield protocol.encode({"items": batch}), len(batch)
+            batch, size = [], 0
+    if batch:
+        yield protocol.encode({"items": batch}), len(batch)
 
 
 def _by_line(problem: str) -> int:
@@ -94,62 +80,60 @@ def _by_line(problem: str) -> int:
     return int(number) if number.isdigit() else 0
 
 
-def create_from_file(source: str, zone: tzinfo, as_json: bool, quiet: bool) -> None:
+def create_from_file(source: str, zone: ZoneSource, as_json: bool, quiet: bool) -> None:
     from botsched.client import connect
 
-    handle = _open(source)
-    try:
-        raw_lines = handle.read().splitlines()
-    finally:
-        if handle is not sys.stdin.buffer:
-            handle.close()
-    show_progress = sys.stderr.isatty() and not quiet and len(raw_lines) > 1000
-    parsed = parse_lines(raw_lines, zone, time.time_ns() // 1000)
-    items, problems = parsed.items, parsed.problems
-    if not items and not problems:
+    raw_lines = _read_lines(source)
+    if not any(raw.strip() for raw in raw_lines):
         raise InvalidInput(f"{source}: no bots to create (the file has no JSON lines)")
-    chunks = _chunks(items, parsed.sizes)
-    with connect() as conn:
-        if problems:  # let the daemon name the other bad lines too, then refuse them all
-            try:
-                conn.call_bulk("create_many", chunks, dry_run=True)
-            except InvalidInput as exc:
-                problems += [line for line in exc.message.splitlines() if line.startswith("line ")]
-            problems.sort(key=_by_line)
-            raise InvalidInput("\n".join(problems + [f"{len(problems)} invalid line(s); nothing was created"]))
-        if show_progress:
-            result, warnings = _send_with_progress(conn, chunks, len(items), want_bots=as_json)
-        else:
-            result, warnings = conn.call_bulk("create_many", chunks, bots=as_json)
-    for warning in warnings:
+    progress = _Progress(len(raw_lines)) if sys.stderr.isatty() and not quiet and len(raw_lines) > 1000 else None
+    problems: list[str] = []
+
+    def lines() -> Iterator[bytes]:
+        for chunk, count in chunks(raw_lines, zone, time.time_ns() // 1000, problems):
+            yield chunk
+            if progress is not None:
+                progress.advance(count)
+
+    try:
+        with connect() as conn:
+            reply = conn.send_bulk("create_many", lines(), commit=lambda: not problems, bots=as_json)
+    finally:
+        if progress is not None:
+            progress.close()
+    if not reply.get("ok"):
+        error = reply.get("error") or {}
+        message = str(error.get("message", "bulk create failed"))
+        if error.get("code") != "invalid":
+            raise from_code(str(error.get("code")), message)
+        problems += [line for line in message.splitlines() if line.startswith("line ")]
+    if problems:
+        problems.sort(key=_by_line)
+        raise InvalidInput("\n".join([*problems, f"{len(problems)} invalid line(s); nothing was created"]))
+    for warning in reply.get("warnings") or []:
         sys.stderr.write(f"warning: {warning}\n")
+    result = reply.get("result")
     if as_json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
     else:
         sys.stdout.write("".join(f"{bot_id}\n" for bot_id in result))
 
 
-def _send_with_progress(conn: Any, chunks: list[bytes], total: int, want_bots: bool) -> tuple[Any, list[str]]:
-    """The same request as ``call_bulk``, sent chunk by chunk under a rich progress bar."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+class _Progress:
+    """A rich progress bar on stderr (stdout carries the ids)."""
 
-    bar = Progress(TextColumn("creating"), BarColumn(), MofNCompleteColumn(), transient=True,
-                   console=Console(stderr=True))  # stdout carries the ids
-    with bar as progress:
-        task = progress.add_task("create", total=total)
-        conn.sock.settimeout(None)
-        conn.send(protocol.request("create_many", chunks=len(chunks), bots=want_bots))
-        for chunk in chunks:
-            conn.send(chunk)
-            progress.advance(task, chunk.count(b'"line":'))
-        progress.update(task, description="committing")
-        message = conn.receive()
-    if message.get("ok"):
-        return message.get("result"), list(message.get("warnings") or [])
-    error = message.get("error") or {}
-    from botsched.errors import from_code
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    raise from_code(str(error.get("code")), str(error.get("message", "bulk create failed"))) if error else BotschedError(
-        "bulk create failed"
-    )
+        self._bar = Progress(TextColumn("creating"), BarColumn(), MofNCompleteColumn(), transient=True,
+                             console=Console(stderr=True))
+        self._bar.start()
+        self._task = self._bar.add_task("create", total=total)
+
+    def advance(self, count: int) -> None:
+        self._bar.advance(self._task, count)
+
+    def close(self) -> None:
+        self._bar.stop()
+

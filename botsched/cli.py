@@ -124,7 +124,7 @@ def create(
             raise InvalidInput("--from cannot be combined with a URL, --bot-name, --join-at, --metadata or --dedup-key")
         from botsched.bulk import create_from_file
 
-        create_from_file(from_file, _local_zone(), as_json=as_json, quiet=quiet)
+        create_from_file(from_file, _local_zone, as_json=as_json, quiet=quiet)
         return
     create_bot(meeting_url_arg, meeting_url, bot_name, join_at, metadata or [], dedup_key, as_json, quiet)
 

@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 #: ``typing`` costs ~5 ms of start-up; type checkers read these imports, Python skips them.
 TYPE_CHECKING = False
@@ -83,11 +83,19 @@ class Connection:
                 yield {"result": result}
             return
 
-    def call_bulk(self, op: str, chunks: list[bytes], **args: Any) -> tuple[Any, list[str]]:
-        """A request followed by pre-encoded chunk lines (``create_many``)."""
-        self.sock.settimeout(REPLY_TIMEOUT_S * 5)
-        self.send(protocol.request(op, chunks=len(chunks), **args) + b"".join(chunks))
-        return self._result(self.receive())
+    def send_bulk(self, op: str, chunk_lines: Iterable[bytes], commit: Callable[[], bool] = lambda: True,
+                  **args: Any) -> dict[str, Any]:
+        """A streamed request (``create_many``): the request, its chunk lines as they are
+        produced, then the end line (``commit()`` asked last); returns the raw reply."""
+        self.sock.settimeout(None)
+        self.send(protocol.request(op, **args))
+        for line in chunk_lines:
+            self.send(line)
+        self.send(protocol.encode({"end": True, "commit": commit()}))
+        return self.receive()
+
+    def call_bulk(self, op: str, chunk_lines: Iterable[bytes], **args: Any) -> tuple[Any, list[str]]:
+        return self._result(self.send_bulk(op, chunk_lines, **args))
 
 
 def _try_connect(path: str) -> socket.socket | None:

@@ -244,21 +244,21 @@ class Daemon:
         return True
 
     async def _create_many(self, args: dict[str, Any], reader: asyncio.StreamReader) -> bytes:
-        chunks = args.get("chunks")
-        if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 0:
-            raise InvalidInput("create_many needs args.chunks, a whole number")
-        items: list[Any] = []
-        for _ in range(chunks):
+        """Chunk lines ``{"items": [...]}`` follow the request, checked as they arrive, up to
+        ``{"end": true, "commit": BOOL}``; then all bots are created in one transaction."""
+        bulk = self.service.bulk()
+        while True:
             line = await self._read_line(reader)
             if line is None:
-                raise InvalidInput("bulk create ended before all its chunks arrived; nothing was created")
-            chunk = protocol.decode(line).get("items")
-            if not isinstance(chunk, list):
-                raise InvalidInput("bulk chunk needs an 'items' array")
-            items.extend(chunk)
-            if len(items) > 1_000_000:
-                raise InvalidInput("too many bots in one bulk create (at most 1,000,000)")
-        result, warnings = self.service.create_many(items, bool(args.get("bots")), bool(args.get("dry_run")))
+                raise InvalidInput("bulk create ended before its end line arrived; nothing was created")
+            chunk = protocol.decode(line)
+            if chunk.get("end") is True:
+                break
+            items = chunk.get("items")
+            if not isinstance(items, list):
+                raise InvalidInput("a bulk chunk needs an 'items' array (or 'end': true)")
+            bulk.add(items)
+        result, warnings = bulk.finish(bool(args.get("bots")), commit=chunk.get("commit") is not False)
         return protocol.reply(result, warnings)
 
     async def _events(self, args: dict[str, Any], writer: asyncio.StreamWriter) -> None:

@@ -29,6 +29,7 @@ from botsched.validation import (
 )
 
 Result = tuple[Any, list[str]]
+_FIELDS = frozenset({"meeting_url", "bot_name", "join_at", "metadata", "deduplication_key", "line"})
 
 #: At most this many bots in one ``create_many`` (a 1M-line file still goes through).
 MAX_BULK = 1_000_000
@@ -52,9 +53,8 @@ class BotService:
 
     def _new_bot(self, fields: dict[str, Any], now_us: int, warnings: list[str]) -> NewBot:
         """Validate one create request (CLI option values or a bulk line)."""
-        unknown = set(fields) - {"meeting_url", "bot_name", "join_at", "metadata", "deduplication_key", "line"}
-        if unknown:
-            raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}")
+        if not fields.keys() <= _FIELDS:
+            raise InvalidInput(f"unknown field(s): {', '.join(sorted(set(fields) - _FIELDS))}")
         url = validate_meeting_url(fields.get("meeting_url"))
         if detect_platform(url) is None:
             warnings.append(f"{url} is not a Zoom, Google Meet, Teams or Webex link; accepted as a custom platform")
@@ -82,36 +82,13 @@ class BotService:
 
     def create_many(self, items: list[dict[str, Any]], want_bots: bool, dry_run: bool = False) -> Result:
         """All or nothing: every invalid item is named by its line; then one transaction.
-        ``dry_run`` only validates (the client uses it to name every bad line at once)."""
-        if len(items) > MAX_BULK:
-            raise InvalidInput(f"too many bots in one request ({len(items)}, at most {MAX_BULK})")
-        now = self.clock.now_us()
-        bots: list[NewBot] = []
-        labels: list[str] = []
-        problems: list[str] = []
-        warned = 0  # one summary warning, not 100,000 lines of them
-        for index, item in enumerate(items, 1):
-            label = f"line {item.get('line', index)}" if isinstance(item, dict) else f"line {index}"
-            try:
-                if not isinstance(item, dict):
-                    raise InvalidInput("expected a JSON object")
-                item_warnings: list[str] = []
-                bots.append(self._new_bot(item, now, item_warnings))
-                warned += bool(item_warnings)
-                labels.append(label)
-            except InvalidInput as exc:
-                problems.append(f"{label}: {exc.message}")
-        if problems:
-            raise InvalidInput("\n".join(problems + [f"{len(problems)} invalid line(s); nothing was created"]))
-        if dry_run:
-            return None, []
-        ids = self.store.insert(bots, now, labels)
-        due = [d for d in (self._due_us(bot) for bot in bots) if d is not None]
-        if due:
-            self.scheduler.poke(min(due))
-        warnings = [f"{warned} bot(s) join sooner than the stage lead or use a meeting URL that is not "
-                    "Zoom, Google Meet, Teams or Webex"] if warned else []
-        return (self.store.get_many(ids) if want_bots else ids), warnings
+        ``dry_run`` only validates."""
+        bulk = self.bulk()
+        bulk.add(items)
+        return bulk.finish(want_bots, commit=not dry_run)
+
+    def bulk(self) -> BulkCreate:
+        return BulkCreate(self)
 
     def _due_us(self, bot: NewBot) -> int | None:
         if bot.join_at_us is None:
@@ -199,3 +176,49 @@ class BotService:
             "ids": self.ids,
             "status": self.status,
         }
+
+
+class BulkCreate:
+    """One ``create_many`` in progress. Items are checked chunk by chunk as they arrive
+    (while the client is still reading its file: two cores, two halves of the work), then
+    inserted all together in one transaction, or not at all."""
+
+    def __init__(self, service: BotService) -> None:
+        self.service = service
+        self.now = service.clock.now_us()
+        self.bots: list[NewBot] = []
+        self.labels: list[str] = []
+        self.problems: list[str] = []
+        self.count = 0
+        self.warned = 0  # one summary warning, not 100,000 lines of them
+
+    def add(self, items: list[Any]) -> None:
+        if self.count + len(items) > MAX_BULK:
+            raise InvalidInput(f"too many bots in one request (more than {MAX_BULK})")
+        for item in items:
+            self.count += 1  # an item's line number, unless the client sent the file's
+            label = f"line {item.get('line', self.count) if isinstance(item, dict) else self.count}"
+            try:
+                if not isinstance(item, dict):
+                    raise InvalidInput("expected a JSON object")
+                item_warnings: list[str] = []
+                self.bots.append(self.service._new_bot(item, self.now, item_warnings))
+                self.warned += bool(item_warnings)
+                self.labels.append(label)
+            except InvalidInput as exc:
+                self.problems.append(f"{label}: {exc.message}")
+
+    def finish(self, want_bots: bool, commit: bool = True) -> Result:
+        if self.problems:
+            summary = f"{len(self.problems)} invalid line(s); nothing was created"
+            raise InvalidInput("\n".join([*self.problems, summary]))
+        if not commit:
+            return None, []
+        service = self.service
+        ids = service.store.insert(self.bots, self.now, self.labels)
+        due = [d for d in (service._due_us(bot) for bot in self.bots) if d is not None]
+        if due:
+            service.scheduler.poke(min(due))
+        warnings = [f"{self.warned} bot(s) join sooner than the stage lead or use a meeting URL that is not "
+                    "Zoom, Google Meet, Teams or Webex"] if self.warned else []
+        return (service.store.get_many(ids) if want_bots else ids), warnings

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from botsched import states
 from botsched.errors import BotschedError, Conflict, InvalidInput, NotFound
@@ -81,9 +81,8 @@ def new_bot_id() -> str:
             return "bot_" + raw[:16].translate(_ID_TABLE).decode()
 
 
-@dataclass(frozen=True)
-class NewBot:
-    """A validated create request, ready to insert."""
+class NewBot(NamedTuple):
+    """A validated create request, ready to insert (a tuple: bulk creates make 100,000)."""
 
     meeting_url: str
     bot_name: str
@@ -242,13 +241,14 @@ class Store:
             )
             for bot_id, bot in zip(ids, bots)
         ]
+        bot_rows.sort()  # random ids, inserted in key order: far fewer B-tree page visits
         try:
             with self._transaction() as pending:
                 try:
                     self._db.executemany(f"INSERT INTO bots ({_BOT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", bot_rows)
                 except sqlite3.IntegrityError:
                     raise _DuplicateKey() from None
-                self._add_events(pending, [(bot_id, bot.initial_state, now_us, None) for bot_id, bot in zip(ids, bots)])
+                self._add_events(pending, [(row[0], row[3], now_us, None) for row in bot_rows])
         except _DuplicateKey:
             raise self._dedup_conflict(bots, labels) from None  # asked after the rollback
         return ids
