@@ -35,6 +35,11 @@ LATE_NOTE_US = 100_000
 JOIN_GUARD_US = 5_000
 #: ...unless staging is already this late.
 MAX_STAGE_DEFER_US = 500_000
+#: WAL checkpoints run when nothing is due within this long...
+CHECKPOINT_IDLE_US = 100_000
+CHECKPOINT_AFTER_COMMITS = 20
+#: ...or regardless, once this many commits piled up.
+CHECKPOINT_FORCE_COMMITS = 20_000
 BATCH = 5_000
 
 
@@ -242,10 +247,20 @@ class Scheduler:
         while not self._stopping:
             try:
                 self._target_us = self.tick()
+                self._maybe_checkpoint(self._target_us)
             except Exception:  # a bug or a storage fault must not kill the loop
                 log.exception("scheduler tick failed; retrying in 1 s")
                 self._target_us = self.clock.now_us() + 1_000_000
             await self._sleep_until(self._target_us)
+
+    def _maybe_checkpoint(self, next_due_us: int | None) -> None:
+        """Checkpoint the WAL while nothing is due for a while (or when it grew large)."""
+        pending = self.store.commits_since_checkpoint
+        if pending == 0:
+            return
+        idle = next_due_us is None or next_due_us - self.clock.now_us() > CHECKPOINT_IDLE_US
+        if (idle and pending >= CHECKPOINT_AFTER_COMMITS) or pending >= CHECKPOINT_FORCE_COMMITS:
+            self.store.checkpoint()
 
     async def _sleep_until(self, target_us: int | None) -> None:
         assert self._wakeup is not None

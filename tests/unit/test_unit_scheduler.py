@@ -660,3 +660,15 @@ def test_staging_is_not_starved_by_a_stream_of_joins(h: Harness) -> None:
     h.sched.tick()
     assert h.state(other) == "staged"
     assert h.state(joiner) == "staged"  # and nothing joined early
+
+
+def test_wal_checkpoints_wait_for_an_idle_moment(h: Harness) -> None:
+    """SQLite's own checkpoint would run inside a commit, maybe right before a join."""
+    for i in range(25):
+        h.add(T0 + 3600 * S + i)
+    assert h.store.commits_since_checkpoint >= 25
+    h.sched._maybe_checkpoint(h.clock.t + 50_000)  # a join due in 50 ms: not now
+    assert h.store.commits_since_checkpoint >= 25
+    h.sched._maybe_checkpoint(h.clock.t + 3600 * S)  # idle for an hour: now
+    assert h.store.commits_since_checkpoint == 0
+    assert h.store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0

@@ -562,12 +562,12 @@ def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_listener_fires_after_commit_only(tmp_path: Path) -> None:
     path = tmp_path / "db"
-    seen: list[tuple[list[Event], list[str]]] = []
+    seen: list[tuple[list[Event], dict[str, str]]] = []
 
     def listener(events: list[Event]) -> None:
         # another connection must already see the change: the commit is done
         other = sqlite3.connect(path)
-        visible = [row[0] for row in other.execute("SELECT state FROM bots ORDER BY rowid")]
+        visible = dict(other.execute("SELECT id, state FROM bots"))
         other.close()
         seen.append((list(events), visible))
 
@@ -576,11 +576,11 @@ def test_listener_fires_after_commit_only(tmp_path: Path) -> None:
     assert len(seen) == 1
     events, visible = seen[0]
     assert [(e.bot_id, e.state) for e in events] == [(a, "scheduled"), (b, "scheduled")]
-    assert visible == ["scheduled", "scheduled"]
+    assert visible == {a: "scheduled", b: "scheduled"}
 
     s.stage(a, T0 + S, T0)
     assert [(e.bot_id, e.state) for e in seen[-1][0]] == [(a, "staged")]
-    assert seen[-1][1] == ["staged", "scheduled"]
+    assert seen[-1][1] == {a: "staged", b: "scheduled"}
     assert len(seen) == 2
 
     # nothing changed: no announcement
