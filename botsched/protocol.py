@@ -16,6 +16,7 @@ CLI's fast path imports this.
 from __future__ import annotations
 
 import json
+import re
 
 #: ``typing`` costs ~5 ms of start-up; type checkers read these imports, Python skips them.
 TYPE_CHECKING = False
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 from botsched.errors import BotschedError, InvalidInput
 
 VERSION = 1
+#: A JSON escape of a UTF-16 surrogate; only lines with one need the full check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 MAX_LINE = 1 << 20  # 1 MiB
 
 
@@ -40,8 +43,8 @@ def decode(line: bytes) -> dict[str, Any]:
     """Parse one line into an object; any malformed input is a ``ProtocolError``."""
     try:
         message = json.loads(line.decode("utf-8"))
-        # lone surrogates ("\ud800") decode fine but cannot be stored or sent back
-        json.dumps(message, ensure_ascii=False).encode("utf-8")
+        if _SURROGATE_ESCAPE.search(line):  # lone surrogates ("\ud800") cannot be stored or sent back
+            json.dumps(message, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError) as exc:  # Unicode errors are ValueErrors
         raise ProtocolError(f"malformed request: {str(exc)[:200]}") from None
     if not isinstance(message, dict):
