@@ -57,6 +57,8 @@ _MIGRATIONS: dict[int, str] = {
     """,
 }
 
+#: One encoder, built once (``json.dumps`` with options builds a new one per call).
+_metadata_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _ID_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 #: byte -> letter/digit for bytes < 248 (= 4 x 62); bytes >= 248 are dropped: no modulo bias.
 _ID_TABLE = bytes(_ID_ALPHABET[b % 62] for b in range(248)) + bytes(8)
@@ -96,8 +98,9 @@ class NewBot(NamedTuple):
         return states.SCHEDULED if self.join_at_us is not None else states.READY
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """One row of a bot's history (a tuple: a burst or a bulk makes thousands)."""
+
     seq: int
     bot_id: str
     state: str
@@ -241,7 +244,7 @@ class Store:
                 bot.join_at_us,
                 now_us,
                 now_us,
-                json.dumps(bot.metadata, ensure_ascii=False, separators=(",", ":")),
+                _metadata_json(bot.metadata) if bot.metadata else "{}",
                 bot.dedup_key,
             )
             for bot_id, bot in zip(ids, bots)
