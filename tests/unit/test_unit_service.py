@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from unit_fakes import FakeClock
 
 from botsched import config as config_mod
 from botsched import states
@@ -28,32 +25,6 @@ S = 1_000_000
 T0 = to_us(datetime(2026, 5, 4, 9, 30, 15, 250000, tzinfo=timezone.utc))
 URL = "https://meet.google.com/gvy-zzra-ktd"
 FUTURE = "2026-05-04T12:00:00Z"
-
-
-@pytest.fixture
-def tmp_path(tmp_path: Path) -> Iterator[Path]:
-    """A private temporary directory, on tmpfs when there is one.
-
-    The store commits with ``synchronous=FULL`` (an fsync per transaction); on a disk busy
-    with other test suites that alone can take seconds. tmpfs keeps these tests fast and
-    their timing independent of the machine's disk load."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path
-        return
-    path = Path(tempfile.mkdtemp(prefix="botsched-unit-", dir=shm))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class FakeClock:
-    def __init__(self, now_us: int) -> None:
-        self.t = now_us
-
-    def now_us(self) -> int:
-        return self.t
 
 
 class RecordingRunner(Runner):

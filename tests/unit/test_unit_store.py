@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 import re
 import sqlite3
 from datetime import datetime, timezone
@@ -23,24 +19,6 @@ T0 = to_us(datetime(2025, 6, 16, 16, 40, 12, 518204, tzinfo=timezone.utc))
 ID_RE = re.compile(r"bot_[A-Za-z0-9]{16}")
 TIME_US_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 URL = "https://meet.google.com/gvy-zzra-ktd"
-
-
-@pytest.fixture
-def tmp_path(tmp_path: Path) -> Iterator[Path]:
-    """A private temporary directory, on tmpfs when there is one.
-
-    The store commits with ``synchronous=FULL`` (an fsync per transaction); on a disk busy
-    with other test suites that alone can take seconds. tmpfs keeps these tests fast and
-    their timing independent of the machine's disk load."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path
-        return
-    path = Path(tempfile.mkdtemp(prefix="botsched-unit-", dir=shm))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def bot(
