@@ -35,11 +35,10 @@ LATE_NOTE_US = 100_000
 JOIN_GUARD_US = 5_000
 #: ...unless staging is already this late.
 MAX_STAGE_DEFER_US = 500_000
-#: WAL checkpoints run when nothing is due within this long...
-CHECKPOINT_IDLE_US = 100_000
-CHECKPOINT_AFTER_COMMITS = 20
-#: ...or regardless, once this many commits piled up.
-CHECKPOINT_FORCE_COMMITS = 20_000
+#: The WAL is checkpointed (in a worker thread) after this many commits, or once it holds
+#: this much (a bulk create is one commit of many pages).
+CHECKPOINT_AFTER_COMMITS = 200
+CHECKPOINT_WAL_BYTES = 8 << 20
 BATCH = 5_000
 
 
@@ -67,6 +66,7 @@ class Scheduler:
         self._wakeup: asyncio.Event | None = None
         self._target_us: int | None = None
         self._stopping = False
+        self._checkpoint_running = False
         #: Bots already told (by an event) that they wait for a runner slot.
         self._waiting: set[str] = set()
         runner.on_slot_freed = self.poke
@@ -247,20 +247,30 @@ class Scheduler:
         while not self._stopping:
             try:
                 self._target_us = self.tick()
-                self._maybe_checkpoint(self._target_us)
+                if self.checkpoint_due():
+                    self._checkpoint_in_background()
             except Exception:  # a bug or a storage fault must not kill the loop
                 log.exception("scheduler tick failed; retrying in 1 s")
                 self._target_us = self.clock.now_us() + 1_000_000
             await self._sleep_until(self._target_us)
 
-    def _maybe_checkpoint(self, next_due_us: int | None) -> None:
-        """Checkpoint the WAL while nothing is due for a while (or when it grew large)."""
-        pending = self.store.commits_since_checkpoint
-        if pending == 0:
-            return
-        idle = next_due_us is None or next_due_us - self.clock.now_us() > CHECKPOINT_IDLE_US
-        if (idle and pending >= CHECKPOINT_AFTER_COMMITS) or pending >= CHECKPOINT_FORCE_COMMITS:
-            self.store.checkpoint()
+    def checkpoint_due(self) -> bool:
+        """Time to fold the WAL back into the database: it keeps start-up, stop and reads quick."""
+        if self._checkpoint_running:
+            return False
+        return (self.store.commits_since_checkpoint >= CHECKPOINT_AFTER_COMMITS
+                or (self.store.commits_since_checkpoint > 0 and self.store.wal_bytes() >= CHECKPOINT_WAL_BYTES))
+
+    def _checkpoint_in_background(self) -> None:
+        self.store.commits_since_checkpoint = 0
+        self._checkpoint_running = True
+
+        def done(future: asyncio.Future[None]) -> None:
+            self._checkpoint_running = False
+            if not future.cancelled() and future.exception() is not None:
+                log.warning("WAL checkpoint failed: %s", future.exception())
+
+        asyncio.get_running_loop().run_in_executor(None, self.store.checkpoint).add_done_callback(done)
 
     async def _sleep_until(self, target_us: int | None) -> None:
         assert self._wakeup is not None

@@ -11,6 +11,7 @@ The scheduler never loads all bots: the next due time is one indexed ``min()``.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -139,6 +140,7 @@ class Store:
         self._next_seq = 1
         self._durable = True
         self.commits_since_checkpoint = 0
+        self._checkpointer: sqlite3.Connection | None = None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 5000")
@@ -147,16 +149,19 @@ class Store:
                 raise BotschedError(f"{self.path}: cannot switch the database to WAL mode")
             self._db.execute("PRAGMA synchronous = FULL")
             # Room for the hot index pages of a million bots (bulk creates hit random ids).
-            self._db.execute("PRAGMA cache_size = -32768")
+            self._db.execute("PRAGMA cache_size = -16384")
             # No checkpoint inside a commit (it copies and fsyncs pages: ~10 ms that could
-            # land right before a join); the scheduler calls checkpoint() when idle.
+            # land right before a join); the scheduler runs checkpoint() in a worker thread.
             self._db.execute("PRAGMA wal_autocheckpoint = 0")
+            self._db.execute(f"PRAGMA journal_size_limit = {32 << 20}")  # a big bulk's WAL shrinks back
             self._migrate()
             self._next_seq = self.last_seq() + 1
         except sqlite3.DatabaseError as exc:
             raise BotschedError(f"database {self.path}: {exc}") from None
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._db.close()
 
     # -- plumbing -----------------------------------------------------------------
@@ -506,10 +511,20 @@ class Store:
             return NotFound(f"no such bot: {bot_id}")
         return Conflict(f"cannot {verb} {bot_id}: it is {state} ({verb} is accepted only while scheduled)")
 
+    def wal_bytes(self) -> int:
+        try:
+            return os.stat(self.path + "-wal").st_size
+        except OSError:
+            return 0
+
     def checkpoint(self) -> None:
-        """Copy the WAL back into the database file (``PASSIVE``: never waits for readers)."""
-        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self.commits_since_checkpoint = 0
+        """Copy the WAL back into the database file. ``PASSIVE`` never blocks the writer,
+        and it runs on a connection of its own, so the daemon can run it in a worker
+        thread while the event loop (and the next join) goes on."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._checkpointer.execute("PRAGMA busy_timeout = 5000")
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def integrity_check(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]

@@ -633,13 +633,17 @@ def test_staging_is_not_starved_by_a_stream_of_joins(h: Harness) -> None:
     assert h.state(joiner) == "staged"  # and nothing joined early
 
 
-def test_wal_checkpoints_wait_for_an_idle_moment(h: Harness) -> None:
-    """SQLite's own checkpoint would run inside a commit, maybe right before a join."""
-    for i in range(25):
-        h.add(T0 + 3600 * S + i)
-    assert h.store.commits_since_checkpoint >= 25
-    h.sched._maybe_checkpoint(h.clock.t + 50_000)  # a join due in 50 ms: not now
-    assert h.store.commits_since_checkpoint >= 25
-    h.sched._maybe_checkpoint(h.clock.t + 3600 * S)  # idle for an hour: now
-    assert h.store.commits_since_checkpoint == 0
+def test_wal_checkpoints_are_the_schedulers_not_sqlites(h: Harness) -> None:
+    """SQLite's own checkpoint would run inside a commit, maybe right before a join; the
+    scheduler runs it in a worker thread once enough commits piled up."""
     assert h.store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert not h.sched.checkpoint_due()
+    for i in range(200):
+        h.add(T0 + 3600 * S + i)
+    assert h.sched.checkpoint_due()
+    wal_before = h.store.wal_bytes()
+    h.store.checkpoint()
+    h.store.commits_since_checkpoint = 0
+    assert not h.sched.checkpoint_due()
+    h.add(T0 + 7200 * S)  # the WAL is reused from its start after a full checkpoint
+    assert h.store.wal_bytes() <= wal_before
