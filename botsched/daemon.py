@@ -373,6 +373,7 @@ def run(foreground: bool = True) -> None:
     When started in the background by ``daemon start``, stdout/stderr are a pipe the
     starter reads: errors appear there, and closing them signals "ready".
     """
+    os.umask(0o077)  # the database, WAL, log and runner logs are the user's alone
     paths = resolve_paths()
     for directory in {paths.socket.parent, paths.database.parent, paths.log.parent, paths.pid.parent,
                       paths.runner_logs}:
