@@ -19,6 +19,7 @@ import socket
 import stat
 import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,12 @@ log = logging.getLogger("botsched.daemon")
 MAX_CONNECTIONS = 256
 #: A client that sends nothing for this long (mid-request or between requests) is dropped.
 IDLE_TIMEOUT_S = 60.0
-#: One bulk request may not hold the connection open longer than this.
-BULK_TIMEOUT_S = 600.0
+#: A bulk create is checked in slices this big, yielding to the scheduler between them...
+BULK_SLICE = 200
+#: ...and its insert (about this long per bot) waits for a moment with no join due,
+BULK_INSERT_US_PER_BOT = 40
+#: but not longer than this.
+BULK_MAX_WAIT_S = 30.0
 
 
 class OversizedLine(Exception):
@@ -257,14 +262,32 @@ class Daemon:
             items = chunk.get("items")
             if not isinstance(items, list):
                 raise InvalidInput("a bulk chunk needs an 'items' array (or 'end': true)")
-            bulk.add(items)
+            for start in range(0, len(items), BULK_SLICE):
+                bulk.add(items[start : start + BULK_SLICE])
+                await asyncio.sleep(0)  # let a due join through between slices
+        commit = chunk.get("commit") is not False
+        if commit and not bulk.problems:
+            await self._quiet_window(bulk.count * BULK_INSERT_US_PER_BOT)
         try:
-            result, warnings = bulk.finish(bool(args.get("bots")), commit=chunk.get("commit") is not False)
+            result, warnings = bulk.finish(bool(args.get("bots")), commit=commit)
+            if bulk.count >= 10_000:
+                self.store.checkpoint()  # fold the big WAL back now, while the window is quiet
             return protocol.reply(result, warnings)
         finally:
             if bulk.count >= 10_000:
                 del bulk
                 _give_back_memory()
+
+    async def _quiet_window(self, need_us: int) -> None:
+        """Wait (serving everything else) until no join is due for ``need_us`` + a margin,
+        so a long insert cannot hold a join back; give up waiting after ``BULK_MAX_WAIT_S``."""
+        deadline = time.monotonic() + BULK_MAX_WAIT_S
+        while time.monotonic() < deadline:
+            now = self.clock.now_us()
+            due = self.scheduler.next_join_us()
+            if due is None or due - now > need_us + 50_000:
+                return
+            await asyncio.sleep(max((due - now) / 1e6, 0) + 0.01)
 
     async def _events(self, args: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         """Past events (of one bot or all), then, with ``follow``, live ones until the client leaves."""

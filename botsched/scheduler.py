@@ -88,6 +88,12 @@ class Scheduler:
                 candidates.append(when)
         return min(candidates) if candidates else None
 
+    def next_join_us(self) -> int | None:
+        """When the next join is due (staging can wait; joins cannot)."""
+        times = [self.store.next_time(state) for state in (states.STAGED, states.SCHEDULED, states.READY)]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
+
     def tick(self) -> int | None:
         """Do everything due now; return when the next thing is due (``None``: nothing queued).
 
