@@ -23,7 +23,7 @@ from botsched.errors import InvalidInput, from_code
 from botsched.timeparse import ZoneSource, parse_join_at
 
 #: Bytes of input per chunk line on the socket: well under ``protocol.MAX_LINE``.
-CHUNK_BYTES = 256 * 1024
+CHUNK_BYTES = 64 * 1024
 #: No valid bot needs a longer line (URL 2 KiB + metadata 16 KiB + escapes).
 MAX_ITEM_BYTES = 128 * 1024
 
