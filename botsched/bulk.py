@@ -48,6 +48,8 @@ def parse_line(number: int, raw: bytes, zone: ZoneSource, now_us: int) -> dict[s
         raise InvalidInput("not valid JSON") from None
     if not isinstance(item, dict):
         raise InvalidInput("expected a JSON object")
+    if protocol.has_surrogate_escape(raw):
+        protocol.encode(item)  # a lone surrogate ("\ud800") is not text: InvalidInput
     join_at = item.get("join_at")
     if isinstance(join_at, str):
         item["join_at"] = parse_join_at(join_at, now_us, zone).text

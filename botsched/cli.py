@@ -224,7 +224,7 @@ def wait(
 
     Example: botsched wait bot_HiXYgjyeWmTVOaII --state joined_recording --timeout 300
     """
-    if timeout is not None and timeout < 0:
+    if timeout is not None and not 0 <= timeout < 10**9:  # also refuses nan and inf
         raise InvalidInput("--timeout must be 0 or more seconds")
     with _connect() as conn:
         final: dict[str, Any] | None = None

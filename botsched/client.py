@@ -65,6 +65,10 @@ class Connection:
 
     def call(self, op: str, **args: Any) -> tuple[Any, list[str]]:
         """One request, one reply: ``(result, warnings)``; an error reply raises."""
+        if isinstance(args.get("id"), str):
+            from botsched.validation import validate_bot_id
+
+            validate_bot_id(args["id"])  # a malformed id names no bot: exit 3 before any I/O
         self.sock.settimeout(REPLY_TIMEOUT_S)
         self.send(protocol.request(op, **args))
         return self._result(self.receive())

@@ -72,6 +72,8 @@ def _bot_name(value: Any) -> bool:
 
 
 RUNNER_KINDS = ("simulate", "command")
+#: Keys whose values never appear in output, errors or logs (API tokens live here).
+SECRET_KEYS = frozenset({"runner.env"})
 
 SCHEMA: dict[str, Key] = {
     "daemon.autostart": Key(True, "a boolean (true or false)", _bool, "start the daemon when a command needs it"),
@@ -111,7 +113,8 @@ def validate_value(key: str, value: Any) -> Any:
     if spec is None:
         raise InvalidInput(f"unknown config key {key!r} (known: {', '.join(SCHEMA)})")
     if not spec.check(value):
-        raise InvalidInput(f"config {key} must be {spec.kind}, not {value!r}")
+        shown = "what was given (its values are not shown: they may be secrets)" if key in SECRET_KEYS else repr(value)
+        raise InvalidInput(f"config {key} must be {spec.kind}, not {shown}")
     return value
 
 

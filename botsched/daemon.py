@@ -27,7 +27,7 @@ from botsched import config as config_module
 from botsched import protocol, states
 from botsched.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound, WaitTimeout
 from botsched.hub import EventHub, Gone
-from botsched.paths import Paths, check_socket_path, ensure_private_dir, resolve_paths
+from botsched.paths import Paths, check_socket_path, ensure_private_dir, refuse_foreign_file, resolve_paths
 from botsched.runners import make_runner
 from botsched.scheduler import Clock, Scheduler, SystemClock
 from botsched.service import BotService
@@ -57,7 +57,7 @@ class PidLock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -168,7 +168,7 @@ class Daemon:
         self._connections += 1
         try:
             if self._connections > MAX_CONNECTIONS:
-                writer.write(protocol.error_reply(BotschedError("too many connections; try again")))
+                writer.write(protocol.error_reply(DaemonUnavailable("the daemon has too many connections; try again")))
                 return
             if peer_uid(writer) != os.getuid():
                 log.warning("refused a connection from another uid")
@@ -331,7 +331,9 @@ class Daemon:
         if target is not None and target not in states.ALL_STATES:
             raise InvalidInput(f"unknown state {target!r}; states are: {', '.join(states.ALL_STATES)}")
         timeout = args.get("timeout")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout < 10**9
+        ):
             raise InvalidInput("--timeout must be a number of seconds >= 0")
         with self.hub.subscribe(bot_id) as subscription:
             bot = self.store.get(bot_id)
@@ -409,6 +411,8 @@ def run(foreground: bool = True) -> None:
                       paths.runner_logs}:
         ensure_private_dir(directory)
     check_socket_path(paths.socket)
+    for path in (paths.pid, paths.log, paths.database, Path(f"{paths.database}-wal"), Path(f"{paths.database}-shm")):
+        refuse_foreign_file(path)
     lock = PidLock(paths.pid)
     try:
         _setup_logging(paths.log, foreground)

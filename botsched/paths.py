@@ -92,6 +92,17 @@ def ensure_private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
+def refuse_foreign_file(path: Path) -> None:
+    """A file the daemon creates or writes must not be a planted symlink, or someone else's:
+    it would truncate, append to or chmod the target."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        raise InvalidInput(f"{path} is a symlink, not a regular file, or not yours: refusing to use it")
+
+
 def check_socket_path(path: Path | str) -> None:
     size = len(os.fsencode(str(path)))
     if size > MAX_SOCKET_PATH:

@@ -36,14 +36,22 @@ class ProtocolError(InvalidInput):
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    try:
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    except UnicodeEncodeError:  # e.g. an argument with bytes that are not UTF-8
+        raise InvalidInput("input is not valid UTF-8 text") from None
+
+
+def has_surrogate_escape(raw: bytes) -> bool:
+    """Whether a JSON text may decode to a lone surrogate (only then is a full check needed)."""
+    return _SURROGATE_ESCAPE.search(raw) is not None
 
 
 def decode(line: bytes) -> dict[str, Any]:
     """Parse one line into an object; any malformed input is a ``ProtocolError``."""
     try:
         message = json.loads(line.decode("utf-8"))
-        if _SURROGATE_ESCAPE.search(line):  # lone surrogates ("\ud800") cannot be stored or sent back
+        if has_surrogate_escape(line):  # lone surrogates ("\ud800") cannot be stored or sent back
             json.dumps(message, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError) as exc:  # Unicode errors are ValueErrors
         raise ProtocolError(f"malformed request: {str(exc)[:200]}") from None

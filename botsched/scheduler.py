@@ -289,7 +289,8 @@ class Scheduler:
             if remaining <= 0:
                 return
             if remaining <= SPIN_S:
-                while self.clock.now_us() < target_us:
+                give_up = time.monotonic() + 2 * SPIN_S  # a backward clock step must not trap us here
+                while self.clock.now_us() < target_us and time.monotonic() < give_up:
                     pass
                 return
             try:

@@ -33,6 +33,7 @@ _FIELDS = frozenset({"meeting_url", "bot_name", "join_at", "metadata", "deduplic
 
 #: At most this many bots in one ``create_many`` (a 1M-line file still goes through).
 MAX_BULK = 1_000_000
+MAX_LIST_LIMIT = 1_000_000_000
 
 
 class BotService:
@@ -135,8 +136,8 @@ class BotService:
         if not isinstance(wanted, list) or any(s not in states.ALL_STATES for s in wanted):
             raise InvalidInput(f"unknown state in {wanted!r}; states are: {', '.join(states.ALL_STATES)}")
         limit = args.get("limit", 100)
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-            raise InvalidInput("--limit must be a whole number >= 0")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(f"--limit must be a whole number from 0 (no limit) to {MAX_LIST_LIMIT}")
         prefix = args.get("dedup_prefix")
         if prefix is not None and not isinstance(prefix, str):
             raise InvalidInput("dedup_prefix must be a string")
@@ -144,7 +145,10 @@ class BotService:
         return {"bots": bots, "more": more}, []
 
     def ids(self, args: dict[str, Any]) -> Result:
-        wanted = [s for s in args.get("states") or [] if s in states.ALL_STATES]
+        requested = args.get("states") or []
+        if not isinstance(requested, list):
+            raise InvalidInput("states must be a list of state names")
+        wanted = [s for s in requested if s in states.ALL_STATES]
         prefix = args.get("prefix") or ""
         return self.store.ids(wanted, prefix if isinstance(prefix, str) else ""), []
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from botsched import states
-from botsched.errors import BotschedError, Conflict, InvalidInput, NotFound
+from botsched.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound
 from botsched.timeparse import format_instant
 
 SCHEMA_VERSION = 1
@@ -144,6 +144,7 @@ class Store:
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 5000")
+            self._refuse_newer_schema()  # before anything changes the file (WAL mode included)
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal" and self.path != ":memory:":
                 raise BotschedError(f"{self.path}: cannot switch the database to WAL mode")
@@ -155,9 +156,10 @@ class Store:
             self._db.execute("PRAGMA wal_autocheckpoint = 0")
             self._db.execute(f"PRAGMA journal_size_limit = {32 << 20}")  # a big bulk's WAL shrinks back
             self._migrate()
+            self._probe_writable()
             self._next_seq = self.last_seq() + 1
-        except sqlite3.DatabaseError as exc:
-            raise BotschedError(f"database {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # corrupt, not a database, read-only, I/O error
+            raise DaemonUnavailable(f"cannot use the database {self.path}: {exc}") from None
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -166,12 +168,24 @@ class Store:
 
     # -- plumbing -----------------------------------------------------------------
 
-    def _migrate(self) -> None:
+    def _refuse_newer_schema(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise BotschedError(
-                f"database {self.path} has schema {version}, newer than this botsched knows ({SCHEMA_VERSION})"
+            raise DaemonUnavailable(
+                f"database {self.path} has schema {version}, newer than this botsched knows ({SCHEMA_VERSION}): "
+                "upgrade botsched"
             )
+
+    def _probe_writable(self) -> None:
+        """Fail now, not at the first due bot, when the database cannot be written."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        finally:
+            self._db.execute("ROLLBACK")
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self._transaction():
                 for statement in _MIGRATIONS[target].split(";"):

@@ -22,12 +22,12 @@ UTC = timezone.utc
 US_PER_S = 1_000_000
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_FRACTION = re.compile(r"\d[Tt ]\d{2}:\d{2}:\d{2}[.,](\d+)")
-_HAS_OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
+_FRACTION = re.compile(r"\d[Tt ]\d{2}:\d{2}:\d{2}[.,](\d+)", re.ASCII)
+_HAS_OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$", re.ASCII)
 #: Already canonical (what the CLI sends): parsed without the general machinery.
-_CANONICAL = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z")
-_HAS_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+_CANONICAL = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z", re.ASCII)
+_HAS_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", re.ASCII)
 
 
 class JoinTime:

@@ -14,11 +14,13 @@ Protocol with the runner process:
 **Runners outlive the daemon.** The runner's stdin, stdout and stderr are named pipes
 (FIFOs) in the private runner directory, which the runner holds open read-write, so it
 never sees EOF or SIGPIPE when the daemon goes away. A restarted daemon (graceful or after
-SIGKILL) finds each runner through its handle file (pid, kernel start time, whether
-``join`` was sent), reopens the FIFOs and carries on: a bot in a meeting stays in it, a
-staged bot still joins at join_at, and a ``join`` is never sent twice. Each runner is
-started under a tiny shim (``shim.py``) that records its exit status in a file, so a
-daemon that is not the runner's parent still knows whether it exited 0. A runner that
+SIGKILL) finds each runner through small files beside its log: ``BOT.pid`` (written by
+the runner's shim before the runner starts: pid and kernel start time, so a reused pid is
+never mistaken for it), ``BOT.joined`` (written the moment ``join`` is sent) and
+``BOT.exit`` (its exit status). It reopens the FIFOs and carries on: a bot in a meeting
+stays in it, a staged bot still joins at join_at, and a ``join`` is never sent twice. The
+tiny shim (``shim.py``) keeps the exit status, so a daemon that is not the runner's
+parent still knows whether it exited 0. The files go only after the outcome is committed. A runner that
 died while no daemon watched is reported with the reason; a staged bot whose runner died
 is simply re-staged.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -52,6 +55,8 @@ log = logging.getLogger("botsched.runner")
 
 STDERR_TAIL = 5
 KILL_AFTER_TERM_S = 5.0
+#: How long a restarted daemon waits for a just-started shim to write its pid file.
+PID_FILE_WAIT_S = 2.0
 PIPE_SIZE = 1 << 20  # room for a runner's output while the daemon restarts
 _STREAMS = ("in", "out", "err")
 SHIM = str(Path(__file__).with_name("shim.py"))
@@ -103,22 +108,29 @@ class RunnerProcess:
     def joined(self) -> bool:
         return self.joined_us is not None
 
-    def save_handle(self) -> None:
-        """Written before ``join`` is acknowledged, so a restart never sends it twice."""
-        path = self.runner.handle_path(self.bot_id)
+    def record_join(self) -> None:
+        """Written right after ``join`` is sent, so a restarted daemon never sends it twice."""
+        path = self.runner.joined_path(self.bot_id)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": self.pid, "start_time": self.start_time, "joined_us": self.joined_us}))
+        tmp.write_text(str(self.joined_us))
         os.replace(tmp, path)
 
     def open_daemon_ends(self) -> None:
         """Our ends of the FIFOs: write to stdin, read stdout/stderr; all non-blocking."""
-        self.stdin_fd = os.open(self.runner.fifo(self.bot_id, "in"), os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            self.stdin_fd = os.open(self.runner.fifo(self.bot_id, "in"), os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            self.stdin_fd = -1  # the runner already closed its stdin: it is exiting
         for stream in ("out", "err"):
             fd = os.open(self.runner.fifo(self.bot_id, stream), os.O_RDONLY | os.O_NONBLOCK)
             self.read_fds[fd] = stream
         self.pidfd = os.pidfd_open(self.pid)
 
     def write_line(self, text: str) -> None:
+        if self.stdin_fd < 0:
+            raise OSError(errno.EPIPE, "the runner closed its stdin")
         os.write(self.stdin_fd, text.encode() + b"\n")
 
     def signal_group(self, signum: int) -> None:
@@ -165,8 +177,13 @@ class CommandRunner(Runner):
     def log_path(self, bot_id: str) -> Path:
         return self.log_dir / f"{bot_id}.log"
 
-    def handle_path(self, bot_id: str) -> Path:
-        return self.log_dir / f"{bot_id}.runner"
+    def pid_path(self, bot_id: str) -> Path:
+        """Written by the shim itself, before it starts the runner: no window in which a
+        runner exists that a restarted daemon cannot find."""
+        return self.log_dir / f"{bot_id}.pid"
+
+    def joined_path(self, bot_id: str) -> Path:
+        return self.log_dir / f"{bot_id}.joined"
 
     def fifo(self, bot_id: str, stream: str) -> Path:
         return self.log_dir / f"{bot_id}.{stream}"
@@ -223,7 +240,7 @@ class CommandRunner(Runner):
         child_fds = self._make_fifos(bot_id)
         try:
             popen = subprocess.Popen(
-                [sys.executable, "-I", "-S", SHIM, str(self.exit_path(bot_id)), *argv],
+                [sys.executable, "-I", "-S", SHIM, str(self.pid_path(bot_id)), str(self.exit_path(bot_id)), *argv],
                 stdin=child_fds[0],
                 stdout=child_fds[1],
                 stderr=child_fds[2],
@@ -238,7 +255,6 @@ class CommandRunner(Runner):
             for fd in child_fds:
                 os.close(fd)
         proc = RunnerProcess(self, bot_id, popen.pid, popen)
-        proc.save_handle()
         self._attach(proc)
         log.info("runner for %s started (pid %d)", bot_id, popen.pid)
 
@@ -261,7 +277,7 @@ class CommandRunner(Runner):
         except OSError as exc:
             raise RunnerError(f"cannot signal the runner: {exc.strerror or exc}") from None
         proc.joined_us = time.time_ns() // 1000
-        proc.save_handle()
+        proc.record_join()
         self._arm_meeting_limit(proc)
 
     def _arm_meeting_limit(self, proc: RunnerProcess) -> None:
@@ -359,7 +375,8 @@ class CommandRunner(Runner):
             proc.popen.wait()  # reap our child, the shim
         code = self._exit_code(proc)
         tail = " | ".join(proc.stderr_tail)
-        self._forget(proc)
+        proc.close_fds()
+        self._procs.pop(proc.bot_id, None)
         if code is None:  # re-attached, and the shim itself was killed: no status anywhere
             self.report(proc.bot_id, states.FATAL_ERROR,
                         f"runner was killed while no daemon watched it{': ' + tail if tail else ''}")
@@ -370,16 +387,13 @@ class CommandRunner(Runner):
             if not proc.joined:
                 why += " before the join"
             self.report(proc.bot_id, states.FATAL_ERROR, f"{why}{': ' + tail if tail else ''}")
+        self._remove_files(proc.bot_id)  # only now: the outcome above is committed
         if self.on_slot_freed is not None:
             self.on_slot_freed()
 
-    def _forget(self, proc: RunnerProcess) -> None:
-        proc.close_fds()
-        self._remove_files(proc.bot_id)
-        self._procs.pop(proc.bot_id, None)
-
     def _remove_files(self, bot_id: str) -> None:
-        for path in [self.handle_path(bot_id), self.exit_path(bot_id), *(self.fifo(bot_id, s) for s in _STREAMS)]:
+        paths = [self.pid_path(bot_id), self.joined_path(bot_id), self.exit_path(bot_id)]
+        for path in [*paths, *(self.fifo(bot_id, s) for s in _STREAMS)]:
             with contextlib.suppress(OSError):
                 path.unlink()
 
@@ -388,25 +402,25 @@ class CommandRunner(Runner):
     def resume(self, bot: dict[str, Any], since_us: int) -> None:
         """Re-attach to the runner a previous daemon started for this bot."""
         bot_id = bot["id"]
-        try:
-            handle = json.loads(self.handle_path(bot_id).read_text())
-            pid, start_time = int(handle["pid"]), handle["start_time"]
-        except (OSError, ValueError, KeyError, TypeError):
-            handle, pid, start_time = {}, 0, None
+        pid, start_time = self._read_pid_file(bot_id)
         alive = pid > 0 and start_time is not None and _process_start_time(pid) == start_time
-        joined_us = handle.get("joined_us")
+        try:
+            joined_us: int | None = int(self.joined_path(bot_id).read_text())
+        except (OSError, ValueError):
+            joined_us = None
         if not alive:
             try:
                 code: int | None = int(self.exit_path(bot_id).read_text())
             except (OSError, ValueError):
                 code = None
-            self._remove_files(bot_id)
             if bot["state"] == states.STAGED and joined_us is None:
                 log.info("runner of %s is gone; re-staging it", bot_id)
+                self._remove_files(bot_id)
                 self.stage(bot)
                 return
             if code == 0 and bot["state"] != states.STAGED:
                 self.report(bot_id, states.ENDED, "runner exited 0 while the daemon was not running")
+                self._remove_files(bot_id)
                 return
             status = "killed, no exit status" if code is None else f"exit code {code}"
             raise RunnerError(f"its runner died while the daemon was not running ({status}; the bot was {bot['state']})")
@@ -429,6 +443,20 @@ class CommandRunner(Runner):
         if bot["state"] == states.STAGED and proc.joined:
             # join was written, but the daemon died before recording it: record, never resend
             self.report(bot_id, states.JOINING, "join was signalled just before a daemon restart")
+
+    def _read_pid_file(self, bot_id: str) -> tuple[int, str | None]:
+        """The shim's pid and start time. If its FIFOs exist but the shim has not written
+        its pid yet (the old daemon died just as it started one), wait for it briefly:
+        re-staging then would start a second runner."""
+        deadline = time.monotonic() + (PID_FILE_WAIT_S if self.fifo(bot_id, "in").exists() else 0)
+        while True:
+            try:
+                data = json.loads(self.pid_path(bot_id).read_text())
+                return int(data["pid"]), str(data["start_time"])
+            except (OSError, ValueError, KeyError, TypeError):
+                if time.monotonic() >= deadline:
+                    return 0, None
+                time.sleep(0.01)
 
     def discard(self, bot_id: str) -> None:
         proc = self._procs.get(bot_id)

@@ -1,8 +1,10 @@
 """Keeps a runner's exit status for whichever daemon is alive when the runner ends.
 
-Run as ``python -I -S shim.py EXIT_FILE ARGV...`` (stdlib only, no site: it starts in a
-few milliseconds). It starts ARGV as its child (``execvp``, never a shell), waits, writes
-the exit status to EXIT_FILE, and exits the same way. Runners outlive daemon restarts;
+Run as ``python -I -S shim.py PID_FILE EXIT_FILE ARGV...`` (stdlib only, no site: it
+starts in a few milliseconds). It first writes its own pid and kernel start time to
+PID_FILE (so a daemon that dies right after starting it still leaves a way to find it),
+then starts ARGV as its child (``execvp``, never a shell), waits, writes the exit status
+to EXIT_FILE, and exits the same way. Runners outlive daemon restarts;
 a re-attached daemon is not the runner's parent and could never learn the exit code
 otherwise, yet "exit 0 = ended, anything else = fatal_error" depends on it.
 
@@ -15,8 +17,18 @@ import signal
 import sys
 
 
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
 def main() -> None:
-    exit_file, argv = sys.argv[1], sys.argv[2:]
+    pid_file, exit_file, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    with open(f"/proc/{os.getpid()}/stat", "rb") as handle:
+        start_time = handle.read().rsplit(b")", 1)[1].split()[19].decode()
+    _write(pid_file, '{"pid": %d, "start_time": "%s"}' % (os.getpid(), start_time))
     child = os.fork()
     if child == 0:
         try:
@@ -38,10 +50,7 @@ def main() -> None:
         except InterruptedError:
             continue
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    tmp = exit_file + ".tmp"
-    with open(tmp, "w") as handle:
-        handle.write(str(code))
-    os.replace(tmp, exit_file)
+    _write(exit_file, str(code))
     if code < 0:
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
