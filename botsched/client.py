@@ -199,10 +199,10 @@ def stop_daemon(paths: Paths, timeout: float = 15.0) -> bool:
     if sock is None:
         return False
     with Connection(sock) as conn:
-        try:
+        try:  # (not contextlib.suppress: contextlib costs the fast path ~5 ms to import)
             conn.call("stop")
         except BotschedError:
-            pass
+            pass  # it may close before answering
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not is_running(paths) and not _pid_locked(paths):

@@ -64,10 +64,8 @@ class EventHub:
     def unsubscribe(self, subscription: Subscription) -> None:
         if subscription in self._subscribers:
             self._subscribers.discard(subscription)
-            try:
+            with contextlib.suppress(asyncio.QueueFull):
                 subscription.queue.put_nowait(None)
-            except asyncio.QueueFull:
-                pass
 
     def publish(self, events: list[Event]) -> None:
         for subscription in list(self._subscribers):

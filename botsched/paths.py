@@ -32,9 +32,6 @@ class Paths:
         self.log = log
         self.pid = pid
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Paths) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
     @property
     def runner_logs(self) -> Path:
         """Per-bot runner output lives beside the log file."""

@@ -94,7 +94,7 @@ def test_text_and_instant_always_agree_for_lowercase_t_with_fraction() -> None:
 )
 def test_lowercase_t_and_z_are_accepted_like_rfc_3339(text: str) -> None:
     # RFC 3339 5.6: "T" and "Z" may alternatively be lower case. The parser already
-    # accepts a lower-case "t" (and _HAS_OFFSET lists [zZ]); a lower-case "z" must work too.
+    # accepts a lower-case "t" (and the canonical pattern expects "Z"); a lower-case "z" must work too.
     parsed = parse_join_at(text, NOW, BERLIN)
     assert parsed.us == utc_us(2025, 6, 16, 16, 24, 0, 250000 if ".250" in text else 0)
     assert parsed.text == text.upper()
