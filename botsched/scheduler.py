@@ -22,7 +22,7 @@ from typing import Protocol
 from botsched import states
 from botsched.config import Config
 from botsched.runners import Runner, RunnerError
-from botsched.store import Due, Store
+from botsched.store import Due, StorageError, Store
 
 log = logging.getLogger("botsched.scheduler")
 
@@ -40,6 +40,11 @@ MAX_STAGE_DEFER_US = 500_000
 CHECKPOINT_AFTER_COMMITS = 200
 CHECKPOINT_WAL_BYTES = 8 << 20
 BATCH = 5_000
+#: While the store refuses to record joins already sent (a storage fault), retry this often.
+RECORD_RETRY_US = 1_000_000
+
+#: (bot_id, from_state, to_state, detail), as ``Store.transition_many`` takes them.
+Change = tuple[str, str, str, "str | None"]
 
 
 class Clock(Protocol):
@@ -69,6 +74,10 @@ class Scheduler:
         self._checkpoint_running = False
         #: Bots already told (by an event) that they wait for a runner slot.
         self._waiting: set[str] = set()
+        #: Changes the store refused (a storage fault) after their joins were sent, in
+        #: order, each with its true time: retried until recorded, never sent again.
+        self._unrecorded: list[tuple[list[Change], int]] = []
+        self._unrecorded_ids: set[str] = set()
         runner.on_slot_freed = self.poke
 
     # -- the rules ----------------------------------------------------------------
@@ -76,23 +85,37 @@ class Scheduler:
     def next_due_us(self) -> int | None:
         """When the next transition is due: the earliest of staging, joining, ad-hoc start."""
         candidates = []
-        when = self.store.next_time(states.STAGED)
+        when = self._next_time(states.STAGED)
         if when is not None:
             candidates.append(when)
         if self.runner.free_slots() != 0:  # when full, a freed slot pokes us
             when = self.store.next_time(states.SCHEDULED)
             if when is not None:
                 candidates.append(when - self.config.stage_lead_us)
-            when = self.store.next_time(states.READY)
+            when = self._next_time(states.READY)
             if when is not None:
                 candidates.append(when)
         return min(candidates) if candidates else None
 
     def next_join_us(self) -> int | None:
         """When the next join is due (staging can wait; joins cannot)."""
-        times = [self.store.next_time(state) for state in (states.STAGED, states.SCHEDULED, states.READY)]
+        times = [self._next_time(state) for state in (states.STAGED, states.SCHEDULED, states.READY)]
         known = [t for t in times if t is not None]
         return min(known) if known else None
+
+    def _next_time(self, state: str) -> int | None:
+        """``store.next_time``, leaving out bots whose join was sent but not yet recorded
+        (they still look due in the store): their record is retried within
+        ``RECORD_RETRY_US`` instead of spinning, and they are never joined again."""
+        when = self.store.next_time(state)
+        if not self._unrecorded_ids or when is None:
+            return when
+        now = self.clock.now_us()
+        if when > now:
+            return when
+        horizon = now + RECORD_RETRY_US
+        times = [bot.join_at_us for bot in self.store.due(state, horizon, BATCH) if bot.id not in self._unrecorded_ids]
+        return min(times, default=horizon)
 
     def tick(self) -> int | None:
         """Do everything due now; return when the next thing is due (``None``: nothing queued).
@@ -102,6 +125,8 @@ class Scheduler:
         itself is already ``MAX_STAGE_DEFER_US`` overdue (no starvation under a join storm).
         """
         now = self.clock.now_us()
+        if self._unrecorded:
+            self._flush_records()
         while self._join_due(now) == BATCH:
             pass
         if self._may_stage(now):
@@ -112,10 +137,10 @@ class Scheduler:
         return self.next_due_us()
 
     def _may_stage(self, now: int) -> bool:
-        next_join = self.store.next_time(states.STAGED)
+        next_join = self._next_time(states.STAGED)
         if next_join is None or next_join - now > JOIN_GUARD_US:
             return True
-        candidates = [t for t in (self.store.next_time(states.READY),) if t is not None]
+        candidates = [t for t in (self._next_time(states.READY),) if t is not None]
         scheduled = self.store.next_time(states.SCHEDULED)
         if scheduled is not None:
             candidates.append(scheduled - self.config.stage_lead_us)
@@ -131,27 +156,78 @@ class Scheduler:
         return None
 
     def _join_due(self, now: int) -> int:
-        """staged -> joining for every bot whose join_at has come: signal first, then record."""
-        due = self.store.due(states.STAGED, now, BATCH)
-        changes: list[tuple[str, str, str, str | None]] = []
+        """staged -> joining for every bot whose join_at has come: record, then signal."""
+        due = [bot for bot in self.store.due(states.STAGED, now, BATCH) if bot.id not in self._unrecorded_ids]
+        changes: list[Change] = []
+        joins: list[str] = []
         for bot in due:
             missed = self._missed(bot, now)
             if missed:
                 self.runner.discard(bot.id)
                 changes.append((bot.id, states.STAGED, states.FATAL_ERROR, missed))
                 continue
-            try:
-                self.runner.join(bot.id)
-            except RunnerError as exc:
-                self.runner.discard(bot.id)
-                changes.append((bot.id, states.STAGED, states.FATAL_ERROR, f"join failed: {exc}"))
-                continue
             late = now - bot.join_at_us
             detail = f"joined {_seconds(late)} late" if late > LATE_NOTE_US else None
             changes.append((bot.id, states.STAGED, states.JOINING, detail))
-        if changes:
-            self.store.transition_many(changes, now)
+            joins.append(bot.id)
+        self._record_then_join(changes, joins, now)
         return len(due)
+
+    def _record_then_join(self, changes: list[Change], joins: list[str], now: int) -> None:
+        """Record the whole batch in one commit, *then* send the joins.
+
+        A kill between the two leaves joins recorded that may not have been sent; a restart
+        treats them as sent: ``join`` goes at most once (docs/reliability.md says why). When
+        the store refuses the record (disk full...), the joins still go on time, the runner
+        keeps a record of its own, and the change (with its true time) is retried until
+        stored: a storage error never makes a second ``join``."""
+        if not changes:
+            return
+        failed: list[Change] = []
+        with self.store.hold_announcements():  # nothing (fan-out, log) between record and send
+            moved = self._record(changes, now)
+            if self._unrecorded_ids.intersection(joins):
+                self.runner.remember_joins([bot_id for bot_id in joins if bot_id in self._unrecorded_ids])
+            for bot_id in joins:
+                if bot_id not in moved:
+                    continue  # lost a race in the store: not this batch's to join
+                try:
+                    self.runner.join(bot_id)
+                except RunnerError as exc:
+                    self.runner.discard(bot_id)
+                    failed.append((bot_id, states.JOINING, states.FATAL_ERROR, f"join failed: {exc}"))
+        if failed:
+            self._record(failed, self.clock.now_us())
+
+    def _record(self, changes: list[Change], now: int) -> set[str]:
+        """Store ``changes``; the ids that moved. Behind (or on) a storage fault the changes
+        queue, in order, and count as made."""
+        if not self._unrecorded:
+            try:
+                return set(self.store.transition_many(changes, now))
+            except StorageError as exc:
+                log.error("cannot record %d change(s) (%s, ...): %s; retrying every %s", len(changes),
+                          changes[0][0], exc.message, _seconds(RECORD_RETRY_US))
+        self._unrecorded.append((changes, now))
+        self._unrecorded_ids.update(change[0] for change in changes)
+        return {change[0] for change in changes}
+
+    def _flush_records(self) -> bool:
+        """Store the queued changes, oldest first, each at its own time; True once none is left."""
+        done = 0
+        while self._unrecorded:
+            changes, at_us = self._unrecorded[0]
+            try:
+                self.store.transition_many(changes, at_us)
+            except StorageError:
+                break
+            self._unrecorded.pop(0)
+            done += len(changes)
+        self._unrecorded_ids = {change[0] for changes, _ in self._unrecorded for change in changes}
+        if done:
+            log.warning("recorded %d change(s) the store had refused; %d still waiting", done,
+                        sum(len(changes) for changes, _ in self._unrecorded))
+        return not self._unrecorded
 
     def _admit(self, due: list[Due], now: int) -> list[Due]:
         """The bots the runner cap lets start now; the others get a "waiting" event, once."""
@@ -172,22 +248,28 @@ class Scheduler:
         failed = [(bot.id, state, states.FATAL_ERROR, why) for bot, why in missed if why]
         if failed:
             self.store.transition_many(failed, now)
+            if state == states.READY:  # a runner adopted after a restart, if any
+                for bot_id, *_ in failed:
+                    self.runner.discard(bot_id)
         return [bot for bot, why in missed if not why]
 
     def _start_ready(self, now: int) -> int:
         """Ad-hoc bots: start the runner and join at once (ready -> joining)."""
-        due = self.store.due(states.READY, now, BATCH)
+        due = [bot for bot in self.store.due(states.READY, now, BATCH) if bot.id not in self._unrecorded_ids]
         live = self._fail_missed(due, states.READY, now)
         admitted = self._admit(live, now)
+        changes: list[Change] = []
+        joins: list[str] = []
         for bot in admitted:
             try:
                 self.runner.stage(self.store.get(bot.id))
-                self.runner.join(bot.id)
             except RunnerError as exc:
                 self.runner.discard(bot.id)
-                self.store.transition(bot.id, states.READY, states.FATAL_ERROR, now, f"runner failed: {exc}")
+                changes.append((bot.id, states.READY, states.FATAL_ERROR, f"runner failed: {exc}"))
                 continue
-            self.store.transition(bot.id, states.READY, states.JOINING, now)
+            changes.append((bot.id, states.READY, states.JOINING, None))
+            joins.append(bot.id)
+        self._record_then_join(changes, joins, now)
         return len(due) if len(admitted) == len(live) else 0
 
     def _stage_due(self, now: int) -> int:
@@ -209,6 +291,12 @@ class Scheduler:
 
     def report(self, bot_id: str, state: str, detail: str | None) -> None:
         """A runner's state report: applied when legal, logged and ignored when not."""
+        if bot_id in self._unrecorded_ids and not self._flush_records():
+            # its join is not stored yet: queue the report behind it, from the state it will have
+            queued = [change[2] for changes, _ in self._unrecorded for change in changes if change[0] == bot_id]
+            if states.is_legal(queued[-1], state):
+                self._record([(bot_id, queued[-1], state, detail)], self.clock.now_us())
+            return
         current = self.store.state_since(bot_id)
         if current is None:
             log.warning("runner reported %s for unknown bot %s; ignored", state, bot_id)

@@ -137,6 +137,7 @@ class Store:
         self.path = str(path)
         self._on_events = on_events
         self._on_deleted = on_deleted
+        self._held: list[Event] | None = None  # see hold_announcements()
         self._next_seq = 1
         self._durable = True
         self.commits_since_checkpoint = 0
@@ -223,7 +224,22 @@ class Store:
         except sqlite3.DatabaseError as exc:  # disk full, read-only file, corruption, I/O error
             raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
         if pending and self._on_events is not None:
-            self._on_events(pending)
+            if self._held is not None:
+                self._held.extend(pending)
+            else:
+                self._on_events(pending)
+
+    @contextmanager
+    def hold_announcements(self) -> Iterator[None]:
+        """Announce the events committed inside only at the end: the scheduler records a
+        batch of joins, sends them at once, and only then lets listeners (and the log) see it."""
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held and self._on_events is not None:
+                self._on_events(held)
 
     def _add_events(self, pending: list[Event], rows: Sequence[tuple[str, str, int, str | None]]) -> None:
         """Insert (bot_id, state, at_us, detail) rows and remember them with their seq.

@@ -37,6 +37,10 @@ class Runner(ABC):
     def join(self, bot_id: str) -> None:
         """Signal the join. Called at ``join_at`` exactly: must be quick and never block."""
 
+    def remember_joins(self, bot_ids: list[str]) -> None:
+        """The store could not record these joins (about to be sent): keep a record of the
+        runner's own, so that a restarted daemon never sends them again."""
+
     @abstractmethod
     def leave(self, bot_id: str) -> None:
         """Ask a bot in the meeting to leave."""

@@ -16,9 +16,12 @@ Protocol with the runner process:
 never sees EOF or SIGPIPE when the daemon goes away. A restarted daemon (graceful or after
 SIGKILL) finds each runner through small files beside its log: ``BOT.pid`` (written by
 the runner's shim before the runner starts: pid and kernel start time, so a reused pid is
-never mistaken for it), ``BOT.joined`` (written the moment ``join`` is sent) and
-``BOT.exit`` (its exit status). It reopens the FIFOs and carries on: a bot in a meeting
-stays in it, a staged bot still joins at join_at, and a ``join`` is never sent twice. The
+never mistaken for it), ``BOT.exit`` (its exit status), ``BOT.kill`` (when a leave's
+SIGTERM and SIGKILL are due, so a restart carries them out) and, only when the store could
+not record a join, ``BOT.joined``. It reopens the FIFOs and carries on: a bot in a meeting
+stays in it, a staged bot still joins at join_at, and a ``join`` is never sent twice (the
+scheduler records it before sending; a recorded join counts as sent). Staging a bot whose
+runner is still alive (an ad-hoc bot caught starting by a crash) adopts it. The
 tiny shim (``shim.py``) keeps the exit status, so a daemon that is not the runner's
 parent still knows whether it exited 0. The files go only after the outcome is committed. A runner that
 died while no daemon watched is reported with the reason; a staged bot whose runner died
@@ -44,6 +47,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +105,7 @@ class RunnerProcess:
         self.partial: dict[int, bytes] = {}
         self.joined_us: int | None = None
         self.leaving = False
+        self.killed = False  # we sent it SIGKILL: its end is no mystery, even re-attached
         self.last_state: str | None = None
         self.timers: list[asyncio.TimerHandle] = []
 
@@ -108,11 +113,11 @@ class RunnerProcess:
     def joined(self) -> bool:
         return self.joined_us is not None
 
-    def record_join(self) -> None:
-        """Written right after ``join`` is sent, so a restarted daemon never sends it twice."""
+    def record_join(self, at_us: int) -> None:
+        """The runner's own record of a join the store could not take (see ``remember_joins``)."""
         path = self.runner.joined_path(self.bot_id)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(str(self.joined_us))
+        tmp.write_text(str(at_us))
         os.replace(tmp, path)
 
     def open_daemon_ends(self) -> None:
@@ -185,6 +190,10 @@ class CommandRunner(Runner):
     def joined_path(self, bot_id: str) -> Path:
         return self.log_dir / f"{bot_id}.joined"
 
+    def kill_path(self, bot_id: str) -> Path:
+        """When the SIGTERM and SIGKILL of a leave are due: timers that survive a restart."""
+        return self.log_dir / f"{bot_id}.kill"
+
     def fifo(self, bot_id: str, stream: str) -> Path:
         return self.log_dir / f"{bot_id}.{stream}"
 
@@ -234,6 +243,10 @@ class CommandRunner(Runner):
         bot_id = bot["id"]
         if bot_id in self._procs:
             return  # already running: never two runners for one bot
+        live = self._live_shim(bot_id)
+        if live is not None:  # started by a daemon that died before recording the join
+            self._reattach(bot, *live)
+            return
         env = self._environment(bot)
         _check_executable(argv[0], env)
         self._remove_files(bot_id)
@@ -272,13 +285,27 @@ class CommandRunner(Runner):
         proc = self._procs.get(bot_id)
         if proc is None:
             raise RunnerError("its runner is not running")
+        if proc.joined:
+            log.warning("join for %s was sent already; not sending it again", bot_id)
+            return
         try:
             proc.write_line("join")
         except OSError as exc:
             raise RunnerError(f"cannot signal the runner: {exc.strerror or exc}") from None
         proc.joined_us = time.time_ns() // 1000
-        proc.record_join()
         self._arm_meeting_limit(proc)
+
+    def remember_joins(self, bot_ids: list[str]) -> None:
+        now_us = time.time_ns() // 1000
+        for bot_id in bot_ids:
+            proc = self._procs.get(bot_id)
+            if proc is None:
+                continue
+            try:
+                proc.record_join(now_us)
+            except OSError as exc:
+                log.error("cannot record the join of %s either (%s): a daemon crash before the store "
+                          "records it could send it again", bot_id, exc.strerror or exc)
 
     def _arm_meeting_limit(self, proc: RunnerProcess) -> None:
         limit = float(self.config["runner.max_in_meeting_seconds"])
@@ -302,13 +329,41 @@ class CommandRunner(Runner):
         self._arm_kill(proc, float(self.config["runner.leave_grace_seconds"]))
 
     def _arm_kill(self, proc: RunnerProcess, grace: float) -> None:
-        """SIGTERM the process group after ``grace`` seconds, SIGKILL a while later."""
+        """SIGTERM the process group after ``grace`` seconds, SIGKILL a while later. The
+        deadlines are written to ``BOT.kill`` first: a restarted daemon re-arms them."""
+        term_us = time.time_ns() // 1000 + int(grace * 1e6)
+        deadlines = {"term_us": term_us, "kill_us": term_us + int(KILL_AFTER_TERM_S * 1e6)}
+        path = self.kill_path(proc.bot_id)
+        try:
+            path.with_suffix(".ktmp").write_text(json.dumps(deadlines))
+            os.replace(path.with_suffix(".ktmp"), path)
+        except OSError as exc:
+            log.error("cannot record the kill deadline of %s (%s): a daemon restart would forget it",
+                      proc.bot_id, exc.strerror or exc)
+        self._schedule_kill(proc, deadlines)
+
+    def _schedule_kill(self, proc: RunnerProcess, deadlines: dict[str, int]) -> None:
         loop = asyncio.get_running_loop()
-        proc.timers.append(loop.call_later(grace, self._terminate, proc, signal.SIGTERM))
-        proc.timers.append(loop.call_later(grace + KILL_AFTER_TERM_S, self._terminate, proc, signal.SIGKILL))
+        now_us = time.time_ns() // 1000
+        for key, signum in (("term_us", signal.SIGTERM), ("kill_us", signal.SIGKILL)):
+            delay = max(deadlines[key] - now_us, 0) / 1e6
+            proc.timers.append(loop.call_later(delay, self._terminate, proc, signum))
+
+    def _rearm_kill(self, proc: RunnerProcess) -> bool:
+        """A leave (or kill) deadline a previous daemon recorded for this runner: re-armed."""
+        try:
+            deadlines = json.loads(self.kill_path(proc.bot_id).read_text())
+            deadlines = {key: int(deadlines[key]) for key in ("term_us", "kill_us")}
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        proc.leaving = True
+        self._schedule_kill(proc, deadlines)
+        return True
 
     def _terminate(self, proc: RunnerProcess, signum: int) -> None:
         log.warning("runner for %s has not exited; sending %s", proc.bot_id, signal.Signals(signum).name)
+        if signum == signal.SIGKILL:
+            proc.killed = True
         proc.signal_group(signum)
 
     # -- listening ------------------------------------------------------------------
@@ -374,6 +429,8 @@ class CommandRunner(Runner):
         if proc.popen is not None:
             proc.popen.wait()  # reap our child, the shim
         code = self._exit_code(proc)
+        if code is None and proc.killed:  # re-attached, and we killed it: we know how it ended
+            code = -signal.SIGKILL
         tail = " | ".join(proc.stderr_tail)
         proc.close_fds()
         self._procs.pop(proc.bot_id, None)
@@ -392,7 +449,7 @@ class CommandRunner(Runner):
             self.on_slot_freed()
 
     def _remove_files(self, bot_id: str) -> None:
-        paths = [self.pid_path(bot_id), self.joined_path(bot_id), self.exit_path(bot_id)]
+        paths = [self.pid_path(bot_id), self.joined_path(bot_id), self.exit_path(bot_id), self.kill_path(bot_id)]
         for path in [*paths, *(self.fifo(bot_id, s) for s in _STREAMS)]:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -402,13 +459,9 @@ class CommandRunner(Runner):
     def resume(self, bot: dict[str, Any], since_us: int) -> None:
         """Re-attach to the runner a previous daemon started for this bot."""
         bot_id = bot["id"]
-        pid, start_time = self._read_pid_file(bot_id)
-        alive = pid > 0 and start_time is not None and _process_start_time(pid) == start_time
-        try:
-            joined_us: int | None = int(self.joined_path(bot_id).read_text())
-        except (OSError, ValueError):
-            joined_us = None
-        if not alive:
+        live = self._live_shim(bot_id)
+        joined_us = self._joined_us(bot)
+        if live is None:
             try:
                 code: int | None = int(self.exit_path(bot_id).read_text())
             except (OSError, ValueError):
@@ -424,9 +477,36 @@ class CommandRunner(Runner):
                 return
             status = "killed, no exit status" if code is None else f"exit code {code}"
             raise RunnerError(f"its runner died while the daemon was not running ({status}; the bot was {bot['state']})")
+        self._reattach(bot, *live)
+
+    def _live_shim(self, bot_id: str) -> tuple[int, str] | None:
+        """The pid and start time of this bot's shim, if a previous daemon's is still alive."""
+        pid, start_time = self._read_pid_file(bot_id)
+        if pid > 0 and start_time is not None and _process_start_time(pid) == start_time:
+            return pid, start_time
+        return None
+
+    def _joined_us(self, bot: dict[str, Any]) -> int | None:
+        """When ``join`` went to this bot's runner. A join the store recorded counts as sent
+        (it is recorded before it is sent: a kill in between must not make a second one)."""
+        try:
+            return int(self.joined_path(bot["id"]).read_text())
+        except (OSError, ValueError):
+            pass
+        if bot["state"] in (states.SCHEDULED, states.READY, states.STAGED):
+            return None
+        joining = [event["at"] for event in bot.get("events", []) if event["state"] == states.JOINING]
+        if joining:
+            with contextlib.suppress(ValueError):
+                return int(datetime.fromisoformat(joining[0].replace("Z", "+00:00")).timestamp() * 1_000_000)
+        return time.time_ns() // 1000
+
+    def _reattach(self, bot: dict[str, Any], pid: int, start_time: str) -> None:
+        """Watch the live runner a previous daemon started for this bot, re-arming its timers."""
+        bot_id = bot["id"]
         proc = RunnerProcess(self, bot_id, pid, None)
         proc.start_time = start_time
-        proc.joined_us = joined_us
+        proc.joined_us = self._joined_us(bot)
         proc.last_state = bot["state"]
         try:
             self._attach(proc)
@@ -437,11 +517,11 @@ class CommandRunner(Runner):
             raise RunnerError(f"cannot re-attach to its runner (pid {pid}): {exc.strerror or exc}") from None
         log.info("re-attached to the runner of %s (pid %d)", bot_id, pid)
         self._arm_meeting_limit(proc)
-        if bot["state"] == states.LEAVING:
+        if not self._rearm_kill(proc) and bot["state"] == states.LEAVING:
             proc.leaving = True
             self._arm_kill(proc, float(self.config["runner.leave_grace_seconds"]))
-        if bot["state"] == states.STAGED and proc.joined:
-            # join was written, but the daemon died before recording it: record, never resend
+        if bot["state"] in (states.STAGED, states.READY) and proc.joined:
+            # join went out while the store refused to record it: record it now, never resend
             self.report(bot_id, states.JOINING, "join was signalled just before a daemon restart")
 
     def _read_pid_file(self, bot_id: str) -> tuple[int, str | None]:
