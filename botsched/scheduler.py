@@ -291,9 +291,10 @@ class Scheduler:
 
     def report(self, bot_id: str, state: str, detail: str | None) -> None:
         """A runner's state report: applied when legal, logged and ignored when not."""
-        if bot_id in self._unrecorded_ids and not self._flush_records():
-            # its join is not stored yet: queue the report behind it, from the state it will have
-            queued = [change[2] for changes, _ in self._unrecorded for change in changes if change[0] == bot_id]
+        if bot_id in self._unrecorded_ids:
+            self._flush_records()
+        queued = [change[2] for changes, _ in self._unrecorded for change in changes if change[0] == bot_id]
+        if queued:  # its join is not stored yet: queue the report behind it, from the state it will have
             if states.is_legal(queued[-1], state):
                 self._record([(bot_id, queued[-1], state, detail)], self.clock.now_us())
             return

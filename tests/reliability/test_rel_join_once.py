@@ -172,13 +172,15 @@ def test_a_storage_error_at_join_time_never_sends_join_twice_nor_claims_lateness
         target = sched.tick()
         assert target is None or target > clock.t, "the scheduler would spin while the record is refused"
     assert Counter(sent) == Counter(ids), f"join lines per bot while the store refused writes: {Counter(sent)}"
+    sched.report(ids[0], "joined_recording", None)  # the runner reports while the record waits
     broken = False
     clock.t = join + 10 * S
     sched.tick()
     assert Counter(sent) == Counter(ids)
+    assert store.get(ids[0])["state"] == "joined_recording", "a report behind an unrecorded join was lost"
     for bot_id in ids:
         bot = store.get(bot_id)
-        assert bot["state"] == "joining", bot
+        assert bot["state"] == ("joined_recording" if bot_id == ids[0] else "joining"), bot
         joining = [e for e in bot["events"] if e["state"] == "joining"]
         assert len(joining) == 1 and joining[0]["at"] == format_instant(join), joining
         assert joining[0]["detail"] is None or "late" not in joining[0]["detail"], joining
