@@ -304,16 +304,13 @@ def daemon_start() -> None:
 
     Example: botsched daemon start
     """
-    from botsched.client import is_running, start_daemon
+    from botsched.client import ensure_started
     from botsched.paths import check_socket_path, resolve_paths
 
     paths = resolve_paths()
     check_socket_path(paths.socket)
-    if is_running(paths):
-        sys.stdout.write("botsched daemon is already running\n")
-        return
-    pid = start_daemon(paths)
-    sys.stdout.write(f"botsched daemon started (pid {pid})\n")
+    pid, started = ensure_started(paths)  # the pid the daemon itself reports
+    sys.stdout.write(f"botsched daemon {'started' if started else 'is already running'} (pid {pid})\n")
 
 
 @daemon_app.command("stop")
@@ -341,13 +338,14 @@ def daemon_status(as_json: JsonOpt = False) -> None:
 
     try:
         with _connect(autostart=False) as conn:
-            info, _ = conn.call("status")
+            info, warnings = conn.call("status")
     except DaemonUnavailable:
         if as_json:
             _emit_json({"running": False})
         else:
             sys.stdout.write("botsched daemon is not running\n")
         raise typer.Exit(5) from None
+    _warn(warnings)  # e.g. the database file was deleted: changes are refused
     if as_json:
         _emit_json(info)
     else:

@@ -25,13 +25,18 @@ REPLY_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 15.0
 
 
+#: Bytes asked of the socket at once (bulk replies can be many MiB).
+_RECV_SIZE = 1 << 20
+
+
 class Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._reader = sock.makefile("rb")
+        self._buffer = bytearray()
+        self._pos = 0  # where the next line starts in _buffer
+        self._watch: int | None = None  # our stdout, while a stream runs: a closed reader ends it
 
     def close(self) -> None:
-        self._reader.close()
         self.sock.close()
 
     def __enter__(self) -> Connection:
@@ -44,13 +49,78 @@ class Connection:
         try:
             self.sock.sendall(data)
         except OSError as exc:
+            # A daemon that refuses us (another user's, too many connections) answers and
+            # closes, maybe before reading our request: its reason is what to show.
+            refusal = self._refusal()
+            if refusal is not None:
+                raise refusal from None
             raise DaemonUnavailable(f"lost the daemon while sending: {exc.strerror or exc}") from None
+
+    def _refusal(self) -> BotschedError | None:
+        """The error line the daemon sent before closing, if there is one."""
+        try:
+            self.sock.settimeout(0.5)
+            line = self._readline()
+            message = protocol.decode(line) if line else {}
+        except (OSError, BotschedError):
+            return None
+        if message.get("ok") is False:
+            return _error_of(message)
+        return None
+
+    def _readline(self) -> bytes:
+        """One line (with its newline), or what was left at EOF (``b""`` if nothing)."""
+        buffer = self._buffer
+        scan = self._pos
+        while True:
+            end = buffer.find(b"\n", scan)
+            if end >= 0:
+                line = bytes(buffer[self._pos : end + 1])
+                self._pos = end + 1
+                if self._pos == len(buffer):
+                    buffer.clear()
+                    self._pos = 0
+                return line
+            if self._pos:
+                del buffer[: self._pos]
+                self._pos = 0
+            if len(buffer) > protocol.MAX_LINE * 64:
+                raise DaemonUnavailable(f"the daemon sent a line over {protocol.MAX_LINE * 64} bytes")
+            scan = len(buffer)
+            if self._watch is not None:
+                self._wait_readable()
+            chunk = self.sock.recv(_RECV_SIZE)
+            if not chunk:
+                line = bytes(buffer)
+                buffer.clear()
+                return line
+            buffer += chunk
+
+    def _wait_readable(self) -> None:
+        """Block until the socket has data, or raise ``BrokenPipeError`` once whoever reads
+        our stdout has gone (``events --follow | head -1``: no event may ever come to
+        write, so the closed pipe must be noticed while we wait)."""
+        import select
+
+        assert self._watch is not None
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(self._watch, 0)  # POLLERR / POLLHUP are always reported
+        while True:
+            for fd, flags in poller.poll():
+                if fd != self._watch:
+                    return
+                if flags & (select.POLLERR | select.POLLHUP):
+                    raise BrokenPipeError(32, "the reader of standard output has gone")
+                poller.unregister(fd)  # POLLNVAL: nothing to watch there after all
 
     def receive(self) -> dict[str, Any]:
         try:
-            line = self._reader.readline(protocol.MAX_LINE * 64)
+            line = self._readline()
         except TimeoutError:
             raise DaemonUnavailable("the daemon did not answer in time") from None
+        except BrokenPipeError:
+            raise
         except OSError as exc:
             raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
         if not line:
@@ -60,8 +130,7 @@ class Connection:
     def _result(self, message: dict[str, Any]) -> tuple[Any, list[str]]:
         if message.get("ok"):
             return message.get("result"), list(message.get("warnings") or [])
-        error = message.get("error") or {}
-        raise from_code(str(error.get("code")), str(error.get("message", "the daemon refused the request")))
+        raise _error_of(message)
 
     def call(self, op: str, **args: Any) -> tuple[Any, list[str]]:
         """One request, one reply: ``(result, warnings)``; an error reply raises."""
@@ -74,18 +143,26 @@ class Connection:
         return self._result(self.receive())
 
     def stream(self, op: str, **args: Any) -> Iterator[dict[str, Any]]:
-        """Yield each streamed event; the final reply ends the stream (or raises)."""
+        """Yield each streamed event; the final reply ends the stream (or raises).
+
+        While waiting for the next line, our stdout is watched too when it is a pipe or a
+        socket: once its reader has gone, ``BrokenPipeError`` ends the stream at once (and
+        the closed connection tells the daemon to release it)."""
         self.sock.settimeout(None)
         self.send(protocol.request(op, **args))
-        while True:
-            message = self.receive()
-            if "event" in message:
-                yield message["event"]
-                continue
-            result, _ = self._result(message)
-            if result is not None:
-                yield {"result": result}
-            return
+        self._watch = _watchable_stdout()
+        try:
+            while True:
+                message = self.receive()
+                if "event" in message:
+                    yield message["event"]
+                    continue
+                result, _ = self._result(message)
+                if result is not None:
+                    yield {"result": result}
+                return
+        finally:
+            self._watch = None
 
     def send_bulk(self, op: str, chunk_lines: Iterable[bytes], commit: Callable[[], bool] = lambda: True,
                   **args: Any) -> dict[str, Any]:
@@ -102,6 +179,27 @@ class Connection:
         return self._result(self.send_bulk(op, chunk_lines, **args))
 
 
+def _error_of(message: dict[str, Any]) -> BotschedError:
+    error = message.get("error") or {}
+    code = str(error.get("code"))
+    text = str(error.get("message", "the daemon refused the request"))
+    if code == protocol.Refused.code:
+        return protocol.Refused(text)
+    return from_code(code, text)
+
+
+def _watchable_stdout() -> int | None:
+    """Our stdout's descriptor if it is a pipe or a socket (whose reader can go away)."""
+    import stat
+
+    try:
+        fd = sys.stdout.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, ValueError, OSError):
+        return None
+    return fd if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else None
+
+
 def _try_connect(path: str) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -109,10 +207,30 @@ def _try_connect(path: str) -> socket.socket | None:
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         return None
+    except PermissionError:
+        sock.close()
+        raise protocol.Refused(f"cannot reach the daemon at {path}: permission denied{_whose(path)}") from None
     except OSError as exc:
         sock.close()
         raise DaemonUnavailable(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from None
     return sock
+
+
+def _whose(path: str) -> str:
+    """ "; it belongs to another user (uid N)" for the socket or the first directory above it
+    that is not ours, else ""."""
+    probe = path
+    while True:
+        try:
+            owner = os.stat(probe).st_uid
+        except OSError:
+            owner = None
+        if owner is not None and owner != os.getuid():
+            return f" ({probe} belongs to another user, uid {owner}: a daemon serves only its own user)"
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return ""
+        probe = parent
 
 
 def autostart_allowed(paths: Paths) -> bool:
@@ -147,8 +265,37 @@ def is_running(paths: Paths) -> bool:
     return True
 
 
+def running_pid(paths: Paths) -> int | None:
+    """The pid of the daemon answering on the socket (it says so itself), or ``None``."""
+    sock = _try_connect(str(paths.socket))
+    if sock is None:
+        return None
+    with Connection(sock) as conn:
+        try:
+            result, _ = conn.call("ping")
+        except DaemonUnavailable:  # e.g. stopping: closed without answering
+            return None
+    return int(result["pid"])
+
+
 def start_daemon(paths: Paths, timeout: float = START_TIMEOUT_S) -> int:
-    """Start ``botsched daemon run`` detached; return once its socket answers.
+    """Start ``botsched daemon run`` detached; return once a daemon answers, with its pid
+    (ours, or the one another client started meanwhile)."""
+    return _start(paths, timeout)[0]
+
+
+def ensure_started(paths: Paths, timeout: float = START_TIMEOUT_S) -> tuple[int, bool]:
+    """``daemon start``: ``(pid, True)`` if we started the daemon, ``(pid, False)`` if one
+    was running already, or another start won the race (ten at once: one starts it, the
+    other nine report its pid, not the pid of their own child that gave up)."""
+    pid = running_pid(paths)
+    if pid is not None:
+        return pid, False
+    return _start(paths, timeout)
+
+
+def _start(paths: Paths, timeout: float) -> tuple[int, bool]:
+    """Start a daemon; return ``(pid of the daemon that answers, whether it is ours)``.
 
     The child's stdout/stderr are a pipe: it closes them when ready, and whatever it
     printed before dying is the error we show.
@@ -178,14 +325,13 @@ def start_daemon(paths: Paths, timeout: float = START_TIMEOUT_S) -> int:
             break  # EOF: ready, or dead
     child.stdout.close()
     while time.monotonic() < deadline:
-        if is_running(paths):
-            return child.pid
+        pid = running_pid(paths)
+        if pid is not None:  # ours, or another client's daemon won the race: fine
+            return pid, pid == child.pid
         if child.poll() is not None and child.returncode != 0:
-            if is_running(paths):  # another client's daemon won the race: fine
-                return child.pid
             lines = output.decode(errors="replace").strip().splitlines()
             reason = lines[-1].removeprefix("error: ") if lines else f"exit code {child.returncode}"
-            if "already running" in reason:
+            if "already running" in reason:  # the winner is not answering yet
                 time.sleep(0.05)
                 continue
             raise DaemonUnavailable(f"the daemon could not be started: {reason}")
@@ -201,8 +347,8 @@ def stop_daemon(paths: Paths, timeout: float = 15.0) -> bool:
     with Connection(sock) as conn:
         try:  # (not contextlib.suppress: contextlib costs the fast path ~5 ms to import)
             conn.call("stop")
-        except BotschedError:
-            pass  # it may close before answering
+        except DaemonUnavailable:
+            pass  # it may close before answering (a refusal raises: nothing will stop)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not is_running(paths) and not _pid_locked(paths):

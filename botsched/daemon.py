@@ -14,6 +14,7 @@ import gc
 import logging
 import logging.handlers
 import os
+import select
 import signal
 import socket
 import stat
@@ -39,6 +40,8 @@ log = logging.getLogger("botsched.daemon")
 MAX_CONNECTIONS = 256
 #: A client that sends nothing for this long (mid-request or between requests) is dropped.
 IDLE_TIMEOUT_S = 60.0
+#: How often the database file and its WAL are checked to still be there (each commit checks too).
+FILES_CHECK_S = 2.0
 #: A bulk create is checked in slices this big, yielding to the scheduler between them...
 BULK_SLICE = 200
 #: ...and its insert (about this long per bot) waits for a moment with no join due,
@@ -50,6 +53,72 @@ BULK_MAX_WAIT_S = 30.0
 class OversizedLine(Exception):
     """A request line over ``protocol.MAX_LINE``: answered, then the connection is closed
     (there is no way to find the next request inside an oversized line)."""
+
+
+class ClientDeparted(Exception):
+    """The client closed its end while a stream (``events --follow``, ``wait``) was open."""
+
+
+#: A stream client that shut down only its sending side is checked for a full close this often.
+HALF_CLOSED_POLL_S = 1.0
+#: A refused client gets its error line, then this long to send its request and close.
+REFUSE_LINGER_S = 0.5
+
+
+async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, exc: BotschedError) -> None:
+    """Answer a connection we will not serve with one error line, then half-close and read
+    (and drop) what the client sends until it closes, briefly: closing with its request
+    unread would make the client's send fail ("Broken pipe") before it reads the reason."""
+    writer.write(protocol.error_reply(exc))
+    try:
+        await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(REFUSE_LINGER_S):
+            received = 0
+            while received < protocol.MAX_LINE and (chunk := await reader.read(65536)):
+                received += len(chunk)
+    except (TimeoutError, ConnectionError, OSError):
+        pass
+
+
+async def _peer_departed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Return once the client has closed its connection; what it sends before that is read
+    and dropped (a stream's connection carries nothing else).
+
+    EOF alone is not enough: a client may shut down only its sending side and go on
+    reading the stream. The kernel says "closed for good" with POLLHUP (both directions
+    shut); after EOF without it, look again every ``HALF_CLOSED_POLL_S``."""
+    try:
+        while await reader.read(65536):
+            pass
+    except (ConnectionError, OSError, asyncio.LimitOverrunError):
+        return
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    poller = select.poll()
+    poller.register(sock.fileno(), 0)  # POLLHUP / POLLERR are always reported
+    while not any(flags & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, flags in poller.poll(0)):
+        await asyncio.sleep(HALF_CLOSED_POLL_S)
+
+
+async def _unless_departed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, work: Any) -> None:
+    """Run a stream (``work``, a coroutine that answers the client) until it ends, or until
+    the client closes its end, whichever comes first: a departed client is noticed at once,
+    not at the next event (which, for an ended bot, never comes), and its descriptor freed.
+    Raises ``ClientDeparted`` in the second case; the stream's own errors propagate."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_peer_departed(reader, writer))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()  # (no-op on the one that is done)
+        watcher.cancel()
+        await asyncio.wait((task, watcher))  # let the cancelled one finish its clean-up
+    if task.cancelled():
+        raise ClientDeparted()
+    task.result()  # the stream ended by itself: its reply is written, or its error raises
 
 
 class PidLock:
@@ -168,11 +237,15 @@ class Daemon:
         self._connections += 1
         try:
             if self._connections > MAX_CONNECTIONS:
-                writer.write(protocol.error_reply(DaemonUnavailable("the daemon has too many connections; try again")))
+                await _refuse(reader, writer, protocol.Refused(
+                    f"the daemon (pid {os.getpid()}) has too many connections ({MAX_CONNECTIONS}); try again"))
                 return
-            if peer_uid(writer) != os.getuid():
-                log.warning("refused a connection from another uid")
-                writer.write(protocol.error_reply(BotschedError("permission denied: not the daemon's user")))
+            uid = peer_uid(writer)
+            if uid != os.getuid():
+                log.warning("refused a connection from another uid (%s)", uid)
+                await _refuse(reader, writer, protocol.Refused(
+                    f"the daemon at {self.paths.socket} belongs to another user (uid {os.getuid()}; you are uid "
+                    f"{uid}): it serves only its own user"))
                 return
             while True:
                 line = await self._read_line(reader)
@@ -186,7 +259,7 @@ class Daemon:
                     return
         except OversizedLine:
             writer.write(protocol.error_reply(InvalidInput(f"request line over {protocol.MAX_LINE} bytes")))
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ClientDeparted):
             pass
         except Exception:  # never let one connection take the daemon down
             log.exception("connection handler failed")
@@ -215,10 +288,13 @@ class Daemon:
         try:
             op, args = protocol.parse_request(protocol.decode(line))
             if op == "events":
-                await self._events(args, writer)
+                if args.get("follow"):  # may last for ever: end it when the client leaves
+                    await _unless_departed(reader, writer, self._events(args, writer))
+                else:
+                    await self._events(args, writer)
                 return True
             if op == "wait":
-                await self._wait(args, writer)
+                await _unless_departed(reader, writer, self._wait(args, writer))
                 return True
             if op == "create_many":
                 writer.write(await self._create_many(args, reader))
@@ -238,10 +314,12 @@ class Daemon:
             if handler is None:
                 raise InvalidInput(f"unknown op {op!r}")
             result, warnings = handler(args)
+            if op == "status" and self.store.check_files() is not None:
+                warnings = [*warnings, f"changes are refused until the daemon restarts: {self.store.files_lost}"]
             writer.write(protocol.reply(result, warnings))
         except BotschedError as exc:
             writer.write(protocol.error_reply(exc))
-        except OversizedLine:
+        except (OversizedLine, ClientDeparted):
             raise
         except Exception as exc:
             log.exception("request failed")
@@ -377,6 +455,7 @@ class Daemon:
         self.scheduler.recover()
         server = await asyncio.start_unix_server(self.handle, sock=sock, limit=protocol.MAX_LINE)
         scheduler_task = asyncio.create_task(self.scheduler.run())
+        files_task = asyncio.create_task(self._watch_files())
         log.info("daemon %s listening on %s (runner: %s)", os.getpid(), self.paths.socket,
                  self.scheduler.runner.describe())
         if on_ready is not None:
@@ -385,12 +464,23 @@ class Daemon:
         log.info("stopping")
         server.close()
         self.scheduler.stop()
+        files_task.cancel()
         self.hub.close()
         with contextlib.suppress(asyncio.CancelledError):
             await scheduler_task
         await self.scheduler.runner.close()
         self.store.close()
         log.info("stopped")
+
+    async def _watch_files(self) -> None:
+        """Notice a deleted or replaced database (or WAL) even while nobody writes: the
+        store logs it loudly and refuses changes from then on (it also checks each commit)."""
+        while self.store.files_lost is None:
+            await asyncio.sleep(FILES_CHECK_S)
+            try:
+                self.store.check_files()
+            except Exception:  # never let the watch die silently
+                log.exception("checking the database files failed")
 
     def _reload_from_signal(self) -> None:
         try:

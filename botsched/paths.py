@@ -1,6 +1,7 @@
 """Where things live (SPEC §2): one directory under ``BOTSCHED_HOME``, else platformdirs.
 
-Also creates the private directories: 0700, owned by us, not a symlink.
+Also creates the private directories: 0700, owned by us, not a symlink. A directory that
+already exists is never chmod'ed: one that others can write to is refused instead.
 """
 
 from __future__ import annotations
@@ -78,15 +79,37 @@ def resolve_paths(environ: dict[str, str] | None = None) -> Paths:
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) and make sure it is ours, a real directory, and 0700."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Make sure ``path`` is a directory that only we can change, creating it if needed.
+
+    What botsched creates (``path`` and any missing parents) is made 0700, whatever the
+    umask. What already exists is never chmod'ed (it may be shared: ``/tmp``, a 1777
+    directory, another program's): it is used as it is if it is ours, a real directory and
+    writable by no one else (group or others may read it: every file inside is 0600 and
+    the socket checks its peer's uid); otherwise it is refused with a clear error.
+    """
+    missing = []
+    probe = path
+    while not os.path.lexists(probe) and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:  # another botsched made it meanwhile: check it like any other
+            continue
+        os.chmod(directory, 0o700)  # ours: the umask may have taken bits away (or, for parents, not)
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise InvalidInput(f"{path} is not a directory (a symlink or a file is in the way)")
     if info.st_uid != os.getuid():
         raise InvalidInput(f"{path} belongs to uid {info.st_uid}, not to you: refusing to use it")
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        os.chmod(path, 0o700)
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise InvalidInput(
+            f"{path} is writable by {'other users' if mode & 0o002 else 'its group'} (mode {mode:04o}): botsched "
+            "needs a directory no one else can change; use one of your own (a missing one is created 0700) "
+            f"or remove the write bits (chmod go-w {path})"
+        )
 
 
 def refuse_foreign_file(path: Path) -> None:

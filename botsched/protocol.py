@@ -8,6 +8,14 @@ Stream    ops ``events`` (with ``follow``) and ``wait`` send ``{"v": 1, "event":
 Bulk      ``create_many`` with ``args.chunks = K`` is followed by K lines
           ``{"items": [{"line": N, ...bot fields...}, ...]}``.
 
+A connection is refused (``{"ok": false, "error": {"code": "refused", ...}}``, then the
+daemon half-closes and reads what the client sent before closing) when it comes from
+another uid or when the daemon has too many connections.
+
+While a ``wait`` or a followed ``events`` stream is open, the connection carries nothing
+else: the daemon watches it only for the client's end (EOF), so a departed client is
+released at once, and bytes sent meanwhile are discarded.
+
 Each line is at most ``MAX_LINE`` bytes; a longer one gets an error and the connection
 is closed (there is no way to resynchronise inside an oversized line). Stdlib only: the
 CLI's fast path imports this.
@@ -33,6 +41,16 @@ MAX_LINE = 1 << 20  # 1 MiB
 
 class ProtocolError(InvalidInput):
     """A line that is not a well-formed request."""
+
+
+class Refused(BotschedError):
+    """The daemon is running but will not serve this client: it belongs to another user, or
+    it has too many connections. Exit 5 like an unreachable daemon, but *not* a
+    ``DaemonUnavailable``: ``daemon status`` must not call a running daemon "not running",
+    and nothing should try to start a second one."""
+
+    exit_code = 5
+    code = "refused"
 
 
 def encode(message: dict[str, Any]) -> bytes:

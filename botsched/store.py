@@ -10,6 +10,7 @@ The scheduler never loads all bots: the next due time is one indexed ``min()``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -67,12 +68,35 @@ _ID_REJECT = bytes(range(248, 256))
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of ``path``; ``None`` if nothing is there any more."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _log() -> Any:
+    import logging
+
+    return logging.getLogger("botsched.store")
+
+
 class _DuplicateKey(Exception):
     """A live bot already holds a dedup key (the unique index said so)."""
 
 
 class StorageError(BotschedError):
     """The database refused a write (full disk, read-only, corrupt): nothing was changed."""
+
+
+class DatabaseGone(StorageError):
+    """The database file (or its WAL) was deleted or replaced under the running daemon:
+    commits would go to a file no one can open again, so changes are refused (exit 5)."""
+
+    exit_code = 5
+    code = "unavailable"
 
 
 def new_bot_id() -> str:
@@ -142,6 +166,12 @@ class Store:
         self._durable = True
         self.commits_since_checkpoint = 0
         self._checkpointer: sqlite3.Connection | None = None
+        #: (st_dev, st_ino) of the database file and its WAL as this connection opened them
+        self._identity: dict[str, tuple[int, int] | None] = {}
+        #: why changes are refused (the files are gone), once noticed; it stays until a restart
+        self.files_lost: str | None = None
+        self._refusals = 0
+        self._refusal_logged = 0.0
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 5000")
@@ -159,6 +189,8 @@ class Store:
             self._migrate()
             self._probe_writable()
             self._next_seq = self.last_seq() + 1
+            if self.path != ":memory:":
+                self._identity = {self.path: _identity(self.path), f"{self.path}-wal": _identity(f"{self.path}-wal")}
         except sqlite3.DatabaseError as exc:  # corrupt, not a database, read-only, I/O error
             raise DaemonUnavailable(f"cannot use the database {self.path}: {exc}") from None
 
@@ -194,6 +226,72 @@ class Store:
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {target}")
 
+    def check_files(self) -> str | None:
+        """Whether the database file and its WAL are still the ones this connection writes
+        (same device and inode). If one was deleted or replaced, every later commit would
+        land in a file that is gone once the daemon stops: say so loudly (once), save a copy
+        of what the connection still sees, and return the reason (``files_lost``)."""
+        if self.files_lost is not None or not self._identity:
+            return self.files_lost
+        for path, known in self._identity.items():
+            try:
+                now = _identity(path)
+            except OSError:  # cannot tell (e.g. a permission change): not proof of anything
+                continue
+            if known is None:  # the WAL did not exist yet at open: remember the first one seen
+                self._identity[path] = now
+                continue
+            if now == known:
+                continue
+            what = "its WAL file " + path if path != self.path else "the database file " + path
+            how = "deleted" if now is None else "replaced by another file"
+            self.files_lost = f"{what} was {how} while the daemon was running"
+            rescue = self._rescue_copy()
+            if rescue is not None:
+                self.files_lost += f"; a copy of everything it held is in {rescue}"
+            _log().critical(
+                "%s: changes can no longer be saved and are refused until the daemon restarts. %s",
+                self.files_lost,
+                f"To keep the data: botsched daemon stop; mv {rescue} {self.path}; botsched daemon start"
+                if rescue is not None else "Its data could not be copied elsewhere; it is lost at the restart",
+            )
+            break
+        return self.files_lost
+
+    def _rescue_copy(self) -> str | None:
+        """Copy what this connection still sees (the deleted file and WAL are still open) to
+        a new file beside the database; ``None`` if that fails (e.g. the directory is gone)."""
+        import time
+
+        target = f"{self.path}.rescued-{time.strftime('%Y%m%dT%H%M%S')}"
+        try:
+            copy = sqlite3.connect(target)
+            try:
+                self._db.backup(copy)
+            finally:
+                copy.close()
+        except (sqlite3.Error, OSError) as exc:
+            _log().error("could not save a copy of the database to %s: %s", target, exc)
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            return None
+        return target
+
+    def _refuse_if_lost(self) -> None:
+        if self.check_files() is None:
+            return
+        import time
+
+        self._refusals += 1
+        if time.monotonic() - self._refusal_logged > 60:  # loud, but not a line per request
+            _log().error("refused %d change(s): %s", self._refusals, self.files_lost)
+            self._refusal_logged = time.monotonic()
+            self._refusals = 0
+        raise DatabaseGone(
+            f"cannot save changes: {self.files_lost}; nothing was changed "
+            "(restart the daemon: botsched daemon stop, then start)"
+        )
+
     @contextmanager
     def _transaction(self, durable: bool = True) -> Iterator[list[Event]]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; events appended to the yielded list are
@@ -205,6 +303,10 @@ class Store:
         survive a crash of the daemon, and the next durable commit fsyncs them too; only a
         power cut in between can lose them, and recovery then replays them (misfire rules).
         """
+        if durable:  # a change someone will be told is saved: only into a file that is still there
+            self._refuse_if_lost()
+        elif self._identity:
+            self.check_files()  # the scheduler's own changes go on (bots keep joining), logged
         pending: list[Event] = []
         next_seq = self._next_seq
         if durable != self._durable:
@@ -551,7 +653,11 @@ class Store:
         """Copy the WAL back into the database file. ``PASSIVE`` never blocks the writer,
         and it runs on a connection of its own, so the daemon can run it in a worker
         thread while the event loop (and the next join) goes on."""
+        if self.files_lost is not None:
+            return  # (connecting by path would create a new, empty database file there)
         if self._checkpointer is None:
+            if self._identity and _identity(self.path) != self._identity.get(self.path):
+                return  # gone or replaced: check_files() will say so
             self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._checkpointer.execute("PRAGMA busy_timeout = 5000")
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()

@@ -144,7 +144,11 @@ def test_second_daemon_run_fails_cleanly(home):
 
 def test_socket_and_directory_private_even_with_umask_000(make_home):
     home = make_home(subdir="home")  # BOTSCHED_HOME does not exist yet: the daemon creates it
-    os.chmod(home.path, 0o777)  # even a too-open existing directory is made private
+    os.chmod(home.path, 0o777)  # a too-open existing directory is refused, never chmod'ed (issue 10)
+    refused = home.run("daemon", "start", umask=0)
+    assert refused.returncode == 2 and "writable by other users" in refused.stderr, refused
+    assert stat.S_IMODE(os.stat(home.path).st_mode) == 0o777
+    os.chmod(home.path, 0o700)
     result = home.run("daemon", "start", umask=0)
     assert result.returncode == 0, result.stderr
     assert stat.S_ISSOCK(os.stat(home.socket).st_mode)

@@ -59,9 +59,13 @@ def test_daemon_run_under_umask_000_keeps_everything_private(make_home):
 
 def test_daemon_start_under_umask_000_into_an_existing_open_directory(make_home):
     home = make_home(write_config=False)
-    os.chmod(home.path, 0o777)
+    os.chmod(home.path, 0o777)  # refused and left as it is: never chmod what botsched did not create
+    result = home.run("daemon", "start", umask=0)
+    assert_clean_error(result, 2)
+    assert _mode(home.path) == 0o777 and not home.socket.exists()
+    os.chmod(home.path, 0o755)  # no one else can write: used as it is
     home.ok("daemon", "start", umask=0)
-    assert _mode(home.path) == 0o700 and _mode(home.socket) == 0o600
+    assert _mode(home.path) == 0o755 and _mode(home.socket) == 0o600
 
 
 # -- SO_PEERCRED ---------------------------------------------------------------------------------

@@ -42,14 +42,24 @@ def test_without_home_uses_platform_dirs(tmp_path: Path, monkeypatch: pytest.Mon
     assert len({paths.database, paths.socket, paths.config, paths.log, paths.pid}) == 5
 
 
-def test_ensure_private_dir_creates_and_tightens(tmp_path: Path) -> None:
+def test_ensure_private_dir_creates_private_and_never_chmods_what_exists(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b"
-    ensure_private_dir(target)
+    old_umask = os.umask(0)
+    try:
+        ensure_private_dir(target)
+    finally:
+        os.umask(old_umask)
     assert target.is_dir()
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o700
-    os.chmod(target, 0o755)
+    assert stat.S_IMODE(os.stat(target.parent).st_mode) == 0o700  # a parent it created, too
+    os.chmod(target, 0o755)  # readable by others, writable by no one else: used as it is
     ensure_private_dir(target)
-    assert stat.S_IMODE(os.stat(target).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o755
+    for mode in (0o1777, 0o777, 0o770):  # writable by others: refused, and left as it was
+        os.chmod(target, mode)
+        with pytest.raises(InvalidInput, match="writable by"):
+            ensure_private_dir(target)
+        assert stat.S_IMODE(os.stat(target).st_mode) == mode
 
 
 def test_ensure_private_dir_refuses_symlink_and_file(tmp_path: Path) -> None:
