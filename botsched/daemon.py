@@ -30,6 +30,7 @@ from botsched.errors import BotschedError, Conflict, DaemonUnavailable, InvalidI
 from botsched.hub import EventHub, Gone
 from botsched.paths import Paths, check_socket_path, ensure_private_dir, refuse_foreign_file, resolve_paths
 from botsched.runners import make_runner
+from botsched.runners.base import raise_nofile_limit
 from botsched.scheduler import Clock, Scheduler, SystemClock
 from botsched.service import BotService
 from botsched.store import Event, Store
@@ -496,6 +497,7 @@ def run(foreground: bool = True) -> None:
     starter reads: errors appear there, and closing them signals "ready".
     """
     os.umask(0o077)  # the database, WAL, log and runner logs are the user's alone
+    raise_nofile_limit()  # soft RLIMIT_NOFILE up to the hard one: each runner costs descriptors
     paths = resolve_paths()
     for directory in {paths.socket.parent, paths.database.parent, paths.log.parent, paths.pid.parent,
                       paths.runner_logs}:

@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 
 UNIT_NAME = "botsched.service"
+#: Soft and hard open-file limit of the unit: room for thousands of runners. A user
+#: manager with a lower hard limit gets as close as it can (systemd does not fail the unit).
+LIMIT_NOFILE = 65536
 
 
 def unit_path() -> Path:
@@ -39,6 +42,9 @@ def unit_text() -> str:
         "RestartSec=2\n"
         "# Bots in a meeting survive daemon restarts: the new daemon re-attaches to them.\n"
         "KillMode=process\n"
+        "# Each runner costs the daemon 5 descriptors (it also raises its soft limit to the\n"
+        "# hard one, and refuses to stage a runner it has no descriptors for).\n"
+        f"LimitNOFILE={LIMIT_NOFILE}\n"
         "\n"
         "[Install]\n"
         "WantedBy=default.target\n"

@@ -1,7 +1,9 @@
-"""The runner interface the scheduler drives."""
+"""The runner interface the scheduler drives, and the daemon's file-descriptor budget."""
 
 from __future__ import annotations
 
+import os
+import resource
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +12,52 @@ from botsched.config import Config
 
 #: ``report(bot_id, new_state, detail)``: a runner says where its bot is now.
 Report = Callable[[str, str, "str | None"], None]
+
+#: Descriptors a runner may never take: one for every client connection the daemon accepts
+#: (``daemon.MAX_CONNECTIONS`` = 256) and 64 for the store and its WAL, the logs, join and
+#: kill records and the loop itself. Under a low limit, half the limit (``reserved_fds``).
+RESERVED_FDS = 256 + 64
+
+
+def raise_nofile_limit() -> int:
+    """At daemon start: the soft ``RLIMIT_NOFILE`` up to the hard one (every runner costs
+    the daemon descriptors; the usual soft 1024 is 200 runners). Returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel allows at most fs.nr_open
+        try:
+            with open("/proc/sys/fs/nr_open") as handle:
+                target = int(handle.read())
+        except (OSError, ValueError):
+            target = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    return soft
+
+
+def nofile_limit() -> int:
+    """The soft limit on open descriptors now (a huge number when unlimited)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft
+
+
+def reserved_fds(limit: int) -> int:
+    """How many of ``limit`` descriptors runners must leave to the rest of the daemon."""
+    return min(RESERVED_FDS, limit // 2)
+
+
+def open_fds() -> int:
+    """Descriptors this process has open now."""
+    for directory in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(directory)) - 1  # less the one listing it
+        except OSError:
+            continue
+    return 0
 
 
 class RunnerError(Exception):
@@ -42,8 +90,9 @@ class Runner(ABC):
         runner's own, so that a restarted daemon never sends them again."""
 
     @abstractmethod
-    def leave(self, bot_id: str) -> None:
-        """Ask a bot in the meeting to leave."""
+    def leave(self, bot_id: str) -> str | None:
+        """Ask a bot in the meeting, or already leaving, to leave; a runner asked again
+        stops the bot at once. Returns a note for the user (a warning), or None."""
 
     @abstractmethod
     def resume(self, bot: dict[str, Any], since_us: int) -> None:

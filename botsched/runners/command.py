@@ -5,11 +5,19 @@ Protocol with the runner process:
 - started with an argv list (never a shell), in its own process group, with the daemon's
   environment + ``[runner.env]`` + ``BOTSCHED_BOT_ID``, ``BOTSCHED_MEETING_URL``,
   ``BOTSCHED_BOT_NAME``, ``BOTSCHED_JOIN_AT``, ``BOTSCHED_METADATA`` (JSON);
-- stdin receives ``join`` at join_at and ``leave`` on ``botsched leave``;
+- stdin receives ``join`` at join_at and ``leave`` on ``botsched leave`` (a second
+  ``botsched leave`` stops the runner); it never sees EOF (see below);
 - stdout lines ``state NAME [detail]`` report the bot's state; every other stdout and
-  stderr line goes to the bot's log (``botsched logs``);
+  stderr line goes to the bot's log (``botsched logs``); a line over ``MAX_LINE`` is
+  dropped whole, with a note there;
+- once told ``leave``, or once it says ``leaving``, ``post_processing`` or a terminal
+  state, it has ``runner.leave_grace_seconds`` to exit: then SIGTERM, SIGKILL 5 s later;
 - exit 0 ends the bot; any other exit, or exiting before the join, is ``fatal_error``
-  with the exit code and the last stderr lines.
+  with the exit code and the last stderr lines. The exit ends its output: what is left in
+  its pipes is read (bounded in bytes and time), and what it left running in its process
+  group is killed (a ``yes &`` would otherwise write to its pipes for ever);
+- each runner holds ``FDS_PER_RUNNER`` of the daemon's descriptors: one that would eat
+  into the reserve for connections and the store is refused at staging.
 
 **Runners outlive the daemon.** The runner's stdin, stdout and stderr are named pipes
 (FIFOs) in the private runner directory, which the runner holds open read-write, so it
@@ -43,8 +51,10 @@ import logging
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections import deque
 from datetime import datetime
@@ -53,7 +63,14 @@ from typing import Any
 
 from botsched import states
 from botsched.config import Config
-from botsched.runners.base import Report, Runner, RunnerError
+from botsched.runners.base import (
+    Report,
+    Runner,
+    RunnerError,
+    nofile_limit,
+    open_fds,
+    reserved_fds,
+)
 
 log = logging.getLogger("botsched.runner")
 
@@ -62,6 +79,18 @@ KILL_AFTER_TERM_S = 5.0
 #: How long a restarted daemon waits for a just-started shim to write its pid file.
 PID_FILE_WAIT_S = 2.0
 PIPE_SIZE = 1 << 20  # room for a runner's output while the daemon restarts
+#: One read per loop callback: a runner that writes without pause shares the loop.
+READ_CHUNK = 64 * 1024
+#: A stdout/stderr line longer than this is dropped whole, with a note in the bot's log:
+#: never kept in part, never parsed from its tail. The unfinished line kept is this big at most.
+MAX_LINE = 64 * 1024
+#: The runner's exit ends its output: what it left in its pipes is read, at most this much
+#: per stream and for at most this long (a leftover child may keep writing for ever).
+DRAIN_MAX_BYTES = PIPE_SIZE
+DRAIN_TIMEOUT_S = 2.0
+#: Descriptors the daemon holds per runner (its log, stdin, stdout, stderr and pidfd);
+#: starting one briefly needs as many (the runner's three FIFO ends and Popen's exec pipe).
+FDS_PER_RUNNER = 5
 _STREAMS = ("in", "out", "err")
 SHIM = str(Path(__file__).with_name("shim.py"))
 
@@ -88,6 +117,41 @@ def _process_start_time(pid: int) -> str | None:
         return None
 
 
+def _pending_bytes(fd: int) -> int:
+    """How many bytes wait in the pipe ``fd`` reads from."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
+def _group_left_by(pgid: int, start_time: str | None) -> bool:
+    """Whether the process group ``pgid`` still holds what a runner left behind, for a
+    shim we did not reap (re-attached): the pid is not someone else's now, and every
+    member is in the runner's session and started after the shim."""
+    found = False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return False
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            pgrp, session, started = int(fields[2]), int(fields[3]), int(fields[19])
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(entry) == pgid and start_time is not None and str(started) != start_time:
+            return False  # the pid was reused: not the runner's group
+        if pgrp == pgid:
+            if session != pgid or start_time is None or started < int(start_time):
+                return False
+            found = True
+    return found
+
+
 class RunnerProcess:
     """One bot program: its FIFOs, handle file, log and timers."""
 
@@ -102,9 +166,16 @@ class RunnerProcess:
         self.read_fds: dict[int, str] = {}
         self.pidfd = -1
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
-        self.partial: dict[int, bytes] = {}
+        self.partial: dict[int, bytes] = {}  # the unfinished line of each stream (<= MAX_LINE)
+        self.skipping: set[int] = set()  # streams inside a line too long to keep: dropped up to its newline
+        self.open_streams: set[int] = set()  # stdout/stderr not yet at their end
+        self.exited = False  # the shim exited: only what is left in the pipes is read...
+        self.drain_left: dict[int, int] = {}  # ...this much per stream
+        self.finished = False  # the outcome was reported
+        self.noted_long_line = False
         self.joined_us: int | None = None
-        self.leaving = False
+        self.leaving = False  # its kill deadline is armed (asked to leave, or it said it leaves)
+        self.leave_sent = False  # it was told ``leave``: a second request stops it
         self.killed = False  # we sent it SIGKILL: its end is no mystery, even re-attached
         self.last_state: str | None = None
         self.timers: list[asyncio.TimerHandle] = []
@@ -131,6 +202,7 @@ class RunnerProcess:
         for stream in ("out", "err"):
             fd = os.open(self.runner.fifo(self.bot_id, stream), os.O_RDONLY | os.O_NONBLOCK)
             self.read_fds[fd] = stream
+            self.open_streams.add(fd)
         self.pidfd = os.pidfd_open(self.pid)
 
     def write_line(self, text: str) -> None:
@@ -223,17 +295,22 @@ class CommandRunner(Runner):
 
     def _make_fifos(self, bot_id: str) -> list[int]:
         """Fresh FIFOs, and the runner's read-write ends of them (its fds 0, 1, 2)."""
-        child_fds = []
-        for stream in _STREAMS:
-            path = self.fifo(bot_id, stream)
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            os.mkfifo(path, 0o600)
-            fd = os.open(path, os.O_RDWR)
-            if stream != "in":
-                with contextlib.suppress(OSError):
-                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-            child_fds.append(fd)
+        child_fds: list[int] = []
+        try:
+            for stream in _STREAMS:
+                path = self.fifo(bot_id, stream)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                os.mkfifo(path, 0o600)
+                fd = os.open(path, os.O_RDWR)
+                if stream != "in":
+                    with contextlib.suppress(OSError):
+                        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+                child_fds.append(fd)
+        except OSError:
+            for fd in child_fds:
+                os.close(fd)
+            raise
         return child_fds
 
     def stage(self, bot: dict[str, Any]) -> None:
@@ -249,8 +326,13 @@ class CommandRunner(Runner):
             return
         env = self._environment(bot)
         _check_executable(argv[0], env)
+        self._check_descriptors()
         self._remove_files(bot_id)
-        child_fds = self._make_fifos(bot_id)
+        try:
+            child_fds = self._make_fifos(bot_id)
+        except OSError as exc:
+            self._remove_files(bot_id)
+            raise RunnerError(f"cannot create its pipes: {exc.strerror or exc}") from None
         try:
             popen = subprocess.Popen(
                 [sys.executable, "-I", "-S", SHIM, str(self.pid_path(bot_id)), str(self.exit_path(bot_id)), *argv],
@@ -270,6 +352,20 @@ class CommandRunner(Runner):
         proc = RunnerProcess(self, bot_id, popen.pid, popen)
         self._attach(proc)
         log.info("runner for %s started (pid %d)", bot_id, popen.pid)
+
+    def _check_descriptors(self) -> None:
+        """Refuse to start a runner the daemon has no descriptors for, while enough are left
+        for its connections, its store and every join (a join never needs a new runner fd)."""
+        limit = nofile_limit()
+        in_use = open_fds()
+        reserve = reserved_fds(limit)
+        if in_use + FDS_PER_RUNNER + reserve > limit:
+            raise RunnerError(
+                f"too few file descriptors left for another runner ({in_use} of the daemon's limit of {limit} "
+                f"are open; a runner needs {FDS_PER_RUNNER} and {reserve} stay free for connections and the "
+                "store): raise the daemon's open-file limit (LimitNOFILE= in its systemd unit, or ulimit -n) "
+                "or lower runner.max_concurrent"
+            )
 
     def _attach(self, proc: RunnerProcess) -> None:
         proc.open_daemon_ends()
@@ -314,19 +410,33 @@ class CommandRunner(Runner):
             proc.timers.append(asyncio.get_running_loop().call_later(max(left, 0.0), self._time_up, proc))
 
     def _time_up(self, proc: RunnerProcess) -> None:
+        if proc.leave_sent or proc.exited:
+            return  # asked already: the time limit never escalates to a kill by itself
         log.info("%s reached runner.max_in_meeting_seconds; asking it to leave", proc.bot_id)
         self.leave(proc.bot_id)
 
-    def leave(self, bot_id: str) -> None:
+    def leave(self, bot_id: str) -> str | None:
+        """``leave`` on the runner's stdin, then SIGTERM ``runner.leave_grace_seconds`` after
+        it began leaving and SIGKILL 5 s later. A runner that already leaves by itself (it
+        said ``leaving`` or ``post_processing``) keeps its deadline; one asked a second time
+        is stopped at once."""
         proc = self._procs.get(bot_id)
-        if proc is None:
+        if proc is None or proc.exited:
             raise RunnerError("its runner is not running")
-        if proc.leaving:
-            return
-        proc.leaving = True
+        if proc.leave_sent:
+            log.info("%s was asked to leave again; stopping its runner now", bot_id)
+            self._arm_kill(proc, 0.0)
+            return (f"{bot_id} was already asked to leave: stopping its runner now "
+                    f"(SIGTERM, then SIGKILL {KILL_AFTER_TERM_S:g} s later)")
+        proc.leave_sent = True
         with contextlib.suppress(OSError):
             proc.write_line("leave")
+        if proc.leaving:  # it said it leaves (or restarted leaving): its kill deadline is armed
+            return (f"{bot_id} is already {proc.last_state or 'leaving'}; told its runner to leave, it is stopped "
+                    "runner.leave_grace_seconds after it began leaving; leave again to stop it now")
+        proc.leaving = True
         self._arm_kill(proc, float(self.config["runner.leave_grace_seconds"]))
+        return None
 
     def _arm_kill(self, proc: RunnerProcess, grace: float) -> None:
         """SIGTERM the process group after ``grace`` seconds, SIGKILL a while later. The
@@ -369,63 +479,148 @@ class CommandRunner(Runner):
     # -- listening ------------------------------------------------------------------
 
     def _on_output(self, proc: RunnerProcess, fd: int) -> None:
+        """One read of at most ``READ_CHUNK`` per call, on the loop's normal reader: a runner
+        (or a child it left) that writes without pause shares the loop, it cannot hold it.
+        Once the runner has exited, only what it left in the pipe is read."""
+        want = READ_CHUNK if not proc.exited else min(READ_CHUNK, proc.drain_left.get(fd, 0))
         try:
-            data = os.read(fd, 65536)
+            data = os.read(fd, want) if want > 0 else b""
         except BlockingIOError:
             return
         except OSError:
             data = b""
-        if not data:  # every writer closed: the runner (and its children) are done with it
-            asyncio.get_running_loop().remove_reader(fd)
-            rest = proc.partial.pop(fd, b"")
-            if rest:
-                self._on_line(proc, fd, rest)
+        if not data:  # every writer closed, or the runner exited and its output is read
+            self._end_stream(proc, fd)
             return
-        *lines, rest = (proc.partial.pop(fd, b"") + data).split(b"\n")
-        if rest:
-            proc.partial[fd] = rest[-65536:]
-        for line in lines:
-            self._on_line(proc, fd, line)
+        self._take(proc, fd, data)
+        if proc.exited:
+            proc.drain_left[fd] = proc.drain_left.get(fd, 0) - len(data)
+            if proc.drain_left[fd] <= 0:
+                self._end_stream(proc, fd)
 
-    def _on_line(self, proc: RunnerProcess, fd: int, raw: bytes) -> None:
-        text = raw.decode(errors="replace").rstrip("\r")
+    def _take(self, proc: RunnerProcess, fd: int, data: bytes) -> None:
+        """Split a read into lines. The unfinished line kept is at most ``MAX_LINE``: a line
+        that grows longer is dropped whole, up to its newline (never parsed by its tail)."""
+        lines = (proc.partial.pop(fd, b"") + data).split(b"\n")
+        rest = lines.pop()
+        if fd in proc.skipping:
+            if not lines:
+                return  # still inside the line being dropped
+            del lines[0]  # its end
+            proc.skipping.discard(fd)
+        if len(rest) > MAX_LINE:
+            lines.append(rest)  # noted as dropped below; the rest of it up to its newline follows
+            proc.skipping.add(fd)
+        elif rest:
+            proc.partial[fd] = rest
+        if lines:
+            self._on_lines(proc, fd, lines)
+
+    def _on_lines(self, proc: RunnerProcess, fd: int, lines: list[bytes]) -> None:
+        """Complete lines of one stream: all to the bot's log in one write; ``state`` lines
+        of stdout reported; the last stderr lines kept for the fatal detail."""
+        stream = proc.read_fds.get(fd, "err")
+        if max(map(len, lines)) <= MAX_LINE:
+            blob = b"\n".join(lines) + b"\n"
+            kept = lines
+        else:
+            kept = [line for line in lines if len(line) <= MAX_LINE]
+            blob = b"".join(line + b"\n" if len(line) <= MAX_LINE else self._dropped(proc, stream, line)
+                            for line in lines)
         if proc.log_fd >= 0:
             with contextlib.suppress(OSError):
-                os.write(proc.log_fd, raw + b"\n")
-        if proc.read_fds.get(fd) != "out":
-            proc.stderr_tail.append(text)
+                os.write(proc.log_fd, blob)
+        if stream != "out":
+            proc.stderr_tail.extend(line.decode(errors="replace").rstrip("\r") for line in kept[-STDERR_TAIL:])
             return
-        if text.startswith("state "):
-            _, name, *detail = text.split(" ", 2)
-            if name not in states.RUNNER_REPORTABLE:
-                log.warning("runner for %s reported unknown or reserved state %r; ignored", proc.bot_id, name)
-                return
-            proc.last_state = name
-            self.report(proc.bot_id, name, detail[0] if detail else None)
-            if states.is_terminal(name) and not proc.leaving:  # done: it should exit soon
-                proc.leaving = True
-                self._arm_kill(proc, float(self.config["runner.leave_grace_seconds"]))
+        if b"state " in blob:
+            for line in kept:
+                if line.startswith(b"state "):
+                    self._on_state(proc, line.decode(errors="replace").rstrip("\r"))
 
-    def _drain(self, proc: RunnerProcess) -> None:
-        """Read what the runner wrote before exiting (its writers may still be open)."""
-        for fd in list(proc.read_fds):
-            while True:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:
-                    break
-                if not data:
-                    break
-                *lines, rest = (proc.partial.pop(fd, b"") + data).split(b"\n")
-                proc.partial[fd] = rest
-                for line in lines:
-                    self._on_line(proc, fd, line)
-            rest = proc.partial.pop(fd, b"")
-            if rest:
-                self._on_line(proc, fd, rest)
+    def _dropped(self, proc: RunnerProcess, stream: str, line: bytes) -> bytes:
+        """The note that replaces a line over ``MAX_LINE`` in the bot's log."""
+        began = line[:60].decode(errors="replace")
+        if not proc.noted_long_line:
+            proc.noted_long_line = True
+            log.warning("runner for %s wrote a std%s line over 64 KiB (it began %r); dropped it whole "
+                        "(any more are noted in its log only)", proc.bot_id, stream, began)
+        return f"[botsched] a std{stream} line over 64 KiB was dropped whole; it began: {began!r}...\n".encode()
+
+    def _on_state(self, proc: RunnerProcess, text: str) -> None:
+        _, name, *detail = text.split(" ", 2)
+        if name not in states.RUNNER_REPORTABLE:
+            log.warning("runner for %s reported unknown or reserved state %r; ignored", proc.bot_id, name)
+            return
+        proc.last_state = name
+        try:
+            self.report(proc.bot_id, name, detail[0] if detail else None)
+        except Exception:  # a storage fault: the exit path that drains us must still finish
+            log.exception("cannot record %s reported by the runner of %s", name, proc.bot_id)
+        if proc.exited or proc.leaving:
+            return
+        if states.is_terminal(name) or name in (states.LEAVING, states.POST_PROCESSING):
+            # done with the meeting: it must exit within the grace, or it is stopped
+            proc.leaving = True
+            self._arm_kill(proc, float(self.config["runner.leave_grace_seconds"]))
+
+    def _end_stream(self, proc: RunnerProcess, fd: int) -> None:
+        """No more output on this stream: its unfinished line counts as a line."""
+        if fd not in proc.open_streams:
+            return
+        proc.open_streams.discard(fd)
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(fd)
+        rest = proc.partial.pop(fd, b"")
+        if rest and fd not in proc.skipping:
+            self._on_lines(proc, fd, [rest])
+        proc.skipping.discard(fd)
+        if proc.exited and not proc.open_streams:
+            self._finish(proc)
 
     def _on_exit(self, proc: RunnerProcess) -> None:
-        self._drain(proc)
+        """The shim exited: the runner's output ends here. What it left in its pipes is
+        read by the normal readers (at most ``DRAIN_MAX_BYTES`` per stream, within
+        ``DRAIN_TIMEOUT_S``), whatever it left running in its process group is killed (a
+        ``yes &`` would write for ever), then its outcome is reported."""
+        if proc.exited:
+            return
+        proc.exited = True
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(proc.pidfd)
+        for fd in proc.open_streams:
+            proc.drain_left[fd] = min(_pending_bytes(fd), DRAIN_MAX_BYTES)
+        self._kill_leftovers(proc)
+        proc.timers.append(loop.call_later(DRAIN_TIMEOUT_S, self._finish, proc))
+        for fd in [fd for fd in proc.open_streams if proc.drain_left[fd] <= 0]:
+            self._end_stream(proc, fd)
+        if not proc.open_streams:
+            self._finish(proc)
+
+    def _kill_leftovers(self, proc: RunnerProcess) -> None:
+        """SIGKILL what the runner left in its process group. Safe while the shim is our
+        unreaped child: its zombie holds the group id. A re-attached shim was reaped by
+        someone else: its group is signalled only if /proc shows it is still the runner's."""
+        if proc.popen is not None:
+            if proc.popen.returncode is not None:
+                return
+        elif not _group_left_by(proc.pid, proc.start_time):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def _finish(self, proc: RunnerProcess) -> None:
+        """Report the outcome of a runner that exited (once its output is read, or on time)."""
+        if proc.finished:
+            return
+        proc.finished = True
+        unread = {proc.read_fds.get(fd, "?"): proc.drain_left.get(fd, 0) for fd in proc.open_streams}
+        if any(left > 0 for left in unread.values()):
+            log.warning("runner for %s exited; %s of its output left unread after %gs", proc.bot_id,
+                        ", ".join(f"{left} bytes of std{name}" for name, left in unread.items()), DRAIN_TIMEOUT_S)
+        for fd in list(proc.open_streams):
+            self._end_stream(proc, fd)
         if proc.popen is not None:
             proc.popen.wait()  # reap our child, the shim
         code = self._exit_code(proc)
@@ -517,7 +712,7 @@ class CommandRunner(Runner):
             raise RunnerError(f"cannot re-attach to its runner (pid {pid}): {exc.strerror or exc}") from None
         log.info("re-attached to the runner of %s (pid %d)", bot_id, pid)
         self._arm_meeting_limit(proc)
-        if not self._rearm_kill(proc) and bot["state"] == states.LEAVING:
+        if not self._rearm_kill(proc) and bot["state"] in (states.LEAVING, states.POST_PROCESSING):
             proc.leaving = True
             self._arm_kill(proc, float(self.config["runner.leave_grace_seconds"]))
         if bot["state"] in (states.STAGED, states.READY) and proc.joined:
