@@ -6,7 +6,6 @@ imported only when the command runs, so ``icalendar`` costs nothing to other com
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from botsched.errors import BotschedError, InvalidInput
+from botsched.fastcli import changed, json_text, print_errors, printable, warn
 
 if TYPE_CHECKING:  # pragma: no cover
     from botsched.calsync import Action
@@ -83,7 +83,7 @@ def sync(
         data, now_us, days=days, join_offset_us=offset_us, email=settings["calendar.email"], zone=zone,
         source="stdin" if source == "-" else source,
     )
-    warnings: list[str] = []
+    warnings: list[str] = list(expansion.warnings)  # unreadable events, ignored lines
     failure: BotschedError | None = None
     with connect() as conn:
         page, _ = conn.call("list", states=[], limit=0, dedup_prefix=calsync.KEY_PREFIX)
@@ -93,8 +93,7 @@ def sync(
         )
         if not dry_run:
             failure = _apply(conn, actions, bot_name, warnings)
-    for warning in warnings:
-        sys.stderr.write(f"warning: {warning}\n")
+    warn(warnings)
     if as_json:
         report = {
             "dry_run": dry_run,
@@ -105,7 +104,7 @@ def sync(
             "actions": [item.as_json() for item in actions],
             "counts": calsync.counts(actions),
         }
-        sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.write(json_text(report) + "\n")
     else:
         _render(actions, dry_run, days)
     if failure is not None:
@@ -122,8 +121,10 @@ def _apply(conn: Any, actions: list[Action], bot_name: str | None, warnings: lis
     first: BotschedError | None = None
     not_cancelled: set[str] = set()
     for kind in ("cancel", "reschedule", "create"):
+        if kind == "create":
+            _create_together(conn, actions, bot_name, not_cancelled, warnings)
         for item in actions:
-            if item.action != kind:
+            if item.action != kind or (kind == "create" and item.bot_id is not None):  # (created together)
                 continue
             if kind == "create" and item.key in not_cancelled:  # its old bot still holds the key
                 item.action, item.reason = "failed", "create skipped: the bot it replaces could not be cancelled"
@@ -131,21 +132,24 @@ def _apply(conn: Any, actions: list[Action], bot_name: str | None, warnings: lis
             try:
                 if kind == "cancel":
                     conn.call("cancel", id=item.bot_id)
+                    changed(f"cancelled {item.bot_id}")
                 elif kind == "reschedule":
                     _, notes = conn.call("reschedule", id=item.bot_id, join_at=item.join_at)
+                    changed(f"rescheduled {item.bot_id}")
                     warnings.extend(f"{item.summary}: {note}" for note in notes)
                 else:
                     bot, notes = conn.call(
                         "create", meeting_url=item.meeting_url, bot_name=bot_name, join_at=item.join_at,
                         metadata=item.metadata, deduplication_key=item.key,
                     )
+                    changed(f"created {bot['id']}")
                     item.bot_id = bot["id"]
                     item.state = bot["state"]
                     warnings.extend(f"{item.summary}: {note}" for note in notes)
             except BotschedError as exc:
                 if exc.exit_code in (1, 5):
                     raise
-                sys.stderr.write(f"error: {kind} {item.key}: {exc.message}\n")
+                print_errors(f"{kind} {item.key}: {exc.message}")
                 if kind == "cancel":
                     not_cancelled.add(item.key)
                 item.reason = f"{kind} failed: {exc.message}"
@@ -154,27 +158,61 @@ def _apply(conn: Any, actions: list[Action], bot_name: str | None, warnings: lis
     return first
 
 
+#: From this many creates on, a sync sends them as one ``create_many`` (one request, one
+#: transaction: a first sync of 1,000 meetings is one commit, not 1,000).
+BULK_CREATES = 20
+#: Bots per chunk line of the ``create_many`` stream (each well under 4 KiB here).
+BULK_CHUNK = 100
+
+
+def _create_together(conn: Any, actions: list[Action], bot_name: str | None, skip: set[str],
+                     warnings: list[str]) -> None:
+    """The plan's creates in one ``create_many``. It is all or nothing: if the daemon
+    refuses any of them (a key taken meanwhile, a join time passed), nothing is created
+    and ``_apply`` creates them one by one, naming each failure. (Issue 16, calsync.)"""
+    from botsched import protocol
+
+    items = [item for item in actions if item.action == "create" and item.key not in skip]
+    if len(items) < BULK_CREATES:
+        return
+    fields = [{"line": number, "meeting_url": item.meeting_url, "join_at": item.join_at, "metadata": item.metadata,
+               "deduplication_key": item.key, **({"bot_name": bot_name} if bot_name is not None else {})}
+              for number, item in enumerate(items, 1)]
+    chunks = [protocol.encode({"items": fields[i : i + BULK_CHUNK]}) for i in range(0, len(fields), BULK_CHUNK)]
+    try:
+        ids, notes = conn.call_bulk("create_many", chunks, bots=False)
+    except BotschedError as exc:
+        if exc.exit_code in (1, 5):
+            raise
+        return
+    for item, bot_id in zip(items, ids, strict=True):
+        changed(f"created {bot_id}")
+        item.bot_id, item.state = bot_id, "scheduled"
+    warnings.extend(notes)
+
+
 _DONE = {"create": "created", "reschedule": "rescheduled", "cancel": "cancelled"}
 _STYLE = {"create": "green", "reschedule": "yellow", "cancel": "red", "unchanged": "dim", "skipped": "dim",
           "failed": "bold red"}
 
 
 def _zone() -> Any:
-    """The zone people read times in (honours TZ), like ``botsched list``."""
-    import pendulum
+    """The zone people read times in, the one ``botsched list`` shows (config
+    ``defaults.timezone``, else ``TZ``, POSIX rules such as ``JST-9`` included)."""
+    from botsched import render
 
-    try:
-        return pendulum.local_timezone()
-    except Exception:  # an unusual TZ setting must not break output
-        return pendulum.timezone("UTC")
+    return render.display_zone()
 
 
 def _local_time(text: str | None, zone: Any, time_only: bool = False) -> str:
     if not text:
         return "—"
-    import pendulum
+    from datetime import datetime
 
-    return pendulum.parse(text).in_timezone(zone).format("HH:mm" if time_only else "ddd DD MMM HH:mm")
+    from botsched import render
+
+    moment = render.in_zone(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
+    return moment.strftime("%H:%M" if time_only else "%a %d %b %H:%M")
 
 
 def _short_time(text: str, beside: str | None, zone: Any) -> str:
@@ -211,15 +249,15 @@ def _render(actions: list[Action], dry_run: bool, days: int) -> None:
             label = item.action if dry_run else _DONE.get(item.action, item.action)
             style = _STYLE.get(item.action, "")
             moment = item.join_at if item.action not in ("skipped", "failed") or item.join_at else item.start
-            event = Text(item.summary)
+            event = Text(printable(item.summary))  # anyone can send an invite: no escapes obeyed
             if item.previous_join_at:
                 event.append(f" (was {_short_time(item.previous_join_at, moment, zone)})", style="dim")
             if item.reason and item.action != "reschedule":
-                event.append(f" — {item.reason}", style="dim" if item.action != "failed" else "red")
+                event.append(f" — {printable(item.reason)}", style="dim" if item.action != "failed" else "red")
             row: list[Any] = [Text(label, style=style), Text(_local_time(moment, zone), style="dim" if
                               item.action == "skipped" else ""), event]
             if with_bots:
-                row.append(item.bot_id or "")
+                row.append(Text(printable(item.bot_id or "")))
             table.add_row(*row)
         out.print(table)
     parts = []

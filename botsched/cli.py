@@ -7,7 +7,6 @@ from ``botsched.render`` (rich, pendulum), imported only when a person is readin
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -17,10 +16,12 @@ import typer
 from botsched import __version__
 from botsched.errors import BotschedError, InvalidInput, WaitTimeout
 from botsched.fastcli import call as _call
-from botsched.fastcli import create_bot, fail
+from botsched.fastcli import changed as _changed
+from botsched.fastcli import create_bot, print_errors, printable, run, say
 from botsched.fastcli import list_bots as _list_bots
 from botsched.fastcli import show_bot as _show_bot
 from botsched.fastcli import emit_json as _emit_json
+from botsched.fastcli import json_text as _json_text
 from botsched.fastcli import local_zone as _local_zone
 from botsched.fastcli import resolve_join_at as _resolve_join_at
 from botsched.fastcli import warn as _warn
@@ -122,9 +123,16 @@ def create(
     if from_file is not None:
         if any(v is not None for v in (meeting_url_arg, meeting_url, bot_name, join_at, dedup_key)) or metadata:
             raise InvalidInput("--from cannot be combined with a URL, --bot-name, --join-at, --metadata or --dedup-key")
+        import errno
+
         from botsched.bulk import create_from_file
 
-        create_from_file(from_file, _local_zone, as_json=as_json, quiet=quiet)
+        try:
+            create_from_file(from_file, _local_zone, as_json=as_json, quiet=quiet)
+        except OSError as exc:  # only its output, after the commit, writes to stdout
+            if exc.errno in (errno.EPIPE, errno.EBADF):
+                _changed("created the bots")
+            raise
         return
     create_bot(meeting_url_arg, meeting_url, bot_name, join_at, metadata or [], dedup_key, as_json, quiet)
 
@@ -140,13 +148,13 @@ def reschedule(
     Example: botsched reschedule bot_HiXYgjyeWmTVOaII --join-at 2026-12-01T15:30:00Z
     """
     bot = _call("reschedule", id=bot_id, join_at=_resolve_join_at(join_at))
+    _changed(f"rescheduled {bot['id']} to {bot['join_at']}")
     if as_json:
         _emit_json(bot)
     else:
         from botsched import render
 
-        local, relative = render.when(bot["join_at"])
-        render.console().print(f"Rescheduled [bold]{bot['id']}[/bold]: joins {bot['join_at']} ({local}, {relative})")
+        render.rescheduled(bot)
 
 
 @app.command()
@@ -161,16 +169,26 @@ def cancel(
     Example: botsched cancel bot_HiXYgjyeWmTVOaII bot_Q2wErTyUiOpAsDfG
     """
     failure: BotschedError | None = None
+    lost: OSError | None = None  # stdout went away: still cancel the rest, report it after
     with _connect() as conn:
         for bot_id in bot_ids:
             try:
                 conn.call("cancel", id=bot_id)
-                sys.stdout.write(f"cancelled {bot_id}\n")
             except BotschedError as exc:
                 if exc.exit_code in (1, 5):
                     raise
-                sys.stderr.write(f"error: {exc.message}\n")
+                print_errors(exc.message)
                 failure = failure or exc
+                continue
+            _changed(f"cancelled {bot_id}")
+            if lost is None:
+                try:
+                    say(f"cancelled {bot_id}")
+                    sys.stdout.flush()
+                except OSError as exc:
+                    lost = exc
+    if lost is not None and failure is None:
+        raise lost
     if failure is not None:
         raise typer.Exit(failure.exit_code)
 
@@ -210,7 +228,8 @@ def leave(
     Example: botsched leave bot_HiXYgjyeWmTVOaII
     """
     bot = _call("leave", id=bot_id)
-    sys.stdout.write(f"asked {bot['id']} to leave\n")
+    _changed(f"asked {bot['id']} to leave")
+    say(f"asked {bot['id']} to leave")
 
 
 @app.command()
@@ -235,7 +254,7 @@ def wait(
     if as_json:
         _emit_json(final)
     else:
-        sys.stdout.write(f"{final['id']} {final['state']}\n")
+        say(f"{final['id']} {final['state']}")
 
 
 @app.command()
@@ -258,7 +277,7 @@ def events(
             if "result" in event:
                 continue
             if printer is None:
-                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+                sys.stdout.write(_json_text(event, indent=None) + "\n")
                 sys.stdout.flush()
             else:
                 printer(event)
@@ -274,10 +293,20 @@ def logs(bot_id: Annotated[str, typer.Argument(help="The bot.", autocompletion=_
 
     bot = _call("show", id=bot_id)
     path = resolve_paths().runner_logs / f"{bot['id']}.log"
+    terminal = sys.stdout.isatty()  # a person reads it: escape what the terminal would obey
+    if terminal:
+        import codecs
+
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
     try:
         with open(path, "rb") as handle:
             while chunk := handle.read(65536):
-                sys.stdout.buffer.write(chunk)
+                if terminal:
+                    sys.stdout.write(printable(decoder.decode(chunk), keep="\n\t"))
+                else:
+                    sys.stdout.buffer.write(chunk)  # into a pipe or file: the bytes as they are
+            if terminal:
+                sys.stdout.write(printable(decoder.decode(b"", final=True), keep="\n\t"))
     except FileNotFoundError:
         sys.stderr.write(f"no runner output for {bot['id']} (simulated runs and bots not yet staged have none)\n")
 
@@ -409,7 +438,7 @@ def config_path() -> None:
 
     Example: $EDITOR "$(botsched config path)"
     """
-    sys.stdout.write(f"{_config_path()}\n")
+    say(str(_config_path()))
 
 
 @config_app.command("show")
@@ -425,7 +454,7 @@ def config_show(as_json: JsonOpt = False) -> None:
         _emit_json(values)
         return
     for key, value in values.items():
-        sys.stdout.write(f"{key} = {json.dumps(value)}\n")
+        say(f"{key} = {json.dumps(value)}")
 
 
 @config_app.command("get")
@@ -436,9 +465,8 @@ def config_get(key: Annotated[str, typer.Argument(help="A key such as scheduler.
     """
     from botsched import config
 
-    config.validate_value(key, config.SCHEMA[key].default) if key in config.SCHEMA else config.validate_value(key, None)
-    value = config.load(_config_path())[key]
-    sys.stdout.write((value if isinstance(value, str) else json.dumps(value)) + "\n")
+    value = config.masked(key, config.load(_config_path()).get(key))  # secrets as ***, like config show
+    say(value if isinstance(value, str) else json.dumps(value))
 
 
 @config_app.command("set", context_settings={"ignore_unknown_options": True})
@@ -447,6 +475,8 @@ def config_set(
     value: Annotated[str, typer.Argument(help="A TOML value: 90, true, \"text\", [\"argv\", \"list\"].")],
 ) -> None:
     """Set one configuration value (validated) and reload a running daemon.
+
+    runner.env.NAME sets one variable of the runner's environment (shown as ***).
 
     Example: botsched config set runner.command '["/usr/local/bin/mybot", "--headless"]'
     """
@@ -457,7 +487,8 @@ def config_set(
     parsed = config.parse_cli_value(key, value)
     path = _config_path()
     config.write_value(path, key, parsed)
-    sys.stdout.write(f"{key} = {json.dumps(parsed)}\n")
+    _changed(f"set {key}")
+    say(f"{key} = {json.dumps(config.masked(key, parsed))}")
     if is_running(resolve_paths()):
         try:
             with _connect(autostart=False) as conn:
@@ -470,21 +501,18 @@ def config_set(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; every failure becomes ``error:`` lines and SPEC §5's exit code."""
+    """Run the CLI; every failure becomes ``error:`` lines and SPEC §5's exit code
+    (``fastcli.run`` decides, for this path and the fast one alike)."""
     command = typer.main.get_command(app)
-    try:
-        code = command.main(args=argv, prog_name="botsched", standalone_mode=False)
-    except ClickException as exc:
-        fail(2 if exc.exit_code == 2 else exc.exit_code, exc.format_message())
-    except BotschedError as exc:
-        fail(exc.exit_code, exc.message)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(141)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # a bug: one line, not a traceback
-        fail(1, f"internal error: {type(exc).__name__}: {exc} (please report this)")
-    sys.exit(code if isinstance(code, int) else 0)
+
+    def body() -> Any:
+        try:
+            return command.main(args=argv, prog_name="botsched", standalone_mode=False)
+        except ClickException as exc:
+            usage = BotschedError(exc.format_message())
+            usage.exit_code = 2 if exc.exit_code == 2 else exc.exit_code
+            raise usage from None
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+
+    run(body)

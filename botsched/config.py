@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Callable
@@ -74,6 +75,10 @@ def _bot_name(value: Any) -> bool:
 RUNNER_KINDS = ("simulate", "command")
 #: Keys whose values never appear in output, errors or logs (API tokens live here).
 SECRET_KEYS = frozenset({"runner.env"})
+#: ``runner.env.NAME``: one variable of ``[runner.env]`` (``config set runner.env.BOT_API_TOKEN ...``).
+ENV_PREFIX = "runner.env."
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+MASK = "***"
 
 SCHEMA: dict[str, Key] = {
     "daemon.autostart": Key(True, "a boolean (true or false)", _bool, "start the daemon when a command needs it"),
@@ -108,10 +113,32 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def env_name(key: str) -> str | None:
+    """``runner.env.NAME`` -> ``NAME`` (checked: letters, digits, ``_``); other keys -> None."""
+    if not key.startswith(ENV_PREFIX):
+        return None
+    name = key[len(ENV_PREFIX):]
+    if not _ENV_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"bad config key {key!r}: after runner.env. comes an environment variable name "
+            "(letters, digits and _, not starting with a digit), e.g. runner.env.BOT_API_TOKEN"
+        )
+    return name
+
+
+def masked(key: str, value: Any) -> Any:
+    """What output may show of ``key``'s value: secrets (``[runner.env]``) as ``***``."""
+    if key in SECRET_KEYS and isinstance(value, dict):
+        return {name: MASK for name in value}
+    if key.startswith(ENV_PREFIX):
+        return MASK
+    return value
+
+
 def validate_value(key: str, value: Any) -> Any:
     spec = SCHEMA.get(key)
     if spec is None:
-        raise InvalidInput(f"unknown config key {key!r} (known: {', '.join(SCHEMA)})")
+        raise InvalidInput(f"unknown config key {key!r} (known: {', '.join(SCHEMA)}, runner.env.NAME)")
     if not spec.check(value):
         shown = "what was given (its values are not shown: they may be secrets)" if key in SECRET_KEYS else repr(value)
         raise InvalidInput(f"config {key} must be {spec.kind}, not {shown}")
@@ -128,6 +155,17 @@ class Config:
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
+
+    def get(self, key: str) -> Any:
+        """``config get KEY``: a known key's value, or one ``runner.env.NAME`` variable."""
+        name = env_name(key)
+        if name is None:
+            validate_value(key, SCHEMA[key].default) if key in SCHEMA else validate_value(key, None)
+            return self.values[key]
+        env = self.values["runner.env"]
+        if name not in env:
+            raise InvalidInput(f"{key} is not set (set it with: botsched config set {key} VALUE)")
+        return env[name]
 
     @property
     def stage_lead_us(self) -> int:
@@ -174,14 +212,18 @@ def load(path: Path) -> Config:
 
 
 def parse_cli_value(key: str, text: str) -> Any:
-    """``config set KEY VALUE``: VALUE as a TOML value (``true``, ``90``, ``["a", "b"]``), else a string."""
+    """``config set KEY VALUE``: VALUE as a TOML value (``true``, ``90``, ``["a", "b"]``), else a
+    string. A ``runner.env.NAME`` variable is always a string (``123`` stays ``"123"``)."""
+    name = env_name(key)
     spec = SCHEMA.get(key)
-    if spec is None:
+    if spec is None and name is None:
         validate_value(key, text)
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
+    if name is not None:
+        return value if isinstance(value, str) else text
     if isinstance(spec.default, str) and not isinstance(value, str):
         value = text
     return validate_value(key, value)
@@ -192,6 +234,11 @@ def write_value(path: Path, key: str, value: Any) -> None:
     import tomli_w
 
     flat = read_file(path)
+    name = env_name(key)
+    if name is not None:  # one variable: the others of [runner.env] stay
+        env = flat.get("runner.env", {})
+        key, value = "runner.env", {**(env if isinstance(env, dict) else {}), name: value}
+        validate_value(key, value)
     flat[key] = value
     nested: dict[str, Any] = {}
     for name, item in flat.items():

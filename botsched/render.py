@@ -6,6 +6,10 @@ Only the human paths import this module (rich and pendulum cost ~50 ms to import
 Colours appear only on a terminal and never with ``NO_COLOR`` (then no escape code at
 all, not even bold). Into a pipe or a file nothing is cut to fit a screen: ids and URLs
 come out whole, so ``botsched list | grep`` works.
+
+Whatever came from outside (names, URLs, calendar titles, runner details) can hold
+terminal escapes: every renderer here passes its data through ``printable`` first, so
+they are shown as ``\x1b`` and never obeyed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from rich.console import Console, RenderableType
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
+
+from botsched.fastcli import printable
 
 STATE_STYLES = {
     "scheduled": "cyan",
@@ -73,25 +79,43 @@ def _emit(out: Console, *renderables: RenderableType) -> None:
 # -- time -------------------------------------------------------------------------
 
 
-def _zone() -> tzinfo:
-    """The zone people think in: config ``defaults.timezone``, else the system's (``TZ``)."""
-    try:
-        from botsched.fastcli import local_zone
+def display_zone() -> tzinfo:
+    """The zone people think in: config ``defaults.timezone``, else the system's (``TZ``:
+    an IANA name or a POSIX rule such as ``JST-9``, as the C library reads it)."""
+    from botsched.errors import BotschedError
+    from botsched.fastcli import local_zone, warn
 
+    global _zone_warned
+    try:
         return local_zone()
-    except Exception:  # an unreadable config or odd TZ must not break output
-        try:
-            return pendulum.local_timezone()
-        except Exception:
-            return timezone.utc
+    except Exception as exc:  # an unreadable config or a TZ that is no zone must not break output:
+        if isinstance(exc, BotschedError) and not _zone_warned:
+            _zone_warned = True
+            warn([f"{exc.message}; times are shown in UTC"])
+        return timezone.utc  # UTC, and every time says so (%Z)
+
+
+_zone_warned = False
+
+
+_zone = display_zone
 
 
 def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
 
 
+def in_zone(moment: datetime, zone: tzinfo) -> datetime:
+    """``moment`` in ``zone``, or left in UTC where the zone would leave the calendar
+    (a bot stored for 9999-12-31 before such times were refused)."""
+    try:
+        return moment.astimezone(zone)
+    except (OverflowError, ValueError):
+        return moment.astimezone(timezone.utc)
+
+
 def _local(text: str, zone: tzinfo, fmt: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
-    return _parse(text).astimezone(zone).strftime(fmt)
+    return in_zone(_parse(text), zone).strftime(fmt)
 
 
 def _relative(text: str) -> str:
@@ -145,6 +169,7 @@ def platform_of(url: str) -> str:
 
 def bot_table(bots: list[dict[str, Any]], more: bool) -> None:
     out = console()
+    bots = printable(bots)
     if not bots:
         _emit(out, Text.assemble("No bots. ", ("Create one: botsched create MEETING_URL --join-at +10m", "dim")))
         return
@@ -200,6 +225,7 @@ def _table(columns: list[str], rows: list[list[Any]]) -> Table:
 
 def bot_card(bot: dict[str, Any]) -> None:
     out = console()
+    bot = printable(bot)
     zone = _zone()
     title = Text.assemble((bot["id"], "bold"), "  ", state_text(bot["state"]))
     grid = Table.grid(padding=(0, 2))
@@ -266,11 +292,12 @@ def _next_steps(bot: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _event_time(text: str, zone: tzinfo) -> str:
-    moment = _parse(text).astimezone(zone)
+    moment = in_zone(_parse(text), zone)
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} " + moment.strftime("%Z")
 
 
 def event_text(event: dict[str, Any], with_bot: bool = True) -> Text:
+    event = printable(event)
     parts: list[Any] = [(_event_time(event["at"], _zone()) + "  ", "dim")]
     if with_bot and event.get("bot_id"):
         parts.append(f"{event['bot_id']}  ")
@@ -294,6 +321,7 @@ def print_event(event: dict[str, Any]) -> None:
 
 def created(bot: dict[str, Any]) -> None:
     out = console()
+    bot = printable(bot)
     line = Text.assemble("Created ", (bot["id"], "bold"), f" ({platform_of(bot['meeting_url'])}): ")
     if bot["join_at"]:
         local, relative = when(bot["join_at"])
@@ -304,11 +332,19 @@ def created(bot: dict[str, Any]) -> None:
     _emit(out, line)
 
 
+def rescheduled(bot: dict[str, Any]) -> None:
+    out = console()
+    bot = printable(bot)
+    local, relative = when(bot["join_at"])
+    _emit(out, Text.assemble("Rescheduled ", (bot["id"], "bold"), f": joins {bot['join_at']} ({local}, {relative})"))
+
+
 # -- daemon status ----------------------------------------------------------------
 
 
 def status(info: dict[str, Any]) -> None:
     out = console()
+    info = printable(info)
     headline = Text.assemble("botsched daemon ", ("running", "bold green"), f": pid {info['pid']}, "
                              f"version {info['version']}, up {_duration(info.get('uptime_seconds') or 0)}")
     grid = Table.grid(padding=(0, 2))

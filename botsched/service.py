@@ -19,7 +19,7 @@ from botsched.platforms import detect_platform
 from botsched.runners import RunnerError
 from botsched.scheduler import Clock, Scheduler
 from botsched.store import NewBot, Store
-from botsched.timeparse import check_join_time, parse_join_at, resolve_zone
+from botsched.timeparse import ZoneSource, check_join_time, parse_join_at, resolve_zone
 from botsched.validation import (
     validate_bot_id,
     validate_bot_name,
@@ -36,6 +36,13 @@ MAX_BULK = 1_000_000
 MAX_LIST_LIMIT = 1_000_000_000
 
 
+def _refuse(error: InvalidInput) -> Callable[[], Any]:
+    def zone() -> Any:
+        raise error
+
+    return zone
+
+
 class BotService:
     def __init__(self, store: Store, scheduler: Scheduler, config: Config, clock: Clock, paths: Paths) -> None:
         self.store = store
@@ -47,8 +54,12 @@ class BotService:
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
-        #: Zone of join times without an offset; resolved once, not per bot.
-        self.zone = resolve_zone(config["defaults.timezone"])
+        #: Zone of join times without an offset; resolved once, not per bot. A ``TZ`` that
+        #: is no zone refuses those times (exit 2), not the daemon's start.
+        try:
+            self.zone: ZoneSource = resolve_zone(config["defaults.timezone"])
+        except InvalidInput as exc:
+            self.zone = _refuse(exc)
 
     # -- creating -----------------------------------------------------------------
 
@@ -118,13 +129,14 @@ class BotService:
     def leave(self, args: dict[str, Any]) -> Result:
         bot_id = validate_bot_id(args.get("id"))
         bot = self.store.get(bot_id)
-        if bot["state"] not in states.IN_MEETING:
-            raise Conflict(f"cannot leave {bot_id}: it is {bot['state']} (leave needs a bot in a meeting)")
+        # a bot already leaving may be asked too: told to leave if it was not, stopped if it was
+        if bot["state"] not in states.IN_MEETING | {states.LEAVING, states.POST_PROCESSING}:
+            raise Conflict(f"cannot leave {bot_id}: it is {bot['state']} (leave needs a bot in a meeting or leaving)")
         try:
-            self.scheduler.runner.leave(bot_id)
+            note = self.scheduler.runner.leave(bot_id)
         except RunnerError as exc:
             raise Conflict(f"cannot leave {bot_id}: {exc}") from None
-        return self.store.get(bot_id), []
+        return self.store.get(bot_id), [note] if note else []
 
     # -- reading ------------------------------------------------------------------
 

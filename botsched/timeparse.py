@@ -84,20 +84,109 @@ def parse_duration(text: str) -> int:
     return sign * total_s * US_PER_S
 
 
-def system_zone() -> tzinfo:
-    """The system's time zone as an IANA zone when we can name it (honours ``TZ``)."""
+_POSIX_TZ_CHARS = re.compile(r"[A-Za-z0-9<>+\-:.,/]+", re.ASCII)
+#: A version-2 TZif block with no transitions and one (unused) type: with a POSIX rule as
+#: its footer, a whole zone file that is nothing but the rule.
+_EMPTY_TZIF = b"TZif2" + bytes(15) + bytes(16) + (1).to_bytes(4, "big") + (4).to_bytes(4, "big") + bytes(6) + b"UTC\0"
+
+
+def posix_zone(rule: str) -> tzinfo | None:
+    """A POSIX ``TZ`` rule (``JST-9``, ``EST5EDT,M3.2.0,M11.1.0``, ``<+0330>-3:30``) as a
+    zone that follows it the way the C library does, or ``None`` when it is not one.
+
+    The rule is the footer of an in-memory TZif file without transitions, so ``zoneinfo``
+    (its public ``from_file``) applies it to every instant: offsets, summer time, the
+    names ``%Z`` shows and the fold of the repeated hour all come from the stdlib.
+    A summer time without its rules (``AAA3BBB``) is not taken: the C libraries disagree
+    on it (glibc borrows the transitions of a ``posixrules`` file, when there is one).
+    """
+    if not _POSIX_TZ_CHARS.fullmatch(rule):
+        return None
+    footer = rule
+    if "," in rule and _ZERO_BASED_DAY.search(rule):
+        shift = _zero_based_day_shift()
+        head, rules = rule.split(",", 1)
+        rules = _ZERO_BASED_DAY.sub(lambda m: str(int(m.group()) + shift), "," + rules)
+        if any(int(day) > 365 for day in _ZERO_BASED_DAY.findall(rules)):
+            return None
+        footer = head + rules
+    return _footer_zone(footer, rule)
+
+
+#: The zero-based day form of a rule's date (``,59/2``; not ``J60`` nor ``M3.2.0``).
+_ZERO_BASED_DAY = re.compile(r"(?<=,)\d+(?=[/,]|$)", re.ASCII)
+_day_shift: list[int] = []
+
+
+def _footer_zone(footer: str, key: str) -> tzinfo | None:
+    import io
+    from zoneinfo import ZoneInfo
+
+    data = _EMPTY_TZIF * 2 + b"\n" + footer.encode() + b"\n"  # the 32-bit and the 64-bit block, then the rule
+    try:
+        return ZoneInfo.from_file(io.BytesIO(data), key=key)
+    except ValueError:
+        return None
+
+
+def _zero_based_day_shift() -> int:
+    """How many days ``zoneinfo`` is early on a zero-based day (CPython 3.11 puts ``,100``
+    on day 99; the C library on day 100): measured once, so a fixed Python needs nothing."""
+    if not _day_shift:
+        probe = _footer_zone("A0B,100/0,200/0", "probe")
+        day_100 = datetime(2027, 1, 1, tzinfo=UTC) + timedelta(days=100)
+        early = probe is not None and (day_100 - timedelta(hours=1)).astimezone(probe).utcoffset() != timedelta(0)
+        _day_shift.append(1 if early else 0)
+    return _day_shift[0]
+
+
+def _tz_zone(value: str) -> tzinfo:
+    """The zone a ``TZ`` value means, in the C library's order: empty is UTC, then a zone
+    file (an IANA name, or an absolute path), then a POSIX rule; anything else is refused."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    name = os.environ.get("TZ", "").lstrip(":")
-    if name:
+    name = value.removeprefix(":")
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        pass
+    if name.startswith("/"):
         try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+            with open(name, "rb") as handle:
+                return ZoneInfo.from_file(handle, key=name)
+        except (OSError, ValueError):
             pass
+    zone = posix_zone(name)
+    if zone is not None:
+        return zone
+    if "," not in name and posix_zone(name + ",M3.2.0,M11.1.0") is not None:
+        raise InvalidInput(
+            f"TZ={value!r} has a summer time but not when it starts and ends: add the rules, "
+            f"e.g. TZ='{name},M3.2.0,M11.1.0', or use a zone name like America/New_York"
+        )
+    raise InvalidInput(
+        f"TZ={value!r} is neither a time zone name (like Europe/Berlin) nor a POSIX TZ rule "
+        "(like CET-1CEST,M3.5.0,M10.5.0/3); fix or unset TZ"
+    )
+
+
+def system_zone() -> tzinfo:
+    """The system's time zone: ``TZ`` when set (an IANA name, a zone file or a POSIX rule,
+    as the C library reads it; ``InvalidInput`` when it is none of them), else
+    ``/etc/localtime``."""
+    value = os.environ.get("TZ")
+    if value is not None:
+        return _tz_zone(value)
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         target = os.path.realpath("/etc/localtime")
         if "zoneinfo/" in target:
             return ZoneInfo(target.split("zoneinfo/", 1)[1])
+        with open("/etc/localtime", "rb") as handle:  # a copy, not a link: read it as it is
+            return ZoneInfo.from_file(handle, key="localtime")
     except (ZoneInfoNotFoundError, ValueError, OSError):
         pass
     local = datetime.now().astimezone().tzinfo
@@ -179,11 +268,23 @@ def _parse_join_at(text: str, now_us: int, zone: ZoneSource) -> JoinTime:
     return JoinTime(us, format_instant(us, digits), warnings)
 
 
+#: The furthest ahead a bot may join: three years (and a leap day), like Attendee. Beyond
+#: that a time is far more likely a typo (2062 for 2026) than a plan, and near year 9999
+#: it cannot even be shown in a zone east of UTC.
+MAX_AHEAD_US = (3 * 365 + 1) * 86_400 * US_PER_S
+
+
 def check_join_time(join: JoinTime, now_us: int, stage_lead_us: int) -> list[str]:
-    """Refuse a join time in the past; warn when it leaves less than the stage lead."""
+    """Refuse a join time in the past or more than three years ahead; warn when it leaves
+    less than the stage lead. (The daemon's rule: every entry point goes through it.)"""
     join_us = join.us
     if join_us <= now_us:
         raise InvalidInput(f"join time {join.text} is in the past (now is {format_instant(now_us, 0)})")
+    if join_us - now_us > MAX_AHEAD_US:
+        raise InvalidInput(
+            f"join time {join.text} is more than 3 years ahead (the latest is "
+            f"{format_instant(now_us + MAX_AHEAD_US, 0)}): check the year"
+        )
     if join_us - now_us < stage_lead_us:
         left, lead = (join_us - now_us) / US_PER_S, stage_lead_us / US_PER_S
         return [

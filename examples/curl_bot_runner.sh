@@ -9,7 +9,7 @@
 #   botsched config set runner.kind command
 #   botsched config set runner.command '["/path/to/examples/curl_bot_runner.sh"]'
 #   botsched config set runner.env.BOT_API_URL https://bots.example.com/v1   # hypothetical API
-#   botsched config set runner.env.BOT_API_TOKEN ...                         # never logged
+#   botsched config set runner.env.BOT_API_TOKEN ...                         # never logged; shown as ***
 # With BOT_API_URL unset it runs as a dry run (prints the requests it would make).
 set -euo pipefail
 

@@ -14,10 +14,10 @@ def good(tag: str) -> list[dict]:
 
 
 _GOOD = [
-    {"meeting_url": "https://zoom.us/j/1", "bot_name": "First", "join_at": "2031-01-01T10:00:00Z"},
-    {"meeting_url": "https://meet.google.com/abc-defg-hij", "bot_name": "Second", "join_at": "2031-01-02T10:00:00.250Z",
+    {"meeting_url": "https://zoom.us/j/1", "bot_name": "First", "join_at": "2028-01-01T10:00:00Z"},
+    {"meeting_url": "https://meet.google.com/abc-defg-hij", "bot_name": "Second", "join_at": "2028-01-02T10:00:00.250Z",
      "metadata": {"team": "sales", "n": "2"}},
-    {"meeting_url": "https://teams.microsoft.com/l/x", "bot_name": "Third", "join_at": "2031-01-03T12:00:00+02:00",
+    {"meeting_url": "https://teams.microsoft.com/l/x", "bot_name": "Third", "join_at": "2028-01-03T12:00:00+02:00",
      "deduplication_key": "bulk-3"},
 ]
 
@@ -36,10 +36,10 @@ def test_from_file_prints_one_id_per_line(module_home):
     assert len(ids) == 3 and all(ID_RE.match(i) for i in ids), result.stdout
     bots = [home.show(i) for i in ids]
     assert [b["bot_name"] for b in bots] == ["First", "Second", "Third"], "ids in the file's order"
-    assert bots[0]["join_at"] == "2031-01-01T10:00:00Z"
-    assert bots[1]["join_at"] == "2031-01-02T10:00:00.250Z"
+    assert bots[0]["join_at"] == "2028-01-01T10:00:00Z"
+    assert bots[1]["join_at"] == "2028-01-02T10:00:00.250Z"
     assert bots[1]["metadata"] == {"team": "sales", "n": "2"}
-    assert bots[2]["join_at"] == "2031-01-03T10:00:00Z"
+    assert bots[2]["join_at"] == "2028-01-03T10:00:00Z"
     assert bots[2]["deduplication_key"] == "bulk-3-file"
     assert all(b["state"] == "scheduled" for b in bots)
 
@@ -70,7 +70,7 @@ def test_bad_lines_create_nothing_and_are_all_named(module_home):
         json.dumps(items[1]),                                                     # 3 fine
         json.dumps({"meeting_url": "ftp://zoom.us/j/4"}),                        # 4 bad URL
         json.dumps({"meeting_url": "https://zoom.us/j/5", "join_at": "2020-01-01T00:00:00Z"}),  # 5 past
-        json.dumps({"meeting_url": "https://zoom.us/j/6", "join_at": "2031-01-01T00:00:00Z"}),  # 6 fine
+        json.dumps({"meeting_url": "https://zoom.us/j/6", "join_at": "2028-01-01T00:00:00Z"}),  # 6 fine
         json.dumps({"meeting_url": "https://zoom.us/j/7", "bot_name": "x" * 101}),  # 7 long name
     ]
     source = home.path / "mixed.jsonl"

@@ -9,7 +9,7 @@ import pytest
 
 from .helpers import ID_RE, UTC, assert_clean_error, in_ms, parse_z
 
-FAR = "2031-05-01T12:00:00Z"
+FAR = "2028-05-01T12:00:00Z"
 
 
 def test_quiet_prints_only_the_id(module_home):
@@ -84,10 +84,10 @@ def test_dedup_key_free_after_cancel(module_home):
 @pytest.mark.parametrize(
     ("given", "stored"),
     [
-        ("2030-01-15T10:30:00Z", "2030-01-15T10:30:00Z"),
-        ("2030-06-16T16:24:00+0000", "2030-06-16T16:24:00Z"),
-        ("2030-06-16T18:24:00.250+02:00", "2030-06-16T16:24:00.250Z"),
-        ("2030-06-16T16:24:00.123456Z", "2030-06-16T16:24:00.123456Z"),
+        ("2028-01-15T10:30:00Z", "2028-01-15T10:30:00Z"),
+        ("2028-06-16T16:24:00+0000", "2028-06-16T16:24:00Z"),
+        ("2028-06-16T18:24:00.250+02:00", "2028-06-16T16:24:00.250Z"),
+        ("2028-06-16T16:24:00.123456Z", "2028-06-16T16:24:00.123456Z"),
     ],
 )
 def test_iso_forms(module_home, given, stored):
@@ -97,12 +97,12 @@ def test_iso_forms(module_home, given, stored):
 def test_naive_local_time_uses_tz(module_home):
     home = module_home
     berlin = {"TZ": "Europe/Berlin"}
-    summer = home.json("create", "https://zoom.us/j/1", "--join-at", "2030-07-01T12:00:00", env=berlin)
-    assert summer["join_at"] == "2030-07-01T10:00:00Z", "CEST is UTC+2"
-    winter = home.json("create", "https://zoom.us/j/1", "--join-at", "2030-01-10T12:00:00.500", env=berlin)
-    assert winter["join_at"] == "2030-01-10T11:00:00.500Z", "CET is UTC+1"
-    tokyo = home.json("create", "https://zoom.us/j/1", "--join-at", "2030-01-10T12:00:00", env={"TZ": "Asia/Tokyo"})
-    assert tokyo["join_at"] == "2030-01-10T03:00:00Z"
+    summer = home.json("create", "https://zoom.us/j/1", "--join-at", "2028-07-01T12:00:00", env=berlin)
+    assert summer["join_at"] == "2028-07-01T10:00:00Z", "CEST is UTC+2"
+    winter = home.json("create", "https://zoom.us/j/1", "--join-at", "2028-01-10T12:00:00.500", env=berlin)
+    assert winter["join_at"] == "2028-01-10T11:00:00.500Z", "CET is UTC+1"
+    tokyo = home.json("create", "https://zoom.us/j/1", "--join-at", "2028-01-10T12:00:00", env={"TZ": "Asia/Tokyo"})
+    assert tokyo["join_at"] == "2028-01-10T03:00:00Z"
 
 
 @pytest.mark.parametrize(("given", "seconds"), [("+1h30m", 5400), ("+90s", 90), ("+10m", 600), ("+2h", 7200),
@@ -150,5 +150,5 @@ def test_limits_are_inclusive(module_home):
 
 def test_naive_time_prefers_the_configured_zone(make_home):
     home = make_home({"defaults": {"timezone": "America/New_York"}})
-    bot = home.json("create", "https://zoom.us/j/1", "--join-at", "2030-07-01T12:00:00", env={"TZ": "Europe/Berlin"})
-    assert bot["join_at"] == "2030-07-01T16:00:00Z", "defaults.timezone wins over TZ (EDT is UTC-4)"
+    bot = home.json("create", "https://zoom.us/j/1", "--join-at", "2028-07-01T12:00:00", env={"TZ": "Europe/Berlin"})
+    assert bot["join_at"] == "2028-07-01T16:00:00Z", "defaults.timezone wins over TZ (EDT is UTC-4)"

@@ -15,7 +15,7 @@ import pytest
 from .helpers import ALL_STATES, assert_clean_error, make_short_dir, pid_alive, wait_until
 
 URL = "https://zoom.us/j/7"
-FAR = "2031-05-01T12:00:00Z"
+FAR = "2028-05-01T12:00:00Z"
 
 
 def _config_value(config: dict, dotted: str):

@@ -36,7 +36,7 @@ def test_sigkill_loses_no_acknowledged_bot_and_a_missed_join_runs_late(make_home
     home = make_home()
     home.start()
     bulk = "".join(
-        json.dumps({"meeting_url": f"{URL}?n={n}", "bot_name": f"bulk {n}", "join_at": f"2031-02-{n % 28 + 1:02d}T09:00:00Z",
+        json.dumps({"meeting_url": f"{URL}?n={n}", "bot_name": f"bulk {n}", "join_at": f"2028-02-{n % 28 + 1:02d}T09:00:00Z",
                     "metadata": {"n": str(n)}}) + "\n"
         for n in range(25)
     )
@@ -44,7 +44,7 @@ def test_sigkill_loses_no_acknowledged_bot_and_a_missed_join_runs_late(make_home
     assert len(bulk_ids) == 25
 
     def one(n: int) -> str:
-        return home.create(f"{URL}?c={n}", "--join-at", f"2031-03-01T10:00:{n:02d}.5Z", "--metadata", f"c={n}",
+        return home.create(f"{URL}?c={n}", "--join-at", f"2028-03-01T10:00:{n:02d}.5Z", "--metadata", f"c={n}",
                            "--bot-name", f"concurrent {n}", "--dedup-key", f"durable-{n}")
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -70,7 +70,7 @@ def test_sigkill_loses_no_acknowledged_bot_and_a_missed_join_runs_late(make_home
     for bot_id in bulk_ids + single_ids:
         assert after[bot_id] == before[bot_id], f"{bot_id} changed across the crash"
     # the dedup keys survived too
-    dup = home.run("create", URL, "--join-at", "2031-04-01T00:00:00Z", "--dedup-key", "durable-3")
+    dup = home.run("create", URL, "--join-at", "2028-04-01T00:00:00Z", "--dedup-key", "durable-3")
     assert single_ids[3] in assert_clean_error(dup, 4)
 
     home.ok("wait", late_id, "--timeout", "15")
@@ -120,7 +120,7 @@ def test_sigkill_with_staged_and_in_meeting_bots_strands_nothing(make_home):
 def test_join_missed_beyond_grace_is_fatal_error(make_home):
     home = make_home({"scheduler": {"misfire_grace_seconds": 0.5}})
     home.start()
-    far = home.create(URL, "--join-at", "2031-01-01T00:00:00Z")
+    far = home.create(URL, "--join-at", "2028-01-01T00:00:00Z")
     join_at = in_ms(2.0)
     missed = home.create(URL, "--join-at", join_at)
     _kill_daemon(home)

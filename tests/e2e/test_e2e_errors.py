@@ -12,7 +12,7 @@ import pytest
 from .helpers import UTC, assert_clean_error, parse_z
 
 URL = "https://meet.google.com/abc-defg-hij"
-FAR = "2031-05-01T12:00:00Z"
+FAR = "2028-05-01T12:00:00Z"
 UNKNOWN = "bot_AAAAAAAAAAAAAAAA"
 
 BAD_INPUTS = [
@@ -32,7 +32,7 @@ BAD_INPUTS = [
     pytest.param(["create", URL, *[f"--metadata=k{i}=v" for i in range(51)]], 2, "", id="metadata-51-pairs"),
     pytest.param(["create", URL, "--metadata", "big=" + "x" * 17000], 2, "", id="metadata-over-16k"),
     pytest.param(["create", URL, "--join-at", "tomorrow"], 2, "", id="bad-time-word"),
-    pytest.param(["create", URL, "--join-at", "2031-13-45T10:00:00Z"], 2, "", id="bad-time-month"),
+    pytest.param(["create", URL, "--join-at", "2028-13-45T10:00:00Z"], 2, "", id="bad-time-month"),
     pytest.param(["create", URL, "--join-at", "+5x"], 2, "", id="bad-relative"),
     pytest.param(["create", URL, "--join-at", ""], 2, "", id="empty-time"),
     pytest.param(["create", URL, "--bogus"], 2, "", id="unknown-option"),
@@ -61,7 +61,7 @@ BAD_INPUTS = [
 def populated(module_home):
     """A home with a few far-future bots and its ``list --json`` baseline."""
     for n in range(3):
-        module_home.create(f"https://zoom.us/j/{n}", "--join-at", f"2031-0{n + 1}-01T12:00:00Z",
+        module_home.create(f"https://zoom.us/j/{n}", "--join-at", f"2028-0{n + 1}-01T12:00:00Z",
                            "--metadata", f"n={n}", "--dedup-key", f"base-{n}")
     return module_home, module_home.list_all()
 
@@ -134,13 +134,13 @@ def test_reschedule_and_cancel_while_scheduled(work_home):
     a = home.create(URL, "--join-at", FAR)
     b = home.create(URL, "--join-at", FAR)
     c = home.create(URL, "--join-at", FAR)
-    moved = home.json("reschedule", a, "--join-at", "2032-02-02T08:30:00.125Z")
-    assert moved["id"] == a and moved["join_at"] == "2032-02-02T08:30:00.125Z"
+    moved = home.json("reschedule", a, "--join-at", "2029-02-02T08:30:00.125Z")
+    assert moved["id"] == a and moved["join_at"] == "2029-02-02T08:30:00.125Z"
     assert moved["state"] == "scheduled"
-    assert home.show(a)["join_at"] == "2032-02-02T08:30:00.125Z"
-    out = home.ok("reschedule", a, "--join-at", "2032-02-02T09:00:00Z").stdout
+    assert home.show(a)["join_at"] == "2029-02-02T08:30:00.125Z"
+    out = home.ok("reschedule", a, "--join-at", "2029-02-02T09:00:00Z").stdout
     assert a in out
-    assert home.show(a)["join_at"] == "2032-02-02T09:00:00Z"
+    assert home.show(a)["join_at"] == "2029-02-02T09:00:00Z"
 
     result = home.ok("cancel", a, b)
     assert a in result.stdout and b in result.stdout

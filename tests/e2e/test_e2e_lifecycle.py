@@ -106,7 +106,7 @@ def test_ad_hoc_bot_lifecycle(home):
 
 def test_show_human_output_and_unknown_bot(module_home):
     home = module_home
-    bot_id = home.create("https://meet.google.com/abc-defg-hij", "--join-at", "2031-01-01T00:00:00Z")
+    bot_id = home.create("https://meet.google.com/abc-defg-hij", "--join-at", "2028-01-01T00:00:00Z")
     out = home.ok("show", bot_id).stdout
     assert bot_id in out and "scheduled" in out
     result = home.run("show", "bot_AAAAAAAAAAAAAAAA")
@@ -119,7 +119,7 @@ def test_show_human_output_and_unknown_bot(module_home):
 def test_created_at_is_now(module_home):
     home = module_home
     before = datetime.now(timezone.utc)
-    bot = home.json("create", "https://x.example.com/m", "--join-at", "2031-01-01T00:00:00Z")
+    bot = home.json("create", "https://x.example.com/m", "--join-at", "2028-01-01T00:00:00Z")
     after = datetime.now(timezone.utc)
     created = parse_z(bot["created_at"])
     assert before.replace(microsecond=0) <= created <= after, (before, created, after)

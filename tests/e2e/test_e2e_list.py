@@ -12,11 +12,11 @@ from .helpers import ID_RE, UTC, iso_ms
 def test_order_state_filter_and_limit(home):
     assert home.json("list") == [], "a new home has no bots"
     assert "Traceback" not in home.ok("list").stderr
-    s1 = home.create("https://zoom.us/j/1", "--join-at", "2031-03-01T00:00:00Z")
-    s2 = home.create("https://zoom.us/j/2", "--join-at", "2030-01-01T00:00:00Z")
+    s1 = home.create("https://zoom.us/j/1", "--join-at", "2028-03-01T00:00:00Z")
+    s2 = home.create("https://zoom.us/j/2", "--join-at", "2028-01-01T00:00:00Z")
     a1 = home.create("https://zoom.us/j/3")  # ad-hoc: sorted by created_at (now)
     s3 = home.create("https://zoom.us/j/4", "--join-at", iso_ms(datetime.now(UTC) + timedelta(hours=1)))
-    s4 = home.create("https://zoom.us/j/5", "--join-at", "2032-01-01T00:00:00.5+00:00")
+    s4 = home.create("https://zoom.us/j/5", "--join-at", "2029-01-01T00:00:00.5+00:00")
     a2 = home.create("https://zoom.us/j/6")
     home.ok("wait", a1, "--timeout", "15")
     home.ok("wait", a2, "--timeout", "15")
@@ -47,7 +47,7 @@ def test_order_state_filter_and_limit(home):
 
 def test_limit_defaults_to_100_and_says_more_exist(home):
     lines = "".join(
-        json.dumps({"meeting_url": f"https://zoom.us/j/{n}", "join_at": f"2031-01-01T00:{n // 60:02d}:{n % 60:02d}Z"})
+        json.dumps({"meeting_url": f"https://zoom.us/j/{n}", "join_at": f"2028-01-01T00:{n // 60:02d}:{n % 60:02d}Z"})
         + "\n"
         for n in range(105)
     )

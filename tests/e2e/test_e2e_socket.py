@@ -14,7 +14,7 @@ import pytest
 from .helpers import ID_RE, pid_alive
 
 URL = "https://zoom.us/j/99"
-FAR = "2031-05-01T12:00:00Z"
+FAR = "2028-05-01T12:00:00Z"
 CLIENTS = 20
 
 

@@ -345,7 +345,7 @@ ROUND_TRIP = [  # key, what the user types, the value it means, what `config get
     ("runner.command", '["/usr/local/bin/my bot", "--headless"]', ["/usr/local/bin/my bot", "--headless"],
      '["/usr/local/bin/my bot", "--headless"]'),
     ("runner.env", '{ API_TOKEN = "s3cr3t", REGION = "eu west" }', {"API_TOKEN": "s3cr3t", "REGION": "eu west"},
-     '{"API_TOKEN": "s3cr3t", "REGION": "eu west"}'),
+     '{"API_TOKEN": "***", "REGION": "***"}'),
 ]
 
 
@@ -588,7 +588,7 @@ def test_no_escape_codes_with_no_color_or_into_a_pipe(screens):
     for command, result in zip(commands + commands, results):
         assert result.returncode == 0, f"{command}: {result.stderr}"
         assert ESC not in result.stdout and ESC not in result.stderr, f"escape codes in `{' '.join(command)}`"
-    lines = "".join(json.dumps({"meeting_url": URLS["zoom"][0], "join_at": "2031-01-01T00:00:00Z"}) + "\n"
+    lines = "".join(json.dumps({"meeting_url": URLS["zoom"][0], "join_at": "2028-01-01T00:00:00Z"}) + "\n"
                     for _ in range(3))
     made, made_piped, bulk = parallel([
         lambda: run_plain(["create", URLS["custom"][0], "--join-at", "+4h"], home.env),
@@ -884,7 +884,7 @@ def test_events_follow_is_readable_live_in_a_pipe(make_home):
 
 def test_bulk_create_progress_bar_only_on_a_terminal_and_never_in_stdout(home, tmp_path):
     jsonl = tmp_path / "bots.jsonl"
-    jsonl.write_text("".join(json.dumps({"meeting_url": f"https://zoom.us/j/{n}", "join_at": "2031-01-01T00:00:00Z"})
+    jsonl.write_text("".join(json.dumps({"meeting_url": f"https://zoom.us/j/{n}", "join_at": "2028-01-01T00:00:00Z"})
                              + "\n" for n in range(1200)))
     env = colour_env(home)
     code, both = run_pty(["create", "--from", str(jsonl)], env)  # stdout on the terminal

@@ -14,7 +14,7 @@ import pytest
 from .helpers import ID_RE, MICRO_Z_RE, UTC, assert_clean_error, in_ms, parse_z
 
 URL = "https://zoom.us/j/42"
-FAR = "2031-05-01T12:00:00Z"
+FAR = "2028-05-01T12:00:00Z"
 
 
 def test_wait_default_is_any_terminal_state(module_home):

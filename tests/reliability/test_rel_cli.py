@@ -21,7 +21,7 @@ import pytest
 from .relhelpers import record_figures
 
 URL = "https://zoom.us/j/123456"
-FAR = "2031-05-01T12:00:00Z"
+FAR = "2028-05-01T12:00:00Z"
 UNKNOWN = "bot_AAAAAAAAAAAAAAAA"
 OTHER = "bot_BBBBBBBBBBBBBBBB"
 BAD_BYTE = "\udcff"  # os.fsencode -> b"\xff"
@@ -65,13 +65,13 @@ def P(args: list[str], code: int | tuple[int, ...], lines: int | None = 1, id: s
 
 BAD = [
     # -- times (exit 2)
-    P(["create", URL, "--join-at", "2031-02-30T10:00:00Z"], 2, id="time-feb-30"),
-    P(["create", URL, "--join-at", "2031-01-01T25:00:00Z"], 2, id="time-hour-25"),
-    P(["create", URL, "--join-at", "2031-01-01T10:00:00+25:00"], 2, id="time-offset-25h"),
+    P(["create", URL, "--join-at", "2028-02-30T10:00:00Z"], 2, id="time-feb-30"),
+    P(["create", URL, "--join-at", "2028-01-01T25:00:00Z"], 2, id="time-hour-25"),
+    P(["create", URL, "--join-at", "2028-01-01T10:00:00+25:00"], 2, id="time-offset-25h"),
     P(["create", URL, "--join-at", "10000-01-01T00:00:00Z"], 2, id="time-year-10000"),
     P(["create", URL, "--join-at", "+99999999d"], 2, id="time-relative-overflow"),
     P(["create", URL, "--join-at", "now"], 2, id="time-word"),
-    P(["create", URL, "--join-at", "2031-01-01"], 2, id="time-date-only"),
+    P(["create", URL, "--join-at", "2028-01-01"], 2, id="time-date-only"),
     P(["create", URL, "--join-at", "+1.5h"], 2, id="time-fractional-relative"),
     P(["create", URL, "--join-at", "+1h-5m"], 2, id="time-mixed-signs"),
     P(["create", URL, "--join-at", "-0s"], 2, id="time-minus-zero", mentions="past"),
@@ -166,7 +166,7 @@ def populated(module_homes, tmp_path_factory):
     home = module_homes()
     home.ok("daemon", "start")
     sched = home.create(URL, "--join-at", FAR, "--metadata", "role=scheduled")
-    home.create("https://meet.google.com/abc-defg-hij", "--join-at", "2032-01-01T00:00:00.250Z",
+    home.create("https://meet.google.com/abc-defg-hij", "--join-at", "2029-01-01T00:00:00.250Z",
                 "--dedup-key", "taken-key", "--bot-name", "Holder")
     ended = home.create("https://teams.microsoft.com/l/meetup-join/x")  # ad-hoc: runs and ends at once
     home.ok("wait", ended, "--timeout", "20")

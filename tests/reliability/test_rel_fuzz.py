@@ -28,7 +28,7 @@ from .relhelpers import SOAK, Client, Lost, assert_clean_error, fd_count, pid_al
 
 CASES = int(os.environ.get("BOTSCHED_FUZZ_CASES", "100000" if SOAK else "10000"))
 THREADS = 6
-FAR = "2031-05-01T12:00:00Z"
+FAR = "2028-05-01T12:00:00Z"
 KNOWN_CODES = {"invalid", "not_found", "conflict", "unavailable", "timeout"}
 OPS = {
     "create": ["meeting_url", "bot_name", "join_at", "metadata", "deduplication_key"],
@@ -57,7 +57,7 @@ def rand_text(rng: random.Random) -> str:
                        for _ in range(rng.randrange(1, 40)))
     if pick < 0.35:
         return rng.choice(["https://zoom.us/j/1", "http://", "https://x" + "y" * 3000, "bot_" + "A" * 16,
-                           "bot_AAAAAAAAAAAAAAA\u0130", "+10m", "+99999999999d", "2031-01-01T00:00:00Z",
+                           "bot_AAAAAAAAAAAAAAA\u0130", "+10m", "+99999999999d", "2028-01-01T00:00:00Z",
                            "1970-01-01T00:00:00Z", "scheduled", "\ud800", "\udfff\ud800", "", " ", "\x00"])
     return "".join(chr(rng.randrange(0x20, 0x7F)) for _ in range(rng.randrange(0, 30)))
 

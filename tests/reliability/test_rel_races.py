@@ -33,7 +33,7 @@ SPREAD_S = 0.15
 STAGE_RACERS = 100  # bots per staging race (cancel, reschedule)
 PAIR_RACERS = 60  # bots per two-client race
 THREADS = 16
-FAR = "2031-05-01T12:00:00Z"
+FAR = "2028-05-01T12:00:00Z"
 
 
 class Follower(threading.Thread):
@@ -223,7 +223,7 @@ def _far_bots(home, count: int) -> list[str]:  # noqa: ANN001
 def test_two_reschedules_of_one_bot_the_later_one_wins_whole(race_home):
     home = race_home
     ids = _far_bots(home, PAIR_RACERS)
-    value = {bot_id: (f"2032-01-{1 + n % 28:02d}T10:00:00.111Z", f"2033-02-{1 + n % 28:02d}T11:00:00.222Z")
+    value = {bot_id: (f"2029-01-{1 + n % 28:02d}T10:00:00.111Z", f"2029-02-{1 + n % 28:02d}T11:00:00.222Z")
              for n, bot_id in enumerate(ids)}
     results = _pairs(str(home.socket), ids,
                      lambda b: ("reschedule", {"id": b, "join_at": value[b][0]}),
@@ -251,7 +251,7 @@ def test_reschedule_vs_cancel_the_cancel_wins_and_the_reschedule_is_consistent(r
     home = race_home
     ids = _far_bots(home, PAIR_RACERS)
     results = _pairs(str(home.socket), ids,
-                     lambda b: ("reschedule", {"id": b, "join_at": "2032-03-03T03:03:03Z"}),
+                     lambda b: ("reschedule", {"id": b, "join_at": "2029-03-03T03:03:03Z"}),
                      lambda b: ("cancel", {"id": b}))
     problems = []
     outcomes: Counter = Counter()

@@ -28,7 +28,7 @@ import pytest
 from .relhelpers import assert_clean_error, in_s, is_root, make_short_dir, pid_alive, wait_until
 
 URL = "https://meet.google.com/abc-defg-hij"
-FAR = "2031-05-01T12:00:00Z"
+FAR = "2028-05-01T12:00:00Z"
 
 
 def _mode(path: Path) -> int:

@@ -29,7 +29,7 @@ from botsched.store import NewBot, Store
 from .relhelpers import assert_clean_error, can_chattr, can_mount, integrity, is_root, parse_z, pid_alive, sha256
 
 URL = "https://zoom.us/j/42"
-FAR = "2031-05-01T12:00:00Z"
+FAR = "2028-05-01T12:00:00Z"
 NO_AUTOSTART = {"BOTSCHED_NO_AUTOSTART": "1"}
 MOUNTABLE = can_mount()
 
@@ -232,7 +232,7 @@ def test_a_full_disk_fails_creates_clearly_and_keeps_serving(make_home):
     after = home.list_all()
     assert [b for b in after if b["bot_name"].startswith("before")] == baseline
     assert failed_name not in {b["bot_name"] for b in after}, "the failed create left a bot behind"
-    for args in (["reschedule", stored[0], "--join-at", "2032-01-01T00:00:00Z"], ["cancel", stored[1]]):
+    for args in (["reschedule", stored[0], "--join-at", "2029-01-01T00:00:00Z"], ["cancel", stored[1]]):
         result = home.run(*args)
         if result.returncode != 0:
             assert "nothing was changed" in assert_clean_error(result, 1)
