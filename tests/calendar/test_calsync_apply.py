@@ -88,3 +88,55 @@ def test_a_replacement_is_not_created_when_the_old_bot_could_not_be_cancelled() 
     assert isinstance(_apply(conn, plan, None, []), Conflict)
     assert [op for op, _ in conn.calls] == ["cancel"]
     assert [a.action for a in plan] == ["failed", "failed"]
+
+
+class BulkConnection(FakeConnection):
+    """Also takes ``create_many``: records the items, or refuses them all."""
+
+    def __init__(self, refuse: Exception | None = None) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.bulk: list[dict[str, Any]] = []
+
+    def call_bulk(self, op: str, chunks: list[bytes], **args: Any) -> tuple[Any, list[str]]:
+        import json
+
+        assert op == "create_many" and args == {"bots": False}
+        if self.refuse is not None:
+            raise self.refuse
+        for chunk in chunks:
+            self.bulk.extend(json.loads(chunk)["items"])
+        return [f"bot_BULK{n:012d}" for n in range(len(self.bulk))], ["3 bot(s) join sooner than the stage lead"]
+
+
+def many(count: int) -> list[calsync.Action]:
+    wanted = [calsync.Wanted(f"ical:e{n}", f"e{n}", f"E{n}", f"https://zoom.us/j/{n}", us(2030, 3, 18, 10) + n,
+                             us(2030, 3, 18, 10) + n) for n in range(count)]
+    return calsync.plan(wanted, [], NOW_US)
+
+
+def test_many_creates_go_as_one_create_many() -> None:
+    conn = BulkConnection()
+    plan = many(250)
+    warnings: list[str] = []
+    assert _apply(conn, plan, "Notes", warnings) is None
+    assert conn.calls == []  # no create one by one
+    assert len(conn.bulk) == 250 and conn.bulk[0] == {
+        "line": 1, "meeting_url": "https://zoom.us/j/0", "join_at": "2030-03-18T10:00:00Z", "bot_name": "Notes",
+        "metadata": {"calendar_uid": "e0", "calendar_summary": "E0"}, "deduplication_key": "ical:e0"}
+    assert [a.bot_id for a in plan][:2] == ["bot_BULK000000000000", "bot_BULK000000000001"]
+    assert {a.state for a in plan} == {"scheduled"} and calsync.counts(plan)["create"] == 250
+    assert warnings == ["3 bot(s) join sooner than the stage lead"]
+
+
+def test_a_refused_create_many_falls_back_to_one_by_one() -> None:
+    conn = BulkConnection(refuse=Conflict("line 7: deduplication key ical:e6 is taken"))
+    plan = many(30)
+    assert _apply(conn, plan, None, []) is None
+    assert [op for op, _ in conn.calls] == ["create"] * 30 and not conn.bulk
+
+
+def test_a_lost_daemon_during_create_many_stops_the_sync() -> None:
+    conn = BulkConnection(refuse=DaemonUnavailable("gone"))
+    with pytest.raises(DaemonUnavailable):
+        _apply(conn, many(30), None, [])

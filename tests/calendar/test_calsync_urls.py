@@ -20,8 +20,24 @@ def test_x_google_conference() -> None:
         "https://meet.google.com/abc-defg-hij"
 
 
-def test_url_property_of_an_unknown_platform_counts() -> None:
+def test_url_property_of_a_meeting_platform_counts() -> None:
     assert find_meeting_url(event(URL="https://meet.jit.si/room")) == "https://meet.jit.si/room"
+    assert find_meeting_url(event(URL="https://whereby.com/acme-standup")) == "https://whereby.com/acme-standup"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://www.meetup.com/python-berlin/events/300123456/", "https://www.jazzfest-example.de/programm/2030/x",
+     "https://intranet.example/event/42"],
+)
+def test_url_property_that_is_a_web_page_is_not_a_meeting(url: str) -> None:
+    assert find_meeting_url(event(URL=url)) is None
+
+
+def test_a_conference_property_counts_whatever_the_host() -> None:
+    assert find_meeting_url(event(CONFERENCE="https://video.example.org/room/7")) == "https://video.example.org/room/7"
+    assert find_meeting_url(event(URL="https://www.meetup.com/e/1/", CONFERENCE="https://video.example.org/r")) == \
+        "https://video.example.org/r"
 
 
 def test_known_platform_beats_a_url_property() -> None:
@@ -39,7 +55,9 @@ def test_unknown_links_in_a_description_are_not_meetings() -> None:
     [
         ("https://acme.zoom.us/j/111222333", "https://acme.zoom.us/j/111222333"),
         ("Zoom: https://acme.zoom.us/j/111222333 (passcode in 1Password)", "https://acme.zoom.us/j/111222333"),
-        ("https://meet.jit.si/room", "https://meet.jit.si/room"),  # nothing but a link
+        ("https://meet.jit.si/room", "https://meet.jit.si/room"),  # a meeting platform (Jitsi)
+        ("https://jitsi.acme.example/weekly", "https://jitsi.acme.example/weekly"),  # a self-hosted one
+        ("https://blog.example.org/2030/03/post", None),  # nothing but a link, but to a web page
         ("Room 4 (see https://maps.example/room4)", None),  # a mention is not a meeting
         ("Microsoft Teams Meeting", None),
     ],
