@@ -319,13 +319,13 @@ class BenchDaemon:
 
     @property
     def paths(self) -> Any:
-        from botsched.paths import resolve_paths
+        from botsched.core.paths import resolve_paths
 
         return resolve_paths({"BOTSCHED_HOME": str(self.home)})
 
     def connect(self) -> Any:
-        """A ``botsched.client.Connection`` to this daemon (no autostart)."""
-        from botsched.client import connect
+        """A ``botsched.client.connection.connection.Connection`` to this daemon (no autostart)."""
+        from botsched.client.connection.connection import connect
 
         return connect(self.paths, autostart=False)
 

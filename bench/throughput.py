@@ -5,7 +5,7 @@
     For reference, the same bots as one ``create_many`` request with no CLI in front.
 (b) 1,000 sequential ``botsched create -q URL --join-at +1h`` processes: creates/s as a
     shell loop sees it (interpreter start-up and imports dominate). Target ≥ 15/s.
-(c) Requests over ONE socket connection (``botsched.client.connect()``): ``create`` then
+(c) Requests over ONE socket connection (``botsched.client.connection.connection.connect()``): ``create`` then
     ``show`` of that bot, in a loop. Target ≥ 2,000 requests/s; ``create`` alone and
     ``show`` alone are shown too, since each create is a durable commit and a show is not.
 

@@ -1,6 +1,6 @@
 """``python -m botsched`` is the same as the ``botsched`` command."""
 
-from botsched.fastcli import main
+from botsched.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 No socket and no clock here: ``expand`` turns the bytes of an ``.ics`` file into the
 bots it asks for over ``[now, now + days)`` (plus the occurrences it skips, with
 reasons), and ``plan`` compares those with the calendar's existing bots. The command
-(``botsched.calsync_cli``) reads the file, asks the daemon and applies the plan.
+(``botsched.cli.calendar``) reads the file, asks the daemon and applies the plan.
 
 Reading happens in three steps:
 
@@ -50,10 +50,10 @@ try:  # recurring_ical_events' own dependency (it applies X-WR-TIMEZONE with it)
 except ImportError:  # pragma: no cover
     x_wr_timezone = None
 
-from botsched.errors import InvalidInput
-from botsched.platforms import detect_platform
-from botsched.timeparse import format_instant, from_us, parse_instant, to_us
-from botsched.validation import url_host, validate_meeting_url
+from botsched.core.errors import InvalidInput
+from botsched.core.platforms import detect_platform
+from botsched.core.timeparse import format_instant, from_us, parse_instant, to_us
+from botsched.core.validation import url_host, validate_meeting_url
 
 UTC = timezone.utc
 KEY_PREFIX = "ical:"

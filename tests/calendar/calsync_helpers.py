@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from botsched import calsync
-from botsched.timeparse import to_us
+from botsched.core.timeparse import to_us
 
 UTC = timezone.utc
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -116,8 +116,8 @@ class Home:
 
     def bots(self) -> list[dict[str, Any]]:
         """Every bot, straight from the daemon's socket (a process per check would be slow)."""
-        from botsched.client import connect
-        from botsched.paths import resolve_paths
+        from botsched.client.connection import connect
+        from botsched.core.paths import resolve_paths
 
         with connect(resolve_paths({"BOTSCHED_HOME": str(self.path)}), autostart=False) as conn:
             page, _ = conn.call("list", states=[], limit=0)

@@ -8,8 +8,8 @@ import pytest
 from calsync_helpers import NOW_US, us
 
 from botsched import calsync
-from botsched.calsync_cli import _apply
-from botsched.errors import Conflict, DaemonUnavailable, NotFound
+from botsched.cli.calendar import _apply
+from botsched.core.errors import Conflict, DaemonUnavailable, NotFound
 
 
 class FakeConnection:

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from calsync_helpers import ANCHOR, Home, actions_by, calendar, shift_days, shifted
 
-from botsched.timeparse import format_instant, to_us
+from botsched.core.timeparse import format_instant, to_us
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -17,7 +17,7 @@ import pytest
 from calsync_helpers import BERLIN, EMAIL, FIXTURES, NOW_US
 
 from botsched import calsync
-from botsched.timeparse import to_us
+from botsched.core.timeparse import to_us
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "calendar_sync.py"
 

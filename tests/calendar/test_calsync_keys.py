@@ -71,7 +71,7 @@ def test_long_or_odd_uids_are_hashed_to_fit() -> None:
 
 
 def test_every_key_is_a_valid_dedup_key() -> None:
-    from botsched.validation import validate_dedup_key, validate_metadata
+    from botsched.core.validation import validate_dedup_key, validate_metadata
 
     for name in ("google.ics", "outlook.ics", "apple.ics", "recurring.ics", "dst.ics"):
         result = expand(name, days=300)

@@ -6,7 +6,7 @@ import pytest
 from calsync_helpers import BERLIN, NOW_US, by_summary, calendar, expand, fixture_bytes, us
 
 from botsched import calsync
-from botsched.errors import InvalidInput
+from botsched.core.errors import InvalidInput
 
 
 def test_google_export() -> None:

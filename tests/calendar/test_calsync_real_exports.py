@@ -13,7 +13,7 @@ import pytest
 from calsync_helpers import BERLIN, NOW_US, by_summary, calendar, expand, fixture_bytes, us
 
 from botsched import calsync
-from botsched.errors import InvalidInput
+from botsched.core.errors import InvalidInput
 
 UTC = timezone.utc
 #: What Python's own error text looks like: none of it may reach a user.

@@ -10,7 +10,7 @@ import pytest
 from calsync_helpers import calendar, expand, us
 
 from botsched import calsync
-from botsched.timeparse import to_us
+from botsched.core.timeparse import to_us
 
 URL = "URL:https://zoom.us/j/1"
 

@@ -148,11 +148,11 @@ def no_daemon(home: Home) -> bool:
 
 
 #: Runs many ``botsched ARGS`` one after the other in ONE interpreter, through the entry
-#: point of the installed command (``botsched.fastcli:main``): one Python start-up instead
+#: point of the installed command (``botsched.cli.main:main``): one Python start-up instead
 #: of dozens, for commands that need no daemon (help, config).
 DRIVER = r"""
 import contextlib, io, json, sys
-from botsched.fastcli import main
+from botsched.cli.main import main
 answers = []
 for args in json.loads(sys.argv[1]):
     out, err, code = io.StringIO(), io.StringIO(), 0
@@ -350,7 +350,7 @@ ROUND_TRIP = [  # key, what the user types, the value it means, what `config get
 
 
 def test_config_path_show_and_defaults(make_home):
-    from botsched import config
+    from botsched.core import config
 
     home = make_home(write_config=False)
     path, shown, human = parallel([lambda: home.ok("config", "path"), lambda: home.json("config", "show"),
@@ -434,7 +434,7 @@ def test_environment_and_config_turn_autostart_off(make_home):
 
 
 def test_config_changes_reach_the_running_daemon(make_home, monkeypatch):
-    from botsched.client import connect
+    from botsched.client.connection import connect
 
     home = make_home()
     pid = home.start()
@@ -509,7 +509,7 @@ def test_daemon_install_print(home, tmp_path):
     for line in ("Restart=on-failure", "KillMode=process", "WantedBy=default.target"):
         assert line in lines, f"{line} missing:\n{unit}"
     assert f'Environment="BOTSCHED_HOME={home.path}"' in lines, unit
-    assert str(xdg / "systemd" / "user" / "botsched.service") in unit, "--print says where the unit would go"
+    assert str(xdg / "systemd" / "user" / "botsched.daemon.service") in unit, "--print says where the unit would go"
     assert list(xdg.iterdir()) == [], "--print changes nothing"
     assert no_daemon(home)
 
@@ -534,7 +534,7 @@ def _fake_systemctl(bindir: Path, code: int) -> Path:
 
 def test_daemon_install_and_uninstall_without_systemd(home, tmp_path):
     xdg = tmp_path / "xdg"
-    unit = xdg / "systemd" / "user" / "botsched.service"
+    unit = xdg / "systemd" / "user" / "botsched.daemon.service"
     expected = home.ok("daemon", "install", "--print", env={"XDG_CONFIG_HOME": str(xdg)}).stdout
 
     # systemctl fails (no user systemd in this sandbox): the unit is written and we are told what to run.
@@ -544,7 +544,7 @@ def test_daemon_install_and_uninstall_without_systemd(home, tmp_path):
     assert unit.exists(), installed.stdout
     assert _unit_lines(unit.read_text()) == _unit_lines(expected), "install writes what --print shows"
     assert str(unit) in installed.stdout
-    assert "systemctl --user daemon-reload" in installed.stdout and "enable --now botsched.service" in installed.stdout
+    assert "systemctl --user daemon-reload" in installed.stdout and "enable --now botsched.daemon.service" in installed.stdout
     assert "--user" in calls.read_text(), "install tried systemctl --user"
     removed = home.ok("daemon", "uninstall", env=env)
     assert not unit.exists() and str(unit) in removed.stdout
@@ -563,10 +563,10 @@ def test_daemon_install_and_uninstall_without_systemd(home, tmp_path):
     env = {"XDG_CONFIG_HOME": str(xdg), "PATH": f"{tmp_path / 'working'}{os.pathsep}{home.env['PATH']}"}
     installed = home.ok("daemon", "install", env=env)
     seen = calls.read_text().splitlines()
-    assert "--user daemon-reload" in seen and "--user enable --now botsched.service" in seen, seen
+    assert "--user daemon-reload" in seen and "--user enable --now botsched.daemon.service" in seen, seen
     assert "enabled" in installed.stdout
     home.ok("daemon", "uninstall", env=env)
-    assert "--user disable --now botsched.service" in calls.read_text().splitlines()
+    assert "--user disable --now botsched.daemon.service" in calls.read_text().splitlines()
     assert not unit.exists()
     assert no_daemon(home), "install/uninstall never start a daemon themselves"
 
@@ -693,7 +693,7 @@ def _command_paths() -> list[list[str]]:
     """Every command and group of the Typer app, so a new command is covered automatically."""
     import typer
 
-    from botsched.cli import app
+    from botsched.cli.app import app
 
     paths: list[list[str]] = []
 

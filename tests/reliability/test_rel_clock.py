@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 
-from botsched import config as config_mod
-from botsched import scheduler as scheduler_mod
-from botsched.config import Config
-from botsched.runners.base import Runner
-from botsched.scheduler import Scheduler
-from botsched.store import NewBot, Store
-from botsched.timeparse import format_instant, to_us
+from botsched.core import config as config_mod
+from botsched.daemon import scheduler as scheduler_mod
+from botsched.core.config import Config
+from botsched.daemon.runners.base import Runner
+from botsched.daemon.scheduler import Scheduler
+from botsched.daemon.store import NewBot, Store
+from botsched.core.timeparse import format_instant, to_us
 
 S = 1_000_000
 HOUR = 3600 * S

@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from botsched import daemon as daemon_mod
+from botsched.daemon import main as daemon_mod
 
 from .relhelpers import Client, Lost, assert_clean_error, fd_count, in_s, is_root, pid_alive, wait_until
 
@@ -187,7 +187,7 @@ def test_database_deleted_under_the_daemon_refuses_changes_loudly(home, victim):
     assert result.stdout == ""
     assert_clean_error(home.run("cancel", kept), 5)
     log = home.log.read_text()
-    assert " CRITICAL botsched.store: " in log and "can no longer be saved" in log, log[-2000:]
+    assert " CRITICAL botsched.daemon.store: " in log and "can no longer be saved" in log, log[-2000:]
     status = home.run("daemon", "status", "--json")
     assert status.returncode == 0 and "changes are refused" in status.stderr, status
     # reads still answer; the bots the daemon knew still join (nobody misses a meeting)
@@ -255,7 +255,7 @@ def _cli_modules(args_list: list[list[str]]) -> list[str]:
     """The modules these commands import (found by running them as us, with no daemon): the
     uid-65534 child imports them first, as it may not read this interpreter's files."""
     if not _CLI_MODULES:
-        script = ("import atexit, sys, botsched.fastcli as f; "
+        script = ("import atexit, sys, botsched.cli.main as f; "
                   "atexit.register(lambda: sys.__stdout__.write('\\n'.join(sorted(sys.modules)) + '\\n')); "
                   "import json; f.main(json.loads(sys.argv[1]))")
         found: set[str] = set()
@@ -273,7 +273,7 @@ def _run_as_nobody(env: dict[str, str], args: list[str], timeout: float = 30.0) 
     by that uid); returns (exit code, stdout, stderr, seconds)."""
     import importlib
 
-    from botsched import fastcli
+    from botsched.cli import main as fastcli
 
     for name in _cli_modules(COMMANDS_AS_NOBODY):  # (everything imported before the uid changes)
         try:

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from botsched import daemon as daemon_mod
-from botsched import protocol
+from botsched.daemon import main as daemon_mod
+from botsched.core import protocol
 
 from .relhelpers import SOAK, Client, Lost, assert_clean_error, fd_count, pid_alive, record_figures, rss_kib
 

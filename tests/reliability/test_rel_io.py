@@ -34,10 +34,10 @@ from typing import Any
 
 import pytest
 
-from botsched import config as config_mod
-from botsched import fastcli
-from botsched.errors import InvalidInput
-from botsched.timeparse import (
+from botsched.core import config as config_mod
+from botsched.cli import main as fastcli
+from botsched.core.errors import InvalidInput
+from botsched.core.timeparse import (
     MAX_AHEAD_US,
     JoinTime,
     check_join_time,

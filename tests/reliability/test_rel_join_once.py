@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-from botsched import config as config_mod
-from botsched.config import Config
-from botsched.runners.base import Runner
-from botsched.scheduler import Scheduler
-from botsched.store import NewBot, StorageError, Store
-from botsched.timeparse import format_instant
+from botsched.core import config as config_mod
+from botsched.core.config import Config
+from botsched.daemon.runners.base import Runner
+from botsched.daemon.scheduler import Scheduler
+from botsched.daemon.store import NewBot, StorageError, Store
+from botsched.core.timeparse import format_instant
 
 from .relhelpers import Client, can_mount, in_s, parse_z, record_figures, retry, wait_until
 

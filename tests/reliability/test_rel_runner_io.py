@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from botsched import systemd
-from botsched.daemon import MAX_CONNECTIONS
-from botsched.runners import base
+from botsched.client import systemd
+from botsched.daemon.main import MAX_CONNECTIONS
+from botsched.daemon.runners import base
 
 from .relhelpers import (
     Client,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from botsched import store as store_mod
-from botsched.errors import BotschedError
-from botsched.store import NewBot, Store
+from botsched.daemon import store as store_mod
+from botsched.core.errors import BotschedError
+from botsched.daemon.store import NewBot, Store
 
 from .relhelpers import assert_clean_error, can_chattr, can_mount, integrity, is_root, parse_z, pid_alive, sha256
 

@@ -1,4 +1,4 @@
-"""Unit tests of botsched.config: defaults, config.toml loading and validation, config set."""
+"""Unit tests of botsched.core.config: defaults, config.toml loading and validation, config set."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from botsched import config
-from botsched.config import Config, defaults, load, parse_cli_value, read_file, validate_value, write_value
-from botsched.errors import InvalidInput
+from botsched.core import config
+from botsched.core.config import Config, defaults, load, parse_cli_value, read_file, validate_value, write_value
+from botsched.core.errors import InvalidInput
 
 DOCUMENTED_DEFAULTS = {
     "daemon.autostart": True,

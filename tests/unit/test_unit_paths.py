@@ -1,4 +1,4 @@
-"""Unit tests of botsched.paths: where things live (SPEC §2)."""
+"""Unit tests of botsched.core.paths: where things live (SPEC §2)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from botsched.errors import InvalidInput
-from botsched.paths import check_socket_path, ensure_private_dir, resolve_paths
+from botsched.core.errors import InvalidInput
+from botsched.core.paths import check_socket_path, ensure_private_dir, resolve_paths
 
 
 def test_botsched_home_holds_everything(tmp_path: Path) -> None:

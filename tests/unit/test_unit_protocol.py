@@ -1,4 +1,4 @@
-"""Unit tests of botsched.protocol (newline-delimited JSON) and the error codes it carries."""
+"""Unit tests of botsched.core.protocol (newline-delimited JSON) and the error codes it carries."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import json
 
 import pytest
 
-from botsched import errors, protocol
-from botsched.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound, WaitTimeout
-from botsched.protocol import ProtocolError, decode, encode, parse_request
+from botsched.core import errors
+
+from botsched.core import protocol
+from botsched.core.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound, WaitTimeout
+from botsched.core.protocol import ProtocolError, decode, encode, parse_request
 
 
 def test_encode_is_one_compact_utf8_line() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests of botsched.scheduler driven by a fake clock and a recording fake runner.
+"""Unit tests of botsched.daemon.scheduler driven by a fake clock and a recording fake runner.
 
 No event loop, no sleeping: every test calls ``tick()`` at chosen fake times.
 """
@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from unit_fakes import FakeClock
 
-from botsched import config as config_mod
-from botsched.config import Config
-from botsched.runners.base import Runner, RunnerError
-from botsched.scheduler import Scheduler
-from botsched.store import NewBot, Store
-from botsched.timeparse import format_instant, to_us
+from botsched.core import config as config_mod
+from botsched.core.config import Config
+from botsched.daemon.runners.base import Runner, RunnerError
+from botsched.daemon.scheduler import Scheduler
+from botsched.daemon.store import NewBot, Store
+from botsched.core.timeparse import format_instant, to_us
 
 S = 1_000_000
 LEAD = 10 * S
@@ -218,7 +218,7 @@ def test_burst_of_100_bots_is_staged_in_one_tick(h: Harness) -> None:
 
 
 def test_more_bots_than_one_batch_are_all_handled_in_one_tick(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    from botsched import scheduler as scheduler_mod
+    from botsched.daemon import scheduler as scheduler_mod
 
     monkeypatch.setattr(scheduler_mod, "BATCH", 3)
     join = T0 + 5 * S

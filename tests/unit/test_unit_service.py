@@ -1,4 +1,4 @@
-"""Unit tests of botsched.service.BotService: the daemon's request handlers, without a socket."""
+"""Unit tests of botsched.daemon.service.BotService: the daemon's request handlers, without a socket."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 from unit_fakes import FakeClock
 
-from botsched import config as config_mod
-from botsched import states
-from botsched.config import Config
-from botsched.errors import BotschedError, Conflict, InvalidInput, NotFound
-from botsched.paths import resolve_paths
-from botsched.runners.base import Runner, RunnerError
-from botsched.scheduler import Scheduler
-from botsched.service import BotService
-from botsched.store import Store
-from botsched.timeparse import format_instant, parse_instant, to_us
+from botsched.core import config as config_mod
+from botsched.core import states
+from botsched.core.config import Config
+from botsched.core.errors import BotschedError, Conflict, InvalidInput, NotFound
+from botsched.core.paths import resolve_paths
+from botsched.daemon.runners.base import Runner, RunnerError
+from botsched.daemon.scheduler import Scheduler
+from botsched.daemon.service import BotService
+from botsched.daemon.store import Store
+from botsched.core.timeparse import format_instant, parse_instant, to_us
 
 S = 1_000_000
 T0 = to_us(datetime(2026, 5, 4, 9, 30, 15, 250000, tzinfo=timezone.utc))

@@ -1,4 +1,4 @@
-"""Unit tests of botsched.states against the lifecycle documented in SPEC §4."""
+"""Unit tests of botsched.core.states against the lifecycle documented in SPEC §4."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from botsched import states
-from botsched.states import ALL_STATES, is_legal, is_terminal
+from botsched.core import states
+from botsched.core.states import ALL_STATES, is_legal, is_terminal
 
 # SPEC §4, written out independently of the implementation's table.
 IN_CALL = {"waiting_room", "joined_not_recording", "joined_recording"}

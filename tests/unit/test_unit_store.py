@@ -1,4 +1,4 @@
-"""Unit tests of botsched.store: the SQLite store, its JSON shape and its queue queries."""
+"""Unit tests of botsched.daemon.store: the SQLite store, its JSON shape and its queue queries."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from botsched import states
-from botsched.errors import BotschedError, Conflict, InvalidInput, NotFound
-from botsched.store import SCHEMA_VERSION, Event, NewBot, Store, new_bot_id
-from botsched.timeparse import format_instant, parse_instant, to_us
+from botsched.core import states
+from botsched.core.errors import BotschedError, Conflict, InvalidInput, NotFound
+from botsched.daemon.store import SCHEMA_VERSION, Event, NewBot, Store, new_bot_id
+from botsched.core.timeparse import format_instant, parse_instant, to_us
 
 S = 1_000_000
 T0 = to_us(datetime(2025, 6, 16, 16, 40, 12, 518204, tzinfo=timezone.utc))

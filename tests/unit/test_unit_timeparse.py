@@ -1,4 +1,4 @@
-"""Unit tests of botsched.timeparse: --join-at parsing, durations and the instant wire format."""
+"""Unit tests of botsched.core.timeparse: --join-at parsing, durations and the instant wire format."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from botsched.errors import InvalidInput
-from botsched.timeparse import (
+from botsched.core.errors import InvalidInput
+from botsched.core.timeparse import (
     JoinTime,
     check_join_time,
     format_instant,

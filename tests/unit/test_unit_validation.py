@@ -1,11 +1,11 @@
-"""Unit tests of botsched.validation: the input rules of SPEC §5."""
+"""Unit tests of botsched.core.validation: the input rules of SPEC §5."""
 
 from __future__ import annotations
 
 import pytest
 
-from botsched.errors import InvalidInput, NotFound
-from botsched.validation import (
+from botsched.core.errors import InvalidInput, NotFound
+from botsched.core.validation import (
     parse_metadata_pairs,
     validate_bot_id,
     validate_bot_name,

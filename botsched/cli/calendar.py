@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from botsched.errors import BotschedError, InvalidInput
-from botsched.fastcli import changed, json_text, print_errors, printable, warn
+from botsched.core.errors import BotschedError, InvalidInput
+from botsched.cli.main import changed, json_text, print_errors, printable, warn
 
 if TYPE_CHECKING:  # pragma: no cover
     from botsched.calsync import Action
@@ -59,10 +59,10 @@ def sync(
 
     Example: botsched calendar sync ~/Downloads/work.ics --join-offset -1m --dry-run
     """
-    from botsched import config
-    from botsched.paths import resolve_paths
-    from botsched.timeparse import parse_duration, resolve_zone
-    from botsched.validation import validate_bot_name
+    from botsched.core import config
+    from botsched.core.paths import resolve_paths
+    from botsched.core.timeparse import parse_duration, resolve_zone
+    from botsched.core.validation import validate_bot_name
 
     if not 1 <= days <= MAX_DAYS:
         raise InvalidInput(f"--days must be between 1 and {MAX_DAYS}, not {days}")
@@ -76,7 +76,7 @@ def sync(
     data = _read_source(source)
 
     from botsched import calsync
-    from botsched.client import connect
+    from botsched.client.connection import connect
 
     now_us = time.time_ns() // 1000
     expansion = calsync.expand(
@@ -170,7 +170,7 @@ def _create_together(conn: Any, actions: list[Action], bot_name: str | None, ski
     """The plan's creates in one ``create_many``. It is all or nothing: if the daemon
     refuses any of them (a key taken meanwhile, a join time passed), nothing is created
     and ``_apply`` creates them one by one, naming each failure. (Issue 16, calsync.)"""
-    from botsched import protocol
+    from botsched.core import protocol
 
     items = [item for item in actions if item.action == "create" and item.key not in skip]
     if len(items) < BULK_CREATES:
@@ -199,7 +199,7 @@ _STYLE = {"create": "green", "reschedule": "yellow", "cancel": "red", "unchanged
 def _zone() -> Any:
     """The zone people read times in, the one ``botsched list`` shows (config
     ``defaults.timezone``, else ``TZ``, POSIX rules such as ``JST-9`` included)."""
-    from botsched import render
+    from botsched.cli import render
 
     return render.display_zone()
 
@@ -209,7 +209,7 @@ def _local_time(text: str | None, zone: Any, time_only: bool = False) -> str:
         return "—"
     from datetime import datetime
 
-    from botsched import render
+    from botsched.cli import render
 
     moment = render.in_zone(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
     return moment.strftime("%H:%M" if time_only else "%a %d %b %H:%M")
@@ -227,7 +227,9 @@ def _render(actions: list[Action], dry_run: bool, days: int) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from botsched import calsync, render
+    from botsched import calsync
+
+    from botsched.cli import render
 
     out = render.console()
     if not actions:

@@ -19,12 +19,12 @@ import logging
 import time
 from typing import Protocol
 
-from botsched import states
-from botsched.config import Config
-from botsched.runners import Runner, RunnerError
-from botsched.store import Due, StorageError, Store
+from botsched.core import states
+from botsched.core.config import Config
+from botsched.daemon.runners import Runner, RunnerError
+from botsched.daemon.store import Due, StorageError, Store
 
-log = logging.getLogger("botsched.scheduler")
+log = logging.getLogger("botsched.daemon.scheduler")
 
 MAX_NAP_S = 1.0
 SPIN_S = 0.002

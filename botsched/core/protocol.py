@@ -31,7 +31,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from botsched.errors import BotschedError, InvalidInput
+from botsched.core.errors import BotschedError, InvalidInput
 
 VERSION = 1
 #: A JSON escape of a UTF-16 surrogate; only lines with one need the full check.

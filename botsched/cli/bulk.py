@@ -18,9 +18,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from botsched import protocol
-from botsched.errors import InvalidInput, from_code
-from botsched.timeparse import ZoneSource, parse_join_at
+from botsched.core import protocol
+from botsched.core.errors import InvalidInput, from_code
+from botsched.core.timeparse import ZoneSource, parse_join_at
 
 #: Bytes of input per chunk line on the socket: well under ``protocol.MAX_LINE``.
 CHUNK_BYTES = 64 * 1024
@@ -83,7 +83,7 @@ def _by_line(problem: str) -> int:
 
 
 def create_from_file(source: str, zone: ZoneSource, as_json: bool, quiet: bool) -> None:
-    from botsched.client import connect
+    from botsched.client.connection import connect
 
     raw_lines = _read_lines(source)
     if not any(raw.strip() for raw in raw_lines):

@@ -1,7 +1,7 @@
 """The ``botsched`` command: parse arguments, ask the daemon, print the answer.
 
 Thin on purpose: every rule lives in the daemon's service layer. Human output comes
-from ``botsched.render`` (rich, pendulum), imported only when a person is reading.
+from ``botsched.cli.render`` (rich, pendulum), imported only when a person is reading.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from typing import Annotated, Any, Optional
 import typer
 
 from botsched import __version__
-from botsched.errors import BotschedError, InvalidInput, WaitTimeout
-from botsched.fastcli import call as _call
-from botsched.fastcli import changed as _changed
-from botsched.fastcli import create_bot, print_errors, printable, run, say
-from botsched.fastcli import list_bots as _list_bots
-from botsched.fastcli import show_bot as _show_bot
-from botsched.fastcli import emit_json as _emit_json
-from botsched.fastcli import json_text as _json_text
-from botsched.fastcli import local_zone as _local_zone
-from botsched.fastcli import resolve_join_at as _resolve_join_at
-from botsched.fastcli import warn as _warn
+from botsched.core.errors import BotschedError, InvalidInput, WaitTimeout
+from botsched.cli.main import call as _call
+from botsched.cli.main import changed as _changed
+from botsched.cli.main import create_bot, print_errors, printable, run, say
+from botsched.cli.main import list_bots as _list_bots
+from botsched.cli.main import show_bot as _show_bot
+from botsched.cli.main import emit_json as _emit_json
+from botsched.cli.main import json_text as _json_text
+from botsched.cli.main import local_zone as _local_zone
+from botsched.cli.main import resolve_join_at as _resolve_join_at
+from botsched.cli.main import warn as _warn
 
 try:  # typer >= 0.24 vendors click
     from typer._click.exceptions import ClickException
@@ -47,7 +47,7 @@ config_app = typer.Typer(
 )
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(config_app, name="config")
-from botsched.calsync_cli import calendar_app
+from botsched.cli.calendar import calendar_app
 app.add_typer(calendar_app, name="calendar")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
@@ -57,7 +57,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on 
 
 
 def _connect(autostart: bool = True) -> Any:
-    from botsched.client import connect
+    from botsched.client.connection import connect
 
     return connect(autostart=autostart)
 
@@ -125,7 +125,7 @@ def create(
             raise InvalidInput("--from cannot be combined with a URL, --bot-name, --join-at, --metadata or --dedup-key")
         import errno
 
-        from botsched.bulk import create_from_file
+        from botsched.cli.bulk import create_from_file
 
         try:
             create_from_file(from_file, _local_zone, as_json=as_json, quiet=quiet)
@@ -152,7 +152,7 @@ def reschedule(
     if as_json:
         _emit_json(bot)
     else:
-        from botsched import render
+        from botsched.cli import render
 
         render.rescheduled(bot)
 
@@ -269,7 +269,7 @@ def events(
     """
     printer = None
     if not as_json:
-        from botsched import render
+        from botsched.cli import render
 
         printer = render.print_event
     with _connect() as conn:
@@ -289,7 +289,7 @@ def logs(bot_id: Annotated[str, typer.Argument(help="The bot.", autocompletion=_
 
     Example: botsched logs bot_HiXYgjyeWmTVOaII | tail -20
     """
-    from botsched.paths import resolve_paths
+    from botsched.core.paths import resolve_paths
 
     bot = _call("show", id=bot_id)
     path = resolve_paths().runner_logs / f"{bot['id']}.log"
@@ -322,7 +322,7 @@ def daemon_run(
 
     Example: BOTSCHED_HOME=/tmp/bs botsched daemon run
     """
-    from botsched import daemon
+    from botsched.daemon import main as daemon
 
     daemon.run(foreground=not background)
 
@@ -333,8 +333,8 @@ def daemon_start() -> None:
 
     Example: botsched daemon start
     """
-    from botsched.client import ensure_started
-    from botsched.paths import check_socket_path, resolve_paths
+    from botsched.client.connection import ensure_started
+    from botsched.core.paths import check_socket_path, resolve_paths
 
     paths = resolve_paths()
     check_socket_path(paths.socket)
@@ -348,8 +348,8 @@ def daemon_stop() -> None:
 
     Example: botsched daemon stop
     """
-    from botsched.client import stop_daemon
-    from botsched.paths import resolve_paths
+    from botsched.client.connection import stop_daemon
+    from botsched.core.paths import resolve_paths
 
     if stop_daemon(resolve_paths()):
         sys.stdout.write("botsched daemon stopped\n")
@@ -363,7 +363,7 @@ def daemon_status(as_json: JsonOpt = False) -> None:
 
     Example: botsched daemon status --json | jq .counts
     """
-    from botsched.errors import DaemonUnavailable
+    from botsched.core.errors import DaemonUnavailable
 
     try:
         with _connect(autostart=False) as conn:
@@ -378,7 +378,7 @@ def daemon_status(as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json(info)
     else:
-        from botsched import render
+        from botsched.cli import render
 
         render.status(info)
 
@@ -391,7 +391,7 @@ def daemon_install(
 
     Example: botsched daemon install --print
     """
-    from botsched import systemd
+    from botsched.client import systemd
 
     if print_only:
         sys.stdout.write(f"# {systemd.unit_path()}\n{systemd.unit_text()}")
@@ -406,7 +406,7 @@ def daemon_uninstall() -> None:
 
     Example: botsched daemon uninstall
     """
-    from botsched import systemd
+    from botsched.client import systemd
 
     for line in systemd.uninstall():
         sys.stdout.write(line + "\n")
@@ -427,7 +427,7 @@ def daemon_reload() -> None:
 
 
 def _config_path() -> Path:
-    from botsched.paths import resolve_paths
+    from botsched.core.paths import resolve_paths
 
     return resolve_paths().config
 
@@ -447,7 +447,7 @@ def config_show(as_json: JsonOpt = False) -> None:
 
     Example: botsched config show --json
     """
-    from botsched import config
+    from botsched.core import config
 
     values = config.load(_config_path()).as_dict()
     if as_json:
@@ -463,7 +463,7 @@ def config_get(key: Annotated[str, typer.Argument(help="A key such as scheduler.
 
     Example: botsched config get scheduler.stage_lead_seconds
     """
-    from botsched import config
+    from botsched.core import config
 
     value = config.masked(key, config.load(_config_path()).get(key))  # secrets as ***, like config show
     say(value if isinstance(value, str) else json.dumps(value))
@@ -480,9 +480,9 @@ def config_set(
 
     Example: botsched config set runner.command '["/usr/local/bin/mybot", "--headless"]'
     """
-    from botsched import config
-    from botsched.client import is_running
-    from botsched.paths import resolve_paths
+    from botsched.core import config
+    from botsched.client.connection import is_running
+    from botsched.core.paths import resolve_paths
 
     parsed = config.parse_cli_value(key, value)
     path = _config_path()

@@ -11,16 +11,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from botsched import __version__, states
-from botsched.config import Config
-from botsched.errors import Conflict, InvalidInput
-from botsched.paths import Paths
-from botsched.platforms import detect_platform
-from botsched.runners import RunnerError
-from botsched.scheduler import Clock, Scheduler
-from botsched.store import NewBot, Store
-from botsched.timeparse import ZoneSource, check_join_time, parse_join_at, resolve_zone
-from botsched.validation import (
+from botsched import __version__
+
+from botsched.core import states
+from botsched.core.config import Config
+from botsched.core.errors import Conflict, InvalidInput
+from botsched.core.paths import Paths
+from botsched.core.platforms import detect_platform
+from botsched.daemon.runners import RunnerError
+from botsched.daemon.scheduler import Clock, Scheduler
+from botsched.daemon.store import NewBot, Store
+from botsched.core.timeparse import ZoneSource, check_join_time, parse_join_at, resolve_zone
+from botsched.core.validation import (
     validate_bot_id,
     validate_bot_name,
     validate_dedup_key,

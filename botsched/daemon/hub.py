@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from botsched.store import Event
+from botsched.daemon.store import Event
 
 QUEUE_LIMIT = 100_000
 

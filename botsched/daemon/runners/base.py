@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from botsched.config import Config
+from botsched.core.config import Config
 
 #: ``report(bot_id, new_state, detail)``: a runner says where its bot is now.
 Report = Callable[[str, str, "str | None"], None]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, NoReturn
 
-from botsched.errors import BotschedError, InvalidInput
+from botsched.core.errors import BotschedError, InvalidInput
 
 # -- text that reaches a terminal -------------------------------------------------------
 
@@ -229,7 +229,7 @@ def run(body: Callable[[], Any]) -> NoReturn:
 
 def call(op: str, **args: Any) -> Any:
     """One request to the daemon (autostarting it); warnings go to stderr."""
-    from botsched.client import connect
+    from botsched.client.connection import connect
 
     with connect() as conn:
         result, warnings = conn.call(op, **args)
@@ -238,9 +238,9 @@ def call(op: str, **args: Any) -> Any:
 
 
 def local_zone() -> Any:
-    from botsched import config
-    from botsched.paths import resolve_paths
-    from botsched.timeparse import resolve_zone
+    from botsched.core import config
+    from botsched.core.paths import resolve_paths
+    from botsched.core.timeparse import resolve_zone
 
     return resolve_zone(config.load(resolve_paths().config)["defaults.timezone"])
 
@@ -249,7 +249,7 @@ def resolve_join_at(text: str | None) -> str | None:
     """Relative and local times mean *this shell's* now and zone: resolve them here."""
     if text is None:
         return None
-    from botsched.timeparse import parse_join_at
+    from botsched.core.timeparse import parse_join_at
 
     parsed = parse_join_at(text, time.time_ns() // 1000, local_zone)  # looked up only if needed
     warn(parsed.warnings)
@@ -267,7 +267,7 @@ def create_bot(
     quiet: bool,
 ) -> None:
     """``botsched create`` (one bot): validate what only the client can, ask, print."""
-    from botsched.validation import parse_metadata_pairs
+    from botsched.core.validation import parse_metadata_pairs
 
     if url_arg and meeting_url and url_arg != meeting_url:
         raise InvalidInput("give the meeting URL once: as the argument or as --meeting-url")
@@ -288,7 +288,7 @@ def create_bot(
     elif quiet:
         sys.stdout.write(bot["id"] + "\n")
     else:
-        from botsched import render
+        from botsched.cli import render
 
         render.created(bot)
 
@@ -304,7 +304,7 @@ def show_bot(bot_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(bot)
     else:
-        from botsched import render
+        from botsched.cli import render
 
         render.bot_card(bot)
 
@@ -316,7 +316,7 @@ def list_bots(states: list[str], limit: int, as_json: bool) -> None:
     if as_json:
         emit_json(page["bots"])
     else:
-        from botsched import render
+        from botsched.cli import render
 
         render.bot_table(page["bots"], page["more"])
 
@@ -401,6 +401,6 @@ def main(argv: list[str] | None = None) -> None:
     if fast is not None:
         command, parsed = fast
         run(lambda: command.run(**parsed))
-    from botsched.cli import main as typer_main
+    from botsched.cli.app import main as typer_main
 
     typer_main(args)

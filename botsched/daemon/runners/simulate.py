@@ -11,8 +11,8 @@ import asyncio
 import time
 from typing import Any
 
-from botsched import states
-from botsched.runners.base import Runner
+from botsched.core import states
+from botsched.daemon.runners.base import Runner
 
 
 class SimulateRunner(Runner):

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
-from botsched.errors import InvalidInput
+from botsched.core.errors import InvalidInput
 
 Check = Callable[[Any], bool]
 

@@ -24,19 +24,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from botsched import config as config_module
-from botsched import protocol, states
-from botsched.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound, WaitTimeout
-from botsched.hub import EventHub, Gone
-from botsched.paths import Paths, check_socket_path, ensure_private_dir, refuse_foreign_file, resolve_paths
-from botsched.runners import make_runner
-from botsched.runners.base import raise_nofile_limit
-from botsched.scheduler import Clock, Scheduler, SystemClock
-from botsched.service import BotService
-from botsched.store import Event, Store
-from botsched.validation import validate_bot_id
+from botsched.core import config as config_module
+from botsched.core import protocol
+from botsched.core import states
+from botsched.core.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound, WaitTimeout
+from botsched.daemon.hub import EventHub, Gone
+from botsched.core.paths import Paths, check_socket_path, ensure_private_dir, refuse_foreign_file, resolve_paths
+from botsched.daemon.runners import make_runner
+from botsched.daemon.runners.base import raise_nofile_limit
+from botsched.daemon.scheduler import Clock, Scheduler, SystemClock
+from botsched.daemon.service import BotService
+from botsched.daemon.store import Event, Store
+from botsched.core.validation import validate_bot_id
 
-log = logging.getLogger("botsched.daemon")
+log = logging.getLogger("botsched.daemon.main")
 
 MAX_CONNECTIONS = 256
 #: A client that sends nothing for this long (mid-request or between requests) is dropped.

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
 
-from botsched.errors import InvalidInput
+from botsched.core.errors import InvalidInput
 
 #: A zone, or a function that finds it (config + system lookups cost a few ms: only paid
 #: when a time without an offset needs it).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from botsched.validation import url_host
+from botsched.core.validation import url_host
 
 _PLATFORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Zoom", ("zoom.us", "zoom.com", "zoomgov.com")),

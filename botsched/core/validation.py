@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from botsched.errors import InvalidInput, NotFound
+from botsched.core.errors import InvalidInput, NotFound
 
 MAX_URL_LEN = 2048
 MAX_NAME_LEN = 100

@@ -61,9 +61,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from botsched import states
-from botsched.config import Config
-from botsched.runners.base import (
+from botsched.core import states
+from botsched.core.config import Config
+from botsched.daemon.runners.base import (
     Report,
     Runner,
     RunnerError,

@@ -27,7 +27,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from botsched.fastcli import printable
+from botsched.cli.main import printable
 
 STATE_STYLES = {
     "scheduled": "cyan",
@@ -82,8 +82,8 @@ def _emit(out: Console, *renderables: RenderableType) -> None:
 def display_zone() -> tzinfo:
     """The zone people think in: config ``defaults.timezone``, else the system's (``TZ``:
     an IANA name or a POSIX rule such as ``JST-9``, as the C library reads it)."""
-    from botsched.errors import BotschedError
-    from botsched.fastcli import local_zone, warn
+    from botsched.core.errors import BotschedError
+    from botsched.cli.main import local_zone, warn
 
     global _zone_warned
     try:
@@ -159,7 +159,7 @@ def state_text(state: str) -> Text:
 
 
 def platform_of(url: str) -> str:
-    from botsched.platforms import detect_platform
+    from botsched.core.platforms import detect_platform
 
     return detect_platform(url) or "other"
 

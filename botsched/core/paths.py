@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 
-from botsched.errors import InvalidInput
+from botsched.core.errors import InvalidInput
 
 #: ``pathlib`` costs ~5 ms of start-up, and ``botsched create -q`` only needs the socket.
 TYPE_CHECKING = False

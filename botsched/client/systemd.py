@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-UNIT_NAME = "botsched.service"
+UNIT_NAME = "botsched.daemon.service"
 #: Soft and hard open-file limit of the unit: room for thousands of runners. A user
 #: manager with a lower hard limit gets as close as it can (systemd does not fail the unit).
 LIMIT_NOFILE = 65536

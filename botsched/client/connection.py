@@ -16,9 +16,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from botsched import protocol
-from botsched.errors import BotschedError, DaemonUnavailable, from_code
-from botsched.paths import Paths, check_socket_path, ensure_private_dir, resolve_paths, socket_path
+from botsched.core import protocol
+from botsched.core.errors import BotschedError, DaemonUnavailable, from_code
+from botsched.core.paths import Paths, check_socket_path, ensure_private_dir, resolve_paths, socket_path
 
 #: How long a plain request may take before we call the daemon unresponsive.
 REPLY_TIMEOUT_S = 120.0
@@ -135,7 +135,7 @@ class Connection:
     def call(self, op: str, **args: Any) -> tuple[Any, list[str]]:
         """One request, one reply: ``(result, warnings)``; an error reply raises."""
         if isinstance(args.get("id"), str):
-            from botsched.validation import validate_bot_id
+            from botsched.core.validation import validate_bot_id
 
             validate_bot_id(args["id"])  # a malformed id names no bot: exit 3 before any I/O
         self.sock.settimeout(REPLY_TIMEOUT_S)
@@ -236,7 +236,7 @@ def _whose(path: str) -> str:
 def autostart_allowed(paths: Paths) -> bool:
     if os.environ.get("BOTSCHED_NO_AUTOSTART", "") not in ("", "0"):
         return False
-    from botsched import config
+    from botsched.core import config
 
     return config.load(paths.config).autostart
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from botsched.config import Config
-from botsched.runners.base import Report, Runner, RunnerError
-from botsched.runners.simulate import SimulateRunner
+from botsched.core.config import Config
+from botsched.daemon.runners.base import Report, Runner, RunnerError
+from botsched.daemon.runners.simulate import SimulateRunner
 
 __all__ = ["Report", "Runner", "RunnerError", "SimulateRunner", "make_runner"]
 
@@ -21,7 +21,7 @@ def make_runner(config: Config, report: Report, log_dir: Path) -> Runner:
     if kind == "simulate":
         return SimulateRunner(config, report)
     if kind == "command":
-        from botsched.runners.command import CommandRunner
+        from botsched.daemon.runners.command import CommandRunner
 
         return CommandRunner(config, report, log_dir)
     raise RunnerError(f"unknown runner kind {kind!r}")

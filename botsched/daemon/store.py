@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from botsched import states
-from botsched.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound
-from botsched.timeparse import format_instant
+from botsched.core import states
+from botsched.core.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound
+from botsched.core.timeparse import format_instant
 
 SCHEMA_VERSION = 1
 
@@ -80,7 +80,7 @@ def _identity(path: str) -> tuple[int, int] | None:
 def _log() -> Any:
     import logging
 
-    return logging.getLogger("botsched.store")
+    return logging.getLogger("botsched.daemon.store")
 
 
 class _DuplicateKey(Exception):

@@ -1,0 +1,1 @@
+"""The ``botsched`` command: the fast path, the Typer app, output and rendering."""

@@ -1,0 +1,1 @@
+"""The daemon side: server, service rules, scheduler, event hub, store and runners."""
