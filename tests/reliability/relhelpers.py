@@ -171,7 +171,7 @@ def can_chattr(directory: Path) -> bool:
 class RelHome(Home):
     """An e2e ``Home`` that also starts its daemon directly and cleans up runners."""
 
-    LAUNCH = "from botsched import daemon; daemon.run(foreground=False)"
+    LAUNCH = "from botsched.daemon import main; main.run(foreground=False)"
 
     def __init__(self, path: Path, config: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__(path, config)
