@@ -1,7 +1,7 @@
 """The reading shortcuts change nothing: the same plan with and without them.
 
 ``calsync`` leaves out events that cannot touch the window, starts long series and time
-zone rules shortly before it, and reads text properties itself (``calsync._FAST``).
+zone rules shortly before it, and reads text properties itself (``calsync.ics._FAST``).
 Here every fixture, and calendars from the benchmark's generator around DST changes,
 with and without X-WR-TIMEZONE, are expanded both ways and must agree exactly.
 """
@@ -38,7 +38,7 @@ def generator():  # the benchmark's calendar generator (bench/ is not a package)
 def both_ways(monkeypatch: pytest.MonkeyPatch, data: bytes, now_us: int, **options: object) -> tuple:
     results = []
     for fast in (False, True):
-        monkeypatch.setattr(calsync, "_FAST", fast)
+        monkeypatch.setattr(calsync.ics, "_FAST", fast)
         result = calsync.expand(data, now_us, email=EMAIL, zone=BERLIN, **options)  # type: ignore[arg-type]
         results.append(([(w.key, w.join_at_us, w.summary, w.meeting_url) for w in result.wanted],
                         [(s.key, s.start_us, s.summary, s.reason) for s in result.skipped]))

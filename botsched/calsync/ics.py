@@ -1,9 +1,8 @@
-"""Calendar sync, the pure core: an iCalendar file in, a plan of bot changes out.
+"""Reading and expanding iCalendar text: the bytes of a file in, the occurrences it asks for out.
 
 No socket and no clock here: ``expand`` turns the bytes of an ``.ics`` file into the
 bots it asks for over ``[now, now + days)`` (plus the occurrences it skips, with
-reasons), and ``plan`` compares those with the calendar's existing bots. The command
-(``botsched.cli.calendar``) reads the file, asks the daemon and applies the plan.
+reasons); ``plan`` compares those with the calendar's existing bots.
 
 Reading happens in three steps:
 
@@ -20,162 +19,53 @@ Reading happens in three steps:
    read is *skipped* with a reason that names its UID, the property and the line; the
    rest of the calendar still syncs, and the bots of such an event are left alone.
 
-Every occurrence maps to one bot through its deduplication key:
-
-- a single event: ``ical:<UID>``
-- an occurrence of a recurring series: ``ical:<UID>@<original start, UTC, ...Z>``
-  (its RECURRENCE-ID), so moving the occurrence keeps the key and the bot.
+Every occurrence maps to one bot through its deduplication key (``keys``): its UID,
+and in a series its original start (its RECURRENCE-ID), so moving it keeps its bot.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import html
 import re
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import icalendar
-import recurring_ical_events
+import recurring_ical_events  # type: ignore[import-untyped]
 from icalendar.parser import unescape_backslash
 
 try:  # recurring_ical_events' own dependency (it applies X-WR-TIMEZONE with it)
-    import x_wr_timezone
+    import x_wr_timezone  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover
     x_wr_timezone = None
 
+from botsched.calsync.keys import event_key
+from botsched.calsync.links import (
+    CONFERENCE_PROPERTIES,
+    LINK_PROPERTIES,
+    OTHER_PROPERTIES,
+    find_meeting_url,
+)
+from botsched.calsync.model import (
+    ALL_DAY,
+    CANCELLED,
+    DUPLICATE,
+    JOIN_PASSED,
+    NO_URL,
+    STARTED,
+    US_PER_DAY,
+    Expansion,
+    Skipped,
+    Wanted,
+    instant_text,
+)
 from botsched.core.errors import InvalidInput
-from botsched.core.platforms import detect_platform
-from botsched.core.timeparse import format_instant, from_us, parse_instant, to_us
-from botsched.core.validation import url_host, validate_meeting_url
-
-UTC = timezone.utc
-KEY_PREFIX = "ical:"
-US_PER_DAY = 86_400 * 1_000_000
-#: Metadata stays far below the 16 KiB / 50 pair limits.
-MAX_SUMMARY = 200
-MAX_UID_META = 1000
-#: A UID longer than this (or unprintable) is hashed in the key (keys are at most 256).
-MAX_UID_IN_KEY = 200
-TERMINAL = frozenset({"ended", "fatal_error"})
-
-# -- skip reasons ------------------------------------------------------------------
-
-CANCELLED = "event is cancelled"
-ALL_DAY = "all-day event"
-NO_URL = "no meeting URL"
-STARTED = "already started"
-JOIN_PASSED = "join time has already passed"
-DUPLICATE = "duplicate of another event with the same UID and start"
-#: The reason of a bot whose event is in the file but could not be read.
-LEFT_ALONE = "its event could not be read: left alone"
-
-#: Skip reasons for which an existing ``scheduled`` bot is cancelled; for the others
-#: (the occurrence is under way, or could not be read) the bot is left alone.
-CANCELS_BOT = (CANCELLED, ALL_DAY, NO_URL, "declined")
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """One occurrence that should have a bot."""
-
-    key: str
-    uid: str
-    summary: str
-    meeting_url: str
-    start_us: int
-    join_at_us: int
-
-    @property
-    def join_at(self) -> str:
-        return instant_text(self.join_at_us)
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return {"calendar_uid": self.uid[:MAX_UID_META], "calendar_summary": self.summary[:MAX_SUMMARY]}
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """One occurrence in the window that gets no bot, and why.
-
-    ``unreadable``: the event (all of its occurrences) could not be read; ``key`` is
-    then the event's key without a start, ``start_us`` usually ``None``, and every bot
-    of the event is left alone rather than cancelled.
-    """
-
-    key: str
-    uid: str
-    summary: str
-    start_us: int | None
-    reason: str
-    unreadable: bool = False
-
-    @property
-    def cancels_bot(self) -> bool:
-        return not self.unreadable and self.reason.startswith(CANCELS_BOT)
-
-
-@dataclass
-class Expansion:
-    wanted: list[Wanted]
-    skipped: list[Skipped]
-    window_start_us: int
-    window_end_us: int
-    #: Things worth a ``warning:`` line (unreadable events, ignored lines).
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def no_url(self) -> int:
-        return sum(1 for s in self.skipped if s.reason == NO_URL)
-
-
-@dataclass
-class Action:
-    """One line of the plan: what happens to one key (and its bot)."""
-
-    action: str  # create | reschedule | cancel | unchanged | skipped | failed (after applying)
-    key: str
-    summary: str
-    join_at: str | None = None
-    reason: str | None = None
-    bot_id: str | None = None
-    meeting_url: str | None = None
-    state: str | None = None
-    previous_join_at: str | None = None
-    start: str | None = None  # the occurrence's start (UTC), when there is one
-    metadata: dict[str, str] = field(default_factory=dict)
-    sort_us: int = 0
-
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "action": self.action,
-            "key": self.key,
-            "bot_id": self.bot_id,
-            "summary": self.summary,
-            "join_at": self.join_at,
-            "reason": self.reason,
-            "meeting_url": self.meeting_url,
-            "state": self.state,
-            "start": self.start,
-        }
-        if self.previous_join_at is not None:
-            out["previous_join_at"] = self.previous_join_at
-        return out
-
-
-ACTIONS = ("create", "reschedule", "cancel", "unchanged", "skipped")
-
-
-def instant_text(us: int) -> str:
-    """UTC ISO ``...Z``, whole seconds unless the time has a fraction."""
-    return format_instant(us, 0 if us % 1_000_000 == 0 else 6)
+from botsched.core.timeparse import from_us, to_us
 
 
 def parse_calendars(data: bytes | str, source: str = "calendar") -> list[icalendar.Calendar]:
@@ -189,7 +79,7 @@ def parse_calendars(data: bytes | str, source: str = "calendar") -> list[icalend
         with warnings.catch_warnings():  # e.g. a guessed TZID: not worth a Python warning on stderr
             warnings.simplefilter("ignore")
             found = icalendar.Calendar.from_ical(text, multiple=True)
-    except Exception as exc:  # icalendar raises ValueError, sometimes others, for bad input
+    except Exception as exc:  # noqa: BLE001  # icalendar raises ValueError, sometimes others, for bad input
         raise InvalidInput(f"{source}: not a valid iCalendar file: {_one_line(exc)}") from None
     calendars = [c for c in found if isinstance(c, icalendar.Calendar) and c.name == "VCALENDAR"]
     if not calendars:
@@ -216,158 +106,7 @@ def _shown(value: str, limit: int = 60) -> str:
     return '"' + (value if len(value) <= limit else value[: limit - 1] + "…") + '"'
 
 
-# -- meeting URLs ------------------------------------------------------------------
-
-_URL = re.compile(r"""https?://[^\s<>"'`{}|\\^\[\]]+""", re.IGNORECASE)
-_HREF = re.compile(r"""href\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
-_TAG = re.compile(r"<[^>]*>")
-_LOOKS_HTML = re.compile(r"<(?:a|p|br|div|span|html|body|b|i|u|table|td|tr|font|strong|em)\b[^>]*>|</[a-z]+>", re.I)
-_MEET_CODE = re.compile(r"^/(?:[a-z]{3}-[a-z]{4}-[a-z]{3}|lookup/)", re.IGNORECASE)
-
-#: Properties whose value is the meeting's link by definition, best first.
-_CONFERENCE_PROPERTIES = ("X-GOOGLE-CONFERENCE", "CONFERENCE", "X-MICROSOFT-SKYPETEAMSMEETINGURL")
-#: Properties that may hold a meeting link among other things (``URL`` is usually the
-#: event's web page), in the order they are looked at.
-_OTHER_PROPERTIES = ("URL", "LOCATION", "DESCRIPTION", "X-ALT-DESC")
-#: Meeting platforms besides the four the daemon knows (whose links it takes "as a
-#: custom platform"): a link to one of these hosts joins a call.
-_LINK_NAMES = (*_CONFERENCE_PROPERTIES, *_OTHER_PROPERTIES)
-_OTHER_MEETING_HOSTS = (
-    "meet.jit.si", "8x8.vc", "whereby.com", "gotomeeting.com", "gotomeet.me", "meet.goto.com", "bluejeans.com",
-    "chime.aws", "join.skype.com", "meet.lync.com", "meetings.ringcentral.com", "v.ringcentral.com",
-    "meetings.dialpad.com", "call.lifesizecloud.com", "meeting.tencent.com", "voovmeeting.com", "app.livestorm.co",
-)
-_OTHER_MEETING_PREFIXES = ("jitsi.", "meeting.zoho.")
-
-
-def _values(component: Any, name: str) -> list[str]:
-    value = component.get(name)
-    if value is None:
-        return []
-    items = value if isinstance(value, list) else [value]
-    return [str(item) for item in items if str(item).strip()]
-
-
-def links_in_text(text: str) -> list[str]:
-    """Every http(s) link in plain text or HTML (hrefs first), entities unescaped."""
-    found: list[str] = []
-    if _LOOKS_HTML.search(text):
-        for double, single in _HREF.findall(text):
-            found.extend(_URL.findall(html.unescape(double or single)))
-        text = html.unescape(_TAG.sub(" ", text))
-    elif "&amp;" in text or "&#" in text:
-        text = html.unescape(text)
-    found.extend(_URL.findall(text))
-    links: list[str] = []
-    for raw in found:
-        link = _unwrap(_trim(raw))
-        if link and link not in links:
-            links.append(link)
-    return links
-
-
-def _trim(link: str) -> str:
-    """Drop sentence punctuation and an unbalanced closing bracket from a link's end."""
-    while link and link[-1] in ".,;:!?*'\")":
-        if link[-1] == ")" and link.count("(") >= link.count(")"):
-            break
-        link = link[:-1]
-    return link
-
-
-def _unwrap(link: str) -> str:
-    """Google redirect (``google.com/url?q=``) and Outlook Safe Links point elsewhere."""
-    try:
-        parts = urlsplit(link)
-        host = (parts.hostname or "").lower()
-    except ValueError:
-        return link
-    if host in ("google.com", "www.google.com") and parts.path == "/url":
-        target = parse_qs(parts.query).get("q") or parse_qs(parts.query).get("url")
-    elif host.endswith("safelinks.protection.outlook.com"):
-        target = parse_qs(parts.query).get("url")
-    else:
-        return link
-    return target[0] if target and _URL.fullmatch(target[0]) else link
-
-
-def meeting_platform(link: str) -> str | None:
-    """The meeting platform a link belongs to (Zoom, Google Meet, Microsoft Teams,
-    Webex, or ``"other"`` for Jitsi, Whereby, GoTo and the like), or ``None``."""
-    platform = detect_platform(link)
-    if platform is not None:
-        return platform
-    host = url_host(link) or ""
-    if host.startswith(_OTHER_MEETING_PREFIXES):
-        return "other"
-    for known in _OTHER_MEETING_HOSTS:
-        if host == known or host.endswith("." + known):
-            return "other"
-    return None
-
-
-def _join_score(link: str, platform: str) -> int:
-    """2 for a link that joins a meeting, 1 for another link of the platform, 0 for help pages."""
-    parts = urlsplit(link)
-    path = parts.path or "/"
-    lowered = path.lower()
-    name = platform.lower()  # "zoom", "google meet", "microsoft teams", "webex", "other"
-    if "zoom" in name:
-        return 2 if re.match(r"^/(?:j|my|w|s|wc/join)/", lowered) else 1
-    if "meet" in name and "google" in name.replace("_", " "):
-        return 2 if _MEET_CODE.match(path) else (0 if lowered in ("/", "") else 1)
-    if "teams" in name:
-        if "meetingoptions" in lowered:
-            return 0
-        return 2 if ("/meetup-join/" in lowered or lowered.startswith("/meet/")) else 1
-    if "webex" in name:
-        return 2 if re.search(r"/(?:meet|join|j\.php|wbxmjs/joinservice)", lowered) else 1
-    return 1
-
-
-def _valid(link: str) -> bool:
-    try:
-        validate_meeting_url(link)
-    except InvalidInput:
-        return False
-    return True
-
-
-def find_meeting_url(component: Any) -> str | None:
-    """The occurrence's meeting link, or ``None``.
-
-    A link of a meeting platform (Zoom, Meet, Teams, Webex, Jitsi, Whereby, GoTo, ...)
-    wins wherever it is — conference properties, ``URL``, ``LOCATION``, the plain or
-    HTML ``DESCRIPTION`` — join links before help pages. A link of any other site
-    counts only in a conference property (``X-GOOGLE-CONFERENCE``, ``CONFERENCE``,
-    Teams' own): a ``URL`` is usually the event's web page (a meetup, a festival
-    programme), and links in a description are agendas and documents.
-    """
-    candidates: list[tuple[str, bool]] = []  # (link, from a conference property)
-    for name in _CONFERENCE_PROPERTIES:
-        for value in _values(component, name):
-            candidates.extend((link, True) for link in links_in_text(value))
-    for name in _OTHER_PROPERTIES:
-        for value in _values(component, name):
-            candidates.extend((link, False) for link in links_in_text(value))
-    best: tuple[int, int, str] | None = None
-    for order, (link, _) in enumerate(candidates):
-        platform = meeting_platform(link)
-        if platform is None or not _valid(link):
-            continue
-        rank = (_join_score(link, platform), -order, link)
-        if best is None or rank[:2] > best[:2]:
-            best = rank
-    if best is not None and best[0] > 0:
-        return best[2]
-    for link, conference in candidates:
-        if conference and _valid(link):
-            return link
-    return best[2] if best is not None else None
-
-
 # -- attendees ---------------------------------------------------------------------
-
 
 def _emails(configured: str | Iterable[str] | None) -> set[str]:
     if not configured:
@@ -416,27 +155,6 @@ def _original_start_text(value: date | datetime, zone: tzinfo) -> str:
     return instant_text(_instant_us(value, zone))
 
 
-def uid_part(uid: str) -> str:
-    """The UID as it appears in keys: itself, or a hash when it is too long or unprintable."""
-    if uid and len(uid) <= MAX_UID_IN_KEY and uid.isprintable():
-        return uid
-    return "sha1-" + hashlib.sha1(uid.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def event_key(uid: str, original_start: str | None) -> str:
-    """``ical:<UID>`` for a single event, ``ical:<UID>@<original start>`` in a series."""
-    base = KEY_PREFIX + uid_part(uid)
-    return base if original_start is None else f"{base}@{original_start}"
-
-
-_KEY_START = re.compile(r"@\d{4}-\d\d-\d\d(?:T\d\d:\d\d:\d\d(?:\.\d{1,6})?Z)?$")
-
-
-def key_base(key: str) -> str:
-    """A key without its ``@<original start>``: the key of the event as a whole."""
-    return _KEY_START.sub("", key)
-
-
 def _first(component: Any, name: str) -> Any:
     value = component.get(name)
     return value[0] if isinstance(value, list) and value else value
@@ -459,11 +177,11 @@ def _summary_text(value: Any) -> str:
 def _end(event: Any, start: date | datetime) -> date | datetime:
     try:
         end = event.end
-    except Exception:  # no DTEND/DURATION, or an odd one: a moment (or one day)
+    except Exception:  # noqa: BLE001  # no DTEND/DURATION, or an odd one: a moment (or one day)
         end = None
     if end is None:
         return start + timedelta(days=1) if not isinstance(start, datetime) else start
-    return end
+    return end  # type: ignore[no-any-return]  # icalendar's .end is a date or a datetime
 
 
 # -- reading the file: lines, events, time zones -----------------------------------
@@ -484,11 +202,11 @@ _RULE_PROPERTIES = ("RRULE", "RDATE", "EXRULE")
 #: What a sync reads of an event; everything else (DTSTAMP, ORGANIZER, X-MICROSOFT-CDO-*,
 #: VALARMs, ...) is left out before parsing.
 _READ = frozenset({"UID", "DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "EXDATE", "EXRULE", "RECURRENCE-ID",
-                   "SEQUENCE", "STATUS", "SUMMARY", "ATTENDEE", *_CONFERENCE_PROPERTIES, *_OTHER_PROPERTIES})
+                   "SEQUENCE", "STATUS", "SUMMARY", "ATTENDEE", *CONFERENCE_PROPERTIES, *OTHER_PROPERTIES})
 #: Of those, the ones whose values are text (or a URI): read here, not by ``icalendar``,
 #: whose parser steps through every character of a line in Python (a long HTML
 #: description costs more than all the rest of its event).
-_TEXT_READ = frozenset({"UID", "STATUS", "SUMMARY", *_CONFERENCE_PROPERTIES, *_OTHER_PROPERTIES})
+_TEXT_READ = frozenset({"UID", "STATUS", "SUMMARY", *CONFERENCE_PROPERTIES, *OTHER_PROPERTIES})
 #: Reading shortcuts that give the same result (``tests/calendar/test_calsync_fast.py``
 #: compares): leave out events that cannot touch the window, move the starts of long
 #: series and time zone rules near it, read text properties here. Off only in tests.
@@ -506,7 +224,7 @@ _KINDS = {
 class _Block:
     """One VEVENT or VTIMEZONE of the file: where its lines are, and its properties."""
 
-    __slots__ = ("kind", "first", "last", "props", "stray")
+    __slots__ = ("first", "kind", "last", "props", "stray")
 
     def __init__(self, kind: str, first: int) -> None:
         self.kind = kind
@@ -517,7 +235,7 @@ class _Block:
 
 
 class _RawCalendar:
-    __slots__ = ("first", "props", "events", "zones")
+    __slots__ = ("events", "first", "props", "zones")
 
     def __init__(self, first: int) -> None:
         self.first = first
@@ -716,7 +434,7 @@ def _rebase_zone(reader: _Reader, zone: _Block, year: int) -> None:
     ``ZONE_RULES_FROM``, not derived from now: ``icalendar`` caches a zone by TZID for
     the life of the process, so what it caches must not depend on the day.)
     """
-    from dateutil.rrule import rrulestr
+    from dateutil.rrule import rrulestr  # type: ignore[import-untyped]
 
     observances: list[dict[str, list[int]]] = []
     current: dict[str, list[int]] | None = None
@@ -1039,7 +757,7 @@ def _kind_of(reader: _Reader, index: int) -> str:
     value_type = next((raw.strip('"').upper() for key, raw in params if key == "VALUE"), None)
     try:
         factory = icalendar.Calendar.types_factory.for_property(prop, value_type)
-    except Exception:
+    except Exception:  # noqa: BLE001
         return "valid"
     return _KINDS.get(getattr(factory, "__name__", ""), "valid")
 
@@ -1049,13 +767,13 @@ def _parses(reader: _Reader, index: int) -> bool:
     prop, params, value = reader.split(index)
     value_type = next((raw.strip('"').upper() for key, raw in params if key == "VALUE"), None)
     try:
-        factory = icalendar.Calendar.types_factory.for_property(prop, value_type)
+        factory: Any = icalendar.Calendar.types_factory.for_property(prop, value_type)
         if prop == "RDATE" and value_type is None and "/" in value:
             factory = icalendar.Calendar.types_factory.for_property(prop, "PERIOD")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             factory.from_ical(value)
-    except Exception:
+    except Exception:  # noqa: BLE001
         return False
     return True
 
@@ -1203,13 +921,13 @@ def _parse_events(reader: _Reader, blocks: list[_Block]) -> list[Any]:
             found = icalendar.Calendar.from_ical(text).subcomponents
             if len(found) == len(blocks):
                 return list(found)
-        except Exception:  # one bad VALARM, say: find out which event it is
+        except Exception:  # noqa: BLE001, S110  # one bad VALARM, say: find out which event it is
             pass
         events: list[Any] = []
         for block in blocks:
             try:
                 events.append(icalendar.Event.from_ical(reader.event_text(block)))
-            except Exception:
+            except Exception:  # noqa: BLE001
                 events.append(None)
         return events
 
@@ -1223,11 +941,11 @@ def _add_text(reader: _Reader, block: _Block, component: Any) -> None:
                 continue
             prop, params, raw = reader.split(index)
             value_type = next((v.strip('"').upper() for k, v in params if k == "VALUE"), None)
-            factory = icalendar.Calendar.types_factory.for_property(prop, value_type)
+            factory: Any = icalendar.Calendar.types_factory.for_property(prop, value_type)
             value = raw if hasattr(factory, "get_value_from_content_line") else unescape_backslash(raw)
             try:
                 component.add(prop, factory(factory.from_ical(value)), encode=False)
-            except Exception:  # text does not fail to parse; if it did, it is not read
+            except Exception:  # noqa: BLE001, S112  # text does not fail to parse; if it did, it is not read
                 continue
 
 
@@ -1241,7 +959,7 @@ def _parse_zones(reader: _Reader, calendar: _RawCalendar) -> dict[str, str]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 icalendar.Timezone.from_ical(reader.text(zone))
-        except Exception:
+        except Exception:  # noqa: BLE001
             bad[tzid] = f"VTIMEZONE (line {reader.line_no(zone.first)}) cannot be read: {_explain_block(reader, zone)}"
     return bad
 
@@ -1286,12 +1004,15 @@ def expand(
     """
     if days <= 0:
         raise InvalidInput("--days must be 1 or more")
+    text: bytes | str
     if isinstance(data, icalendar.Calendar):
-        data = data.to_ical()
-    elif not isinstance(data, (bytes, str)):
-        data = b"".join(calendar.to_ical() for calendar in data)
+        text = data.to_ical()
+    elif isinstance(data, (bytes, str)):
+        text = data
+    else:
+        text = b"".join(calendar.to_ical() for calendar in data)
     emails = _emails(email)
-    reader = _Reader(_text_of(data, source), source, emails)
+    reader = _Reader(_text_of(text, source), source, emails)
     window_end = now_us + days * US_PER_DAY
     # A day's margin each side: floating times are placed in `zone` only below.
     query_start = from_us(now_us - US_PER_DAY - max(join_offset_us, 0))
@@ -1314,15 +1035,18 @@ def expand(
             first_problem = first_problem or item.reason
             unreadable.append(item)
         for event in result.occurrences:
-            item = _judge(event, result.recurring, result.this_and_future, now_us, window_end, join_offset_us,
-                          emails, zone, links)
-            if item is None:
+            judged = _judge(event, result.recurring, result.this_and_future, now_us, window_end, join_offset_us,
+                            emails, zone, links)
+            if judged is None:
                 continue
-            if item.key in seen:
-                skipped.append(Skipped(item.key, item.uid, item.summary, item.start_us, DUPLICATE))
+            if judged.key in seen:
+                skipped.append(Skipped(judged.key, judged.uid, judged.summary, judged.start_us, DUPLICATE))
                 continue
-            seen.add(item.key)
-            (wanted if isinstance(item, Wanted) else skipped).append(item)
+            seen.add(judged.key)
+            if isinstance(judged, Wanted):
+                wanted.append(judged)
+            else:
+                skipped.append(judged)
     if total and not readable:
         raise InvalidInput(f"{source}: no event could be read ({total} event{'s' if total != 1 else ''}); "
                            f"the first: {first_problem}")
@@ -1438,7 +1162,7 @@ def _wall_zone(reader: _Reader, raw: _RawCalendar) -> tzinfo | None:
     for index in raw.props.get("X-WR-TIMEZONE", ())[:1]:
         try:
             return ZoneInfo(reader.value(index).strip().strip('"').strip())
-        except Exception:  # not a zone name: ignored (with a warning, see _calendar_for)
+        except Exception:  # noqa: BLE001  # not a zone name: ignored (with a warning, see _calendar_for)
             return None
     return None
 
@@ -1450,7 +1174,7 @@ def _calendar_for(reader: _Reader, raw: _RawCalendar, notes: list[str]) -> icale
         name = reader.value(index).strip().strip('"').strip()
         try:
             ZoneInfo(name)
-        except Exception:  # not a zone name (or an empty one): the times stay as written
+        except Exception:  # noqa: BLE001  # not a zone name (or an empty one): the times stay as written
             notes.append(f"{reader.source}: X-WR-TIMEZONE on line {reader.line_no(index)} ({_shown(name)}) is not "
                          "a time zone: ignored")
         else:
@@ -1498,7 +1222,7 @@ def _occurrences(
         try:
             series, standard = _query(calendar)
             standards.append(standard)
-        except Exception:  # something the library could not skip: UID by UID, to find it
+        except Exception:  # noqa: BLE001  # something the library could not skip: UID by UID, to find it
             series = []
             for items in groups.values():
                 alone = _calendar_for(reader, raw, [])
@@ -1506,7 +1230,7 @@ def _occurrences(
                     alone.add_component(item.component)
                 try:
                     found, standard = _query(alone)
-                except Exception:
+                except Exception:  # noqa: BLE001
                     failed.append((items[0], _series_problem(reader, items[0])))
                     continue
                 series.extend(found)
@@ -1520,18 +1244,19 @@ def _occurrences(
         for one in series:
             try:
                 found = [occurrence.as_component(True) for occurrence in one.between(start, end)]
-            except Exception:
-                items = groups.get(str(one.uid))
-                if items:
-                    failed.append((items[0], _series_problem(reader, items[0])))
+            except Exception:  # noqa: BLE001
+                of_uid = groups.get(str(one.uid))
+                if of_uid:
+                    failed.append((of_uid[0], _series_problem(reader, of_uid[0])))
                 continue
             occurrences.extend(found)
     this_and_future: dict[tuple[str, int], tuple[Any, Any]] = {}
     for standard in standards:
         for event in standard.walk("VEVENT"):
-            rid = event.get("RECURRENCE-ID")
+            rid: Any = event.get("RECURRENCE-ID")
             if rid is not None and str(rid.params.get("RANGE", "")).upper() == "THISANDFUTURE":
-                this_and_future[(_uid_of(event), _instant_us(rid.dt, UTC))] = (event["DTSTART"].dt, rid.dt)
+                moved: Any = event["DTSTART"]
+                this_and_future[(_uid_of(event), _instant_us(rid.dt, UTC))] = (moved.dt, rid.dt)
     return occurrences, this_and_future, failed
 
 
@@ -1582,7 +1307,7 @@ def _judge(
     if links is None:
         url = find_meeting_url(event)
     else:
-        same = tuple(id(event.get(name)) for name in _LINK_NAMES)
+        same = tuple(id(event.get(name)) for name in LINK_PROPERTIES)
         url = links[same] if same in links else links.setdefault(same, find_meeting_url(event))
     if url is None:
         return skip(NO_URL)
@@ -1620,149 +1345,3 @@ def _pair(one: Any, two: Any) -> tuple[Any, Any]:
         two = two.replace(tzinfo=one.tzinfo) if two.tzinfo is None else two
     return one, two
 
-
-# -- planning ----------------------------------------------------------------------
-
-
-def _bot_join_us(bot: dict[str, Any]) -> int | None:
-    text = bot.get("join_at")
-    if not text:
-        return None
-    try:
-        return parse_instant(text)
-    except InvalidInput:
-        return None
-
-
-def plan(
-    desired: Sequence[Wanted],
-    existing_bots: Iterable[dict[str, Any]],
-    now_us: int,
-    *,
-    skipped: Sequence[Skipped] = (),
-    horizon_us: int | None = None,
-) -> list[Action]:
-    """What to do so that every wanted occurrence has exactly one bot.
-
-    Only bots whose dedup key starts with ``ical:`` are looked at. A ``scheduled`` bot
-    is rescheduled when its time differs, replaced (cancel + create) when the meeting
-    link changed, and cancelled when its occurrence is gone (removed, cancelled,
-    declined, lost its link) — unless it joins at or after ``horizon_us`` (beyond the
-    window this run looked at). Bots in any other state are never touched: they are
-    reported. A key whose bot already ran (``ended``/``fatal_error``) is done.
-    """
-    live: dict[str, dict[str, Any]] = {}
-    finished: dict[str, dict[str, Any]] = {}
-    for bot in existing_bots:
-        key = bot.get("deduplication_key") or ""
-        if not key.startswith(KEY_PREFIX):
-            continue
-        if bot.get("state") in TERMINAL:
-            finished.setdefault(key, bot)
-        else:
-            live[key] = bot
-    actions: list[Action] = []
-    handled: set[str] = set()
-    for want in desired:
-        if want.key in handled:
-            continue
-        handled.add(want.key)
-        actions.extend(_plan_wanted(want, live.get(want.key), finished.get(want.key)))
-    unreadable = {skip.key for skip in skipped if skip.unreadable}
-    for skip in skipped:
-        if skip.key in handled:
-            continue
-        handled.add(skip.key)
-        bot = live.get(skip.key)
-        if bot is None:
-            start = None if skip.start_us is None else instant_text(skip.start_us)
-            actions.append(Action("skipped", skip.key, skip.summary, None, skip.reason, start=start,
-                                  sort_us=now_us if skip.start_us is None else skip.start_us))
-            continue
-        actions.append(_plan_gone(bot, now_us, horizon_us, skip.reason if skip.cancels_bot else None, skip))
-    for key, bot in live.items():
-        if key in handled:
-            continue
-        if key_base(key) in unreadable:  # an occurrence of a series that could not be read this time
-            actions.append(_plan_gone(bot, now_us, horizon_us, None, None, why=LEFT_ALONE))
-            continue
-        actions.append(_plan_gone(bot, now_us, horizon_us, "event removed from the calendar", None))
-    actions.sort(key=lambda a: (a.sort_us, a.key, _ORDER.get(a.action, 9)))
-    return actions
-
-
-#: Display order of one key's actions (a replaced bot: cancel, then create).
-_ORDER = {"cancel": 0, "create": 1}
-
-
-def _summary_of(bot: dict[str, Any]) -> str:
-    return (bot.get("metadata") or {}).get("calendar_summary") or "(unknown event)"
-
-
-def _plan_wanted(want: Wanted, bot: dict[str, Any] | None, done: dict[str, Any] | None) -> list[Action]:
-    def action(kind: str, reason: str | None = None, **extra: Any) -> Action:
-        return Action(kind, want.key, want.summary, want.join_at, reason, meeting_url=want.meeting_url,
-                      start=instant_text(want.start_us), metadata=want.metadata, sort_us=want.join_at_us, **extra)
-
-    if bot is None:
-        if done is not None:
-            return [action("unchanged", f"bot already ran ({done['state']})", bot_id=done["id"], state=done["state"])]
-        return [action("create")]
-    state = bot.get("state")
-    current_us = _bot_join_us(bot)
-    ids = {"bot_id": bot["id"], "state": state}
-    if state != "scheduled":
-        if current_us is not None and current_us != want.join_at_us:
-            return [action("skipped", f"event moved, but the bot is {state}: left alone",
-                           previous_join_at=bot.get("join_at"), **ids)]
-        return [action("unchanged", f"bot is {state}", **ids)]
-    if bot.get("meeting_url") != want.meeting_url:
-        return [
-            Action("cancel", want.key, want.summary, bot.get("join_at"), "meeting link changed: replacing the bot",
-                   bot_id=bot["id"], meeting_url=bot.get("meeting_url"), state=state,
-                   start=instant_text(want.start_us), sort_us=want.join_at_us),
-            action("create", "meeting link changed"),
-        ]
-    if current_us != want.join_at_us:
-        return [action("reschedule", "join time changed", previous_join_at=bot.get("join_at"), **ids)]
-    return [action("unchanged", **ids)]
-
-
-def _plan_gone(
-    bot: dict[str, Any], now_us: int, horizon_us: int | None, reason: str | None, skip: Skipped | None,
-    why: str | None = None,
-) -> Action:
-    """A live bot whose key is not wanted now; ``reason`` None means its occurrence is
-    under way, or could not be read (``why`` then says so): the bot is left alone."""
-    key = bot["deduplication_key"]
-    summary = skip.summary if skip is not None else _summary_of(bot)
-    join_us = _bot_join_us(bot)
-    skip_us = skip.start_us if skip is not None else None
-    sort_us = join_us if join_us is not None else (skip_us if skip_us is not None else now_us)
-
-    def action(kind: str, why: str) -> Action:
-        return Action(kind, key, summary, bot.get("join_at"), why, bot_id=bot["id"],
-                      meeting_url=bot.get("meeting_url"), state=bot.get("state"),
-                      start=instant_text(skip_us) if skip_us is not None else None, sort_us=sort_us)
-
-    if skip is not None and skip.unreadable:
-        why = f"left alone: {skip.reason}"
-    state = bot.get("state")
-    if state != "scheduled":
-        if reason is None:
-            return action("unchanged", why or f"bot is {state}")
-        return action("skipped", f"{reason}, but the bot is {state}: left alone")
-    if reason is None:
-        return action("unchanged", why or (skip.reason if skip is not None else "under way"))
-    if join_us is not None and join_us <= now_us:
-        return action("unchanged", "bot is about to join: left alone")
-    if skip is None and horizon_us is not None and join_us is not None and join_us >= horizon_us:
-        return action("unchanged", "beyond the sync window")
-    return action("cancel", reason)
-
-
-def counts(actions: Iterable[Action]) -> dict[str, int]:
-    result = {name: 0 for name in (*ACTIONS, "failed")}
-    for item in actions:
-        result[item.action] = result.get(item.action, 0) + 1
-    return result
