@@ -33,12 +33,13 @@ class JoinTime:
     """A parsed ``--join-at``: the instant, its canonical UTC text, and any warnings.
     (A plain class: ``dataclasses`` costs ~10 ms of start-up on the ``create -q`` path.)"""
 
-    __slots__ = ("us", "text", "warnings")
+    __slots__ = ("us", "text", "warnings", "note")
 
-    def __init__(self, us: int, text: str, warnings: list[str] | None = None) -> None:
+    def __init__(self, us: int, text: str, warnings: list[str] | None = None, note: str | None = None) -> None:
         self.us = us
         self.text = text
         self.warnings = warnings if warnings is not None else []
+        self.note = note  # how an `at`-style phrase was resolved ("3pm is Tue 2026-12-01 15:00 CET ...")
 
     def __repr__(self) -> str:
         return f"JoinTime({self.us}, {self.text!r}, {self.warnings!r})"
@@ -245,9 +246,13 @@ def _parse_join_at(text: str, now_us: int, zone: ZoneSource) -> JoinTime:
     if raw.startswith("-"):
         raise InvalidInput(f"join time {text!r} is in the past: use +DURATION for a time from now")
     if not _HAS_TIME.match(raw):
-        raise InvalidInput(
-            f"bad time {text!r}: use ISO 8601 like 2026-12-01T15:00:00Z, a local 2026-12-01T16:00, or +10m"
-        )
+        phrase = _parse_phrase(raw, now_us, zone, warnings)
+        if phrase is None:
+            raise InvalidInput(
+                f"bad time {text!r}: use ISO 8601 like 2026-12-01T15:00:00Z, a local 2026-12-01T16:00, +10m, "
+                "or a time the way `at` takes them: 15:00, 3pm, tomorrow 09:30, mon 10:00, noon"
+            )
+        return phrase
     if raw[-1:] == "z":  # RFC 3339 allows lower case; fromisoformat does not
         raw = raw[:-1] + "Z"
     fraction = _FRACTION.search(raw)
@@ -266,6 +271,85 @@ def _parse_join_at(text: str, now_us: int, zone: ZoneSource) -> JoinTime:
         moment = _localize(moment, zone or system_zone(), raw, warnings)
     us = to_us(moment)
     return JoinTime(us, format_instant(us, digits), warnings)
+
+
+# -- times the way `at` takes them (SPEC §5) -------------------------------------------
+
+_WEEKDAYS = {name: day for day, names in enumerate((
+    ("mon", "monday"), ("tue", "tues", "tuesday"), ("wed", "wednesday"), ("thu", "thur", "thurs", "thursday"),
+    ("fri", "friday"), ("sat", "saturday"), ("sun", "sunday"),
+)) for name in names}
+_CLOCK = re.compile(r"(\d{1,2}):(\d{2})", re.ASCII)
+_AMPM = re.compile(r"(\d{1,2})(?::(\d{2}))?\s*([ap])\.?m\.?", re.ASCII)
+_NAMED = {"noon": (12, 0), "midnight": (0, 0)}
+
+
+def _time_of_day(word: str) -> tuple[int, int] | None:
+    """``15:00``, ``3pm``, ``3:30 pm``, ``noon``, ``midnight`` -> (hour, minute)."""
+    if word in _NAMED:
+        return _NAMED[word]
+    clock = _CLOCK.fullmatch(word)
+    if clock:
+        hour, minute = int(clock.group(1)), int(clock.group(2))
+        return (hour, minute) if hour < 24 and minute < 60 else None
+    ampm = _AMPM.fullmatch(word)
+    if ampm:
+        hour, minute = int(ampm.group(1)), int(ampm.group(2) or 0)
+        if not 1 <= hour <= 12 or minute >= 60:
+            return None
+        return (hour % 12 + (12 if ampm.group(3) == "p" else 0), minute)
+    return None
+
+
+def _split_phrase(raw: str) -> tuple[str | None, tuple[int, int]] | None:
+    """A day word (``today``, ``tomorrow``, a weekday) and a time of day, in either order."""
+    words = raw.lower().split()
+    if not words or len(words) > 3:
+        return None
+    for day_first in (True, False):
+        day_words, time_words = (words[:1], words[1:]) if day_first else (words[-1:], words[:-1])
+        day = day_words[0] if day_words and (day_words[0] in _WEEKDAYS or day_words[0] in ("today", "tomorrow")) else None
+        if day is None or not time_words:
+            continue
+        clock = _time_of_day(" ".join(time_words)) or _time_of_day("".join(time_words))
+        if clock is not None:
+            return day, clock
+    clock = _time_of_day(" ".join(words)) or _time_of_day("".join(words))
+    return (None, clock) if clock is not None else None
+
+
+def _parse_phrase(raw: str, now_us: int, zone: ZoneSource, warnings: list[str]) -> JoinTime | None:
+    """``15:00``, ``3pm``, ``tomorrow 09:30``, ``mon 10:00``, ``noon``, ``midnight`` in the
+    local zone. Without a day: today, or tomorrow when that time has passed. A weekday:
+    the first such day (today included) on which that time is still ahead. ``today`` and
+    ``tomorrow`` mean just that (a ``today`` time already past is refused later, as past).
+    Times the clocks skip on a DST day are refused; a repeated hour takes the first."""
+    found = _split_phrase(raw)
+    if found is None:
+        return None
+    day, (hour, minute) = found
+    if callable(zone):
+        zone = zone()
+    zone = zone or system_zone()
+    today = from_us(now_us).astimezone(zone).date()
+
+    def at(offset_days: int) -> datetime:
+        date = today + timedelta(days=offset_days)
+        naive = datetime(date.year, date.month, date.day, hour, minute)
+        return _localize(naive, zone, f"{naive:%Y-%m-%d %H:%M}", warnings)
+
+    if day == "today":
+        moment = at(0)
+    elif day == "tomorrow":
+        moment = at(1)
+    else:
+        ahead = 0 if day is None else (_WEEKDAYS[day] - today.weekday()) % 7
+        moment = at(ahead)
+        if to_us(moment) <= now_us:
+            moment = at(ahead + (1 if day is None else 7))
+    us = to_us(moment)
+    text = format_instant(us, 0)
+    return JoinTime(us, text, warnings, note=f"{raw!r} is {moment:%a %Y-%m-%d %H:%M %Z} ({text})")
 
 
 #: The furthest ahead a bot may join: three years (and a leap day), like Attendee. Beyond

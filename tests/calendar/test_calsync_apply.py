@@ -8,7 +8,7 @@ import pytest
 from calsync_helpers import NOW_US, us
 
 from botsched import calsync
-from botsched.cli.calendar import _apply
+from botsched.cli.commands.calendar import _apply
 from botsched.core.errors import Conflict, DaemonUnavailable, NotFound
 
 

@@ -36,6 +36,7 @@ import pytest
 
 from botsched.core import config as config_mod
 from botsched.cli import main as fastcli
+from botsched.cli import output
 from botsched.core.errors import InvalidInput
 from botsched.core.timeparse import (
     MAX_AHEAD_US,
@@ -84,22 +85,22 @@ RAW_CONTROLS = ("\x1b", "\x07", "\x9b", "\u202e")
     ],
 )
 def test_printable_escapes_what_a_terminal_would_obey(raw: str, shown: str) -> None:
-    assert fastcli.printable(raw) == shown
-    assert fastcli.printable(shown) == shown  # what it prints is itself printable: idempotent on output
+    assert output.printable(raw) == shown
+    assert output.printable(shown) == shown  # what it prints is itself printable: idempotent on output
 
 
 def test_printable_cleans_whole_structures_and_keeps_what_it_is_told() -> None:
     bot = {"id": "bot_x", "metadata": {"k\x1b": ["v\x07", 3, None]}, "n": 1.5}
-    assert fastcli.printable(bot) == {"id": "bot_x", "metadata": {"k\\x1b": ["v\\x07", 3, None]}, "n": 1.5}
-    assert fastcli.printable("log\x1b[31m\n\tline\r", keep="\n\t") == "log\\x1b[31m\n\tline\\r"
+    assert output.printable(bot) == {"id": "bot_x", "metadata": {"k\\x1b": ["v\\x07", 3, None]}, "n": 1.5}
+    assert output.printable("log\x1b[31m\n\tline\r", keep="\n\t") == "log\\x1b[31m\n\tline\\r"
 
 
 def test_json_text_is_exact_json_without_raw_c1_controls() -> None:
     value = {"summary": HOSTILE, "n": [1, "é"]}
-    text = fastcli.json_text(value)
+    text = output.json_text(value)
     assert json.loads(text) == value  # the same value, exactly
     assert "\x9b" not in text and "\\u009b" in text
-    assert fastcli.json_text({"a": "b"}) == json.dumps({"a": "b"}, indent=2)
+    assert output.json_text({"a": "b"}) == json.dumps({"a": "b"}, indent=2)
 
 
 # =====================================================================================
@@ -213,18 +214,18 @@ def test_join_times_more_than_three_years_ahead_are_refused() -> None:
 
 
 def _run_guarded(body: Any) -> int:
-    fastcli._changes.clear()
+    output._changes.clear()
     try:
         with pytest.raises(SystemExit) as exit_info:
             fastcli.run(body)
     finally:
-        fastcli._changes.clear()
+        output._changes.clear()
     return exit_info.value.code
 
 
 def test_a_bug_after_a_change_exits_0_with_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
     def created_then_render_fails() -> None:
-        fastcli.changed("created bot_AAAAAAAAAAAAAAAA")
+        output.changed("created bot_AAAAAAAAAAAAAAAA")
         raise OverflowError("date value out of range")
 
     assert _run_guarded(created_then_render_fails) == 0

@@ -238,7 +238,13 @@ def test_negative_relative_time_is_refused_as_past(text: str) -> None:
         "   ",
         "tomorrow",
         "now",
-        "10:00",
+        "24:00",  # (an `at` time, but no such hour)
+        "13pm",
+        "0am",
+        "10:60",
+        "mon",  # a day without a time
+        "tomorrow tomorrow 10:00",
+        "someday 10:00",
         "2026-01-01",  # date only
         "2026-01-01Z",
         "2026-13-01T10:00:00Z",

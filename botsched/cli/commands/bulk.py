@@ -12,12 +12,14 @@ Socket protocol: ``{"op": "create_many", "args": {"bots": BOOL}}``, then lines
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from botsched.cli.output import changed, emit_json, read_source, user_zone, warn
 from botsched.core import protocol
 from botsched.core.errors import InvalidInput, from_code
 from botsched.core.timeparse import ZoneSource, parse_join_at
@@ -26,16 +28,6 @@ from botsched.core.timeparse import ZoneSource, parse_join_at
 CHUNK_BYTES = 64 * 1024
 #: No valid bot needs a longer line (URL 2 KiB + metadata 16 KiB + escapes).
 MAX_ITEM_BYTES = 128 * 1024
-
-
-def _read_lines(source: str) -> list[bytes]:
-    if source == "-":
-        return sys.stdin.buffer.read().splitlines()
-    try:
-        with open(source, "rb") as handle:
-            return handle.read().splitlines()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
 
 
 def parse_line(number: int, raw: bytes, zone: ZoneSource, now_us: int) -> dict[str, Any]:
@@ -82,10 +74,21 @@ def _by_line(problem: str) -> int:
     return int(number) if number.isdigit() else 0
 
 
-def create_from_file(source: str, zone: ZoneSource, as_json: bool, quiet: bool) -> None:
+def create_from_file(source: str, as_json: bool, quiet: bool) -> None:
+    """``create --from``: the output, written after the commit, is the only part that can
+    lose stdout; then the bots exist and ``botsched.cli.main.run`` must know it."""
+    try:
+        _create_from_file(source, user_zone, as_json, quiet)
+    except OSError as exc:
+        if exc.errno in (errno.EPIPE, errno.EBADF):
+            changed("created the bots")
+        raise
+
+
+def _create_from_file(source: str, zone: ZoneSource, as_json: bool, quiet: bool) -> None:
     from botsched.client.connection import connect
 
-    raw_lines = _read_lines(source)
+    raw_lines = read_source(source).splitlines()
     if not any(raw.strip() for raw in raw_lines):
         raise InvalidInput(f"{source}: no bots to create (the file has no JSON lines)")
     progress = _Progress(len(raw_lines)) if sys.stderr.isatty() and not quiet and len(raw_lines) > 1000 else None
@@ -112,11 +115,10 @@ def create_from_file(source: str, zone: ZoneSource, as_json: bool, quiet: bool) 
     if problems:
         problems.sort(key=_by_line)
         raise InvalidInput("\n".join([*problems, f"{len(problems)} invalid line(s); nothing was created"]))
-    for warning in reply.get("warnings") or []:
-        sys.stderr.write(f"warning: {warning}\n")
+    warn(list(reply.get("warnings") or []))
     result = reply.get("result")
     if as_json:
-        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        emit_json(result)
     else:
         sys.stdout.write("".join(f"{bot_id}\n" for bot_id in result))
 

@@ -2,66 +2,36 @@
 
 Thin like the rest of the CLI: the rules live in ``botsched.calsync`` (pure), which is
 imported only when the command runs, so ``icalendar`` costs nothing to other commands.
+The table is drawn by ``botsched.cli.render.calendar``, in the zone ``list`` uses.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Any
 
-import typer
-
+from botsched.cli.output import changed, emit_json, print_errors, read_source, user_zone, warn
+from botsched.core import states
 from botsched.core.errors import BotschedError, InvalidInput
-from botsched.cli.main import changed, json_text, print_errors, printable, warn
 
 if TYPE_CHECKING:  # pragma: no cover
     from botsched.calsync import Action
-
-calendar_app = typer.Typer(
-    help="Bots for the meetings in a calendar.\n\nExample: botsched calendar sync work.ics --dry-run",
-    no_args_is_help=True,
-)
 
 #: ``--days`` at most a year: a sync looks ahead, it does not plan a decade.
 MAX_DAYS = 366
 
 
-def _read_source(source: str) -> bytes:
-    if source == "-":
-        return sys.stdin.buffer.read()
-    try:
-        with open(source, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {source}: {exc.strerror or exc}") from None
+#: ``--days`` by default: two weeks ahead.
+DEFAULT_DAYS = 14
 
 
-@calendar_app.command("sync")
-def sync(
-    source: Annotated[str, typer.Argument(metavar="SOURCE", help="An iCalendar (.ics) file, or '-' for stdin.")],
-    days: Annotated[int, typer.Option("--days", help="Look this many days ahead from now.")] = 14,
-    join_offset: Annotated[
-        Optional[str],
-        typer.Option("--join-offset", metavar="DURATION", help="Join relative to the start: -1m is a minute early."),
-    ] = None,
-    bot_name: Annotated[Optional[str], typer.Option("--bot-name", help="Name of the bots (default: config).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
-) -> None:
-    """Create, reschedule and cancel bots so every meeting in the calendar has one.
-
-    One bot per occurrence with a Zoom, Meet, Teams or Webex link; a re-run changes only what the calendar changed.
-
-    Skipped: cancelled, declined (config calendar.email), all-day and past events.
-
-    Bots already staged or in a meeting are never touched.
-
-    Example: botsched calendar sync ~/Downloads/work.ics --join-offset -1m --dry-run
-    """
+def sync(source: str, days: int, join_offset: str | None, bot_name: str | None, dry_run: bool,
+         as_json: bool) -> int:
+    """Plan (and unless ``dry_run`` apply) the calendar; the exit code of the first
+    failed action, else 0."""
     from botsched.core import config
     from botsched.core.paths import resolve_paths
-    from botsched.core.timeparse import parse_duration, resolve_zone
+    from botsched.core.timeparse import parse_duration
     from botsched.core.validation import validate_bot_name
 
     if not 1 <= days <= MAX_DAYS:
@@ -72,8 +42,8 @@ def sync(
     if bot_name is not None:
         validate_bot_name(bot_name)
     settings = config.load(resolve_paths().config)
-    zone = resolve_zone(settings["defaults.timezone"])
-    data = _read_source(source)
+    zone = user_zone()  # the one user zone: all-day and floating times read as list shows them
+    data = read_source(source)
 
     from botsched import calsync
     from botsched.client.connection import connect
@@ -104,11 +74,12 @@ def sync(
             "actions": [item.as_json() for item in actions],
             "counts": calsync.counts(actions),
         }
-        sys.stdout.write(json_text(report) + "\n")
+        emit_json(report)
     else:
-        _render(actions, dry_run, days)
-    if failure is not None:
-        raise typer.Exit(failure.exit_code)
+        from botsched.cli.render.calendar import sync_table
+
+        sync_table(actions, dry_run, days)
+    return failure.exit_code if failure is not None else 0
 
 
 def _apply(conn: Any, actions: list[Action], bot_name: str | None, warnings: list[str]) -> BotschedError | None:
@@ -187,90 +158,7 @@ def _create_together(conn: Any, actions: list[Action], bot_name: str | None, ski
         return
     for item, bot_id in zip(items, ids, strict=True):
         changed(f"created {bot_id}")
-        item.bot_id, item.state = bot_id, "scheduled"
+        item.bot_id, item.state = bot_id, states.SCHEDULED
     warnings.extend(notes)
 
 
-_DONE = {"create": "created", "reschedule": "rescheduled", "cancel": "cancelled"}
-_STYLE = {"create": "green", "reschedule": "yellow", "cancel": "red", "unchanged": "dim", "skipped": "dim",
-          "failed": "bold red"}
-
-
-def _zone() -> Any:
-    """The zone people read times in, the one ``botsched list`` shows (config
-    ``defaults.timezone``, else ``TZ``, POSIX rules such as ``JST-9`` included)."""
-    from botsched.cli import render
-
-    return render.display_zone()
-
-
-def _local_time(text: str | None, zone: Any, time_only: bool = False) -> str:
-    if not text:
-        return "—"
-    from datetime import datetime
-
-    from botsched.cli import render
-
-    moment = render.in_zone(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
-    return moment.strftime("%H:%M" if time_only else "%a %d %b %H:%M")
-
-
-def _short_time(text: str, beside: str | None, zone: Any) -> str:
-    """A previous time, as short as it can be next to the new one."""
-    full = _local_time(text, zone)
-    same_day = beside is not None and _local_time(beside, zone)[:10] == full[:10]
-    return _local_time(text, zone, time_only=True) if same_day else full
-
-
-def _render(actions: list[Action], dry_run: bool, days: int) -> None:
-    """A compact table (bots without a meeting link only counted) and a summary line."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from botsched import calsync
-
-    from botsched.cli import render
-
-    out = render.console()
-    if not actions:
-        out.print(f"No meetings in the next {days} day(s).")
-        return
-    zone = _zone()
-    total = calsync.counts(actions)
-    no_url = sum(1 for a in actions if a.action == "skipped" and a.reason == calsync.NO_URL)
-    shown = [a for a in actions if not (a.action == "skipped" and a.reason == calsync.NO_URL)]
-    if shown:
-        with_bots = any(a.bot_id for a in shown)
-        table = Table(box=None, header_style="bold", pad_edge=False)
-        table.add_column("ACTION", no_wrap=True)
-        table.add_column("WHEN (local)", no_wrap=True)
-        table.add_column("EVENT", overflow="fold", ratio=1)
-        if with_bots:
-            table.add_column("BOT", no_wrap=True)
-        for item in shown:
-            label = item.action if dry_run else _DONE.get(item.action, item.action)
-            style = _STYLE.get(item.action, "")
-            moment = item.join_at if item.action not in ("skipped", "failed") or item.join_at else item.start
-            event = Text(printable(item.summary))  # anyone can send an invite: no escapes obeyed
-            if item.previous_join_at:
-                event.append(f" (was {_short_time(item.previous_join_at, moment, zone)})", style="dim")
-            if item.reason and item.action != "reschedule":
-                event.append(f" — {printable(item.reason)}", style="dim" if item.action != "failed" else "red")
-            row: list[Any] = [Text(label, style=style), Text(_local_time(moment, zone), style="dim" if
-                              item.action == "skipped" else ""), event]
-            if with_bots:
-                row.append(Text(printable(item.bot_id or "")))
-            table.add_row(*row)
-        out.print(table)
-    parts = []
-    for name in ("create", "reschedule", "cancel"):
-        if total[name]:
-            parts.append(f"{total[name]} to {name}" if dry_run else f"{total[name]} {_DONE[name]}")
-    parts.append(f"{total['unchanged']} unchanged")
-    skipped = f"{total['skipped']} skipped"
-    if no_url:
-        skipped += f" ({no_url} without a meeting URL)"
-    parts.append(skipped)
-    if total["failed"]:
-        parts.append(f"{total['failed']} failed")
-    out.print(("Dry run: " if dry_run else "") + ", ".join(parts) + ".")
