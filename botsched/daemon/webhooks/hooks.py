@@ -81,7 +81,7 @@ def parse_hooks(value: Any) -> list[Hook]:
             raise InvalidInput(f"hooks #{number}: unknown state {unknown[0]!r}")
         extra = set(table) - {"command", "states"}
         if extra:
-            raise InvalidInput(f"hooks #{number}: unknown key {sorted(extra)[0]!r}")
+            raise InvalidInput(f"hooks #{number}: unknown key {min(extra)!r}")
         hooks.append(Hook(tuple(command), frozenset(chosen)))
     return hooks
 
@@ -145,9 +145,6 @@ async def run_hook(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         raise
-    else:  # the leader ended: leftover children of its group must not outlive it either
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
     return HookResult(
         process.returncode,
         timed_out=timed_out,
