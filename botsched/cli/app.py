@@ -9,7 +9,7 @@ flags, help and defaults from the ``Spec`` tables the fast path reads
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -18,6 +18,7 @@ from botsched.cli.commands import bots, calendar, config, daemon
 from botsched.cli.fast import Opt, Spec
 from botsched.core import states
 from botsched.core.errors import InvalidInput
+
 
 def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
     """No ``<bool>`` beside a flag in help: a flag takes no value, so it has no type to show
@@ -93,14 +94,14 @@ C, L, S = bots.CREATE, bots.LIST, bots.SHOW
 @app.command(rich_help_panel=BOTS, epilog="Example: botsched create https://meet.google.com/abc-defg-hij "
              "--join-at 'tomorrow 09:30' --bot-name Notes")
 def create(
-    url_arg: Annotated[Optional[str], _option(C, "url_arg")] = None,
-    meeting_url: Annotated[Optional[str], _option(C, "meeting_url")] = None,
-    bot_name: Annotated[Optional[str], _option(C, "bot_name")] = None,
-    join_at: Annotated[Optional[str], _option(C, "join_at")] = None,
-    metadata: Annotated[Optional[list[str]], _option(C, "metadata")] = None,
-    dedup_key: Annotated[Optional[str], _option(C, "dedup_key")] = None,
+    url_arg: Annotated[str | None, _option(C, "url_arg")] = None,
+    meeting_url: Annotated[str | None, _option(C, "meeting_url")] = None,
+    bot_name: Annotated[str | None, _option(C, "bot_name")] = None,
+    join_at: Annotated[str | None, _option(C, "join_at")] = None,
+    metadata: Annotated[list[str] | None, _option(C, "metadata")] = None,
+    dedup_key: Annotated[str | None, _option(C, "dedup_key")] = None,
     from_file: Annotated[
-        Optional[str], typer.Option("--from", metavar="FILE", help="Bulk create from a JSON-lines file ('-' for stdin).")
+        str | None, typer.Option("--from", metavar="FILE", help="Bulk create from a JSON-lines file ('-' for stdin).")
     ] = None,
     as_json: Annotated[bool, _option(C, "as_json")] = False,
     quiet: Annotated[bool, _option(C, "quiet")] = False,
@@ -127,7 +128,7 @@ def show(
 
 @app.command("list", rich_help_panel=BOTS, epilog="Example: botsched list --state scheduled --state staged")
 def list_bots(
-    state: Annotated[Optional[list[str]], _option(L, "states")] = None,
+    state: Annotated[list[str] | None, _option(L, "states")] = None,
     limit: Annotated[int, _option(L, "limit")] = bots.LIST_LIMIT,
     as_json: Annotated[bool, _option(L, "as_json")] = False,
 ) -> None:
@@ -168,8 +169,8 @@ def leave(
              epilog="Example: botsched wait bot_HiXYgjyeWmTVOaII --state joined_recording --timeout 300")
 def wait(
     bot_id: Annotated[str, typer.Argument(help="The bot to wait for.", autocompletion=bots.complete_ids())],
-    state: Annotated[Optional[str], typer.Option("--state", help="Wait for this state (default: any terminal state).")] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS",
+    state: Annotated[str | None, typer.Option("--state", help="Wait for this state (default: any terminal state).")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", metavar="SECONDS",
                                                      help="Give up after SECONDS (exit 124).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -180,7 +181,7 @@ def wait(
 @app.command(rich_help_panel=BOTS,
              epilog="Example: botsched events --follow --json | jq -c 'select(.state == \"fatal_error\")'")
 def events(
-    bot_id: Annotated[Optional[str], typer.Argument(help="Only this bot's events.", autocompletion=bots.complete_ids())] = None,
+    bot_id: Annotated[str | None, typer.Argument(help="Only this bot's events.", autocompletion=bots.complete_ids())] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming new events.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -202,10 +203,10 @@ def calendar_sync(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="An iCalendar (.ics) file, or '-' for stdin.")],
     days: Annotated[int, typer.Option("--days", metavar="N", help="Look this many days ahead from now.")] = calendar.DEFAULT_DAYS,
     join_offset: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--join-offset", metavar="DURATION", help="Join relative to the start: -1m is a minute early."),
     ] = None,
-    bot_name: Annotated[Optional[str], typer.Option("--bot-name", help="Name of the bots (default: config).")] = None,
+    bot_name: Annotated[str | None, typer.Option("--bot-name", help="Name of the bots (default: config).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:

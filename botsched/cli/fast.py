@@ -23,7 +23,7 @@ VALUE, MANY, FLAG, INT = "value", "many", "flag", "int"
 class Opt:
     """One option or argument: where it goes, how it is written, what help says."""
 
-    __slots__ = ("dest", "flags", "kind", "help", "default", "metavar")
+    __slots__ = ("default", "dest", "flags", "help", "kind", "metavar")
 
     def __init__(self, dest: str, *flags: str, kind: str = VALUE, help: str = "", default: Any = None,
                  metavar: str | None = None) -> None:

@@ -69,11 +69,11 @@ def guard_std_fds() -> None:
             os.dup2(null, fd)
             os.close(null)
         if fd == 0:
-            sys.stdin = open(fd, closefd=False)  # reads as empty
+            sys.stdin = open(fd, closefd=False)  # noqa: SIM115 - reads as empty, for the whole run
         elif fd == 1:
-            sys.stdout = _ClosedStdout()  # type: ignore[assignment]
+            sys.stdout = _ClosedStdout()
         else:
-            sys.stderr = open(fd, "w", closefd=False)  # warnings vanish
+            sys.stderr = open(fd, "w", closefd=False)  # noqa: SIM115 - warnings vanish, for the whole run
 
 
 def _is_output_error(exc: BaseException | None) -> bool:
@@ -121,7 +121,7 @@ def run(body: Callable[[], Any]) -> NoReturn:
         if _is_output_error(exc.__context__):
             _output_lost(exc.__context__)  # type: ignore[arg-type]
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes "internal error", exit 1
         if _is_output_error(exc):
             _output_lost(exc)  # type: ignore[arg-type]
         if changes_text():  # the change was made: showing it failed, that is all
@@ -139,7 +139,7 @@ def _typer(args: list[str]) -> Any:
     try:  # typer >= 0.24 vendors click
         from typer._click.exceptions import ClickException
     except ImportError:  # pragma: no cover - older typer with click as a dependency
-        from click.exceptions import ClickException
+        from click.exceptions import ClickException  # type: ignore[assignment]
 
     from botsched.cli.app import app
 

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
+from datetime import UTC
+
 from botsched.core.errors import BotschedError, InvalidInput
 
 # -- text that reaches a terminal -------------------------------------------------------
@@ -180,7 +182,6 @@ _zone_warned: list[bool] = []
 def display_zone() -> tzinfo:
     """``user_zone`` for output: a broken zone setting must not break a listing, so it
     warns once and shows UTC (every time printed says so with its %Z)."""
-    from datetime import timezone
 
     try:
         return user_zone()
@@ -188,4 +189,4 @@ def display_zone() -> tzinfo:
         if isinstance(exc, BotschedError) and not _zone_warned:
             _zone_warned.append(True)
             warn([f"{exc.message}; times are shown in UTC"])
-        return timezone.utc
+        return UTC

@@ -14,11 +14,17 @@ from collections.abc import Callable, Iterable, Iterator
 #: ``typing`` costs ~5 ms of start-up; type checkers read these imports, Python skips them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Self
 
 from botsched.core import protocol
 from botsched.core.errors import BotschedError, DaemonUnavailable, from_code
-from botsched.core.paths import Paths, check_socket_path, ensure_private_dir, resolve_paths, socket_path
+from botsched.core.paths import (
+    Paths,
+    check_socket_path,
+    ensure_private_dir,
+    resolve_paths,
+    socket_path,
+)
 
 #: How long a plain request may take before we call the daemon unresponsive.
 REPLY_TIMEOUT_S = 120.0
@@ -39,7 +45,7 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> Connection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

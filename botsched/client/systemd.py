@@ -56,7 +56,7 @@ def _systemctl(*args: str) -> bool:
     if shutil.which("systemctl") is None:
         return False
     try:
-        result = subprocess.run(["systemctl", "--user", *args], capture_output=True, timeout=30)
+        result = subprocess.run(["systemctl", "--user", *args], capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0

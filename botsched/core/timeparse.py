@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from botsched.core.errors import InvalidInput
 
@@ -18,7 +18,6 @@ from botsched.core.errors import InvalidInput
 #: when a time without an offset needs it).
 ZoneSource = tzinfo | Callable[[], tzinfo] | None
 
-UTC = timezone.utc
 US_PER_S = 1_000_000
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 
@@ -33,7 +32,7 @@ class JoinTime:
     """A parsed ``--join-at``: the instant, its canonical UTC text, and any warnings.
     (A plain class: ``dataclasses`` costs ~10 ms of start-up on the ``create -q`` path.)"""
 
-    __slots__ = ("us", "text", "warnings", "note")
+    __slots__ = ("note", "text", "us", "warnings")
 
     def __init__(self, us: int, text: str, warnings: list[str] | None = None, note: str | None = None) -> None:
         self.us = us
@@ -372,7 +371,7 @@ def check_join_time(join: JoinTime, now_us: int, stage_lead_us: int) -> list[str
     if join_us - now_us < stage_lead_us:
         left, lead = (join_us - now_us) / US_PER_S, stage_lead_us / US_PER_S
         return [
-            f"join time is only {left:.1f}s away, less than the stage lead of {lead:g}s: "
-            "the bot may not have time to spin up"
+            (f"join time is only {left:.1f}s away, less than the stage lead of {lead:g}s: "
+             "the bot may not have time to spin up")
         ]
     return []

@@ -18,7 +18,17 @@ if TYPE_CHECKING:
     from botsched.client.connection import Connection
 
 from botsched.cli.fast import FLAG, INT, MANY, Opt, Spec
-from botsched.cli.output import changed, emit, emit_json, note, print_errors, printable, say, user_zone, warn
+from botsched.cli.output import (
+    changed,
+    emit,
+    emit_json,
+    note,
+    print_errors,
+    printable,
+    say,
+    user_zone,
+    warn,
+)
 from botsched.core import states
 from botsched.core.errors import BotschedError, InvalidInput, WaitTimeout
 

@@ -116,7 +116,7 @@ def _create_from_file(source: str, zone: ZoneSource, as_json: bool, quiet: bool)
         problems.sort(key=_by_line)
         raise InvalidInput("\n".join([*problems, f"{len(problems)} invalid line(s); nothing was created"]))
     warn(list(reply.get("warnings") or []))
-    result = reply.get("result")
+    result: list[str] = reply.get("result") or []
     if as_json:
         emit_json(result)
     else:

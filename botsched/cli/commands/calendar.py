@@ -10,7 +10,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from botsched.cli.output import changed, emit_json, print_errors, read_source, user_zone, warn
+from botsched.cli.output import (
+    changed,
+    emit_json,
+    print_errors,
+    read_source,
+    user_zone,
+    warn,
+)
 from botsched.core import states
 from botsched.core.errors import BotschedError, InvalidInput
 

@@ -14,7 +14,9 @@ from botsched.core.errors import DaemonUnavailable
 
 
 def run(background: bool) -> None:
-    from botsched.daemon import main as daemon  # the CLI's one import of the daemon side
+    from botsched.daemon import (
+        main as daemon,  # the CLI's one import of the daemon side
+    )
 
     daemon.run(foreground=not background)
 

@@ -14,10 +14,16 @@ from rich.table import Table
 from rich.text import Text
 
 from botsched.cli.output import printable
-from botsched.cli.render.screen import STATE_STYLES, STATE_WIDTH, UNLIMITED_WIDTH, console, emit, state_text
 from botsched.cli.render import time as clock
+from botsched.cli.render.screen import (
+    STATE_STYLES,
+    STATE_WIDTH,
+    UNLIMITED_WIDTH,
+    console,
+    emit,
+    state_text,
+)
 from botsched.core import states
-
 
 # -- bits -------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ with ``--join-at +3m`` reads "in 3 minutes", not the floored "in 2 minutes".
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from botsched.cli.output import display_zone
 
@@ -26,7 +26,7 @@ def in_zone(moment: datetime, zone: tzinfo) -> datetime:
     try:
         return moment.astimezone(zone)
     except (OverflowError, ValueError):
-        return moment.astimezone(timezone.utc)
+        return moment.astimezone(UTC)
 
 
 def local(text: str, zone: tzinfo, fmt: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
