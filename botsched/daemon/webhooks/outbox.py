@@ -518,7 +518,8 @@ def next_due_us(conn: sqlite3.Connection) -> int | None:
         "SELECT min(CASE WHEN d.claimed_until_us IS NOT NULL AND d.claimed_until_us > d.next_us "
         "THEN d.claimed_until_us ELSE d.next_us END) "
         "FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id "
-        "WHERE d.state = 'pending' AND e.disabled_us IS NULL"
+        "WHERE d.state = 'pending' AND e.disabled_us IS NULL AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p "
+        "WHERE p.state = 'pending' AND p.endpoint_id = d.endpoint_id AND p.bot_id = d.bot_id AND p.seq < d.seq)"
     ).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
