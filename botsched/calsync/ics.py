@@ -249,6 +249,7 @@ class _Reader:
 
     def __init__(self, text: str, source: str, emails: Iterable[str] = ()) -> None:
         self.source = source
+        self.calendar: str | None = None  # a followed calendar's name, for its keys
         self.emails = [email.lower() for email in emails if email]
         self.lines: list[str | None] = []  # None: a line taken out while fixing an event
         self.numbers: list[int] = []  # the file's line number where each content line starts
@@ -994,8 +995,12 @@ def expand(
     email: str | Iterable[str] | None = None,
     zone: tzinfo = UTC,
     source: str = "calendar",
+    calendar: str | None = None,
 ) -> Expansion:
     """The bots a calendar asks for over ``[now, now + days)``, and what it skips.
+
+    ``calendar`` names a followed calendar: its keys are ``ical/<NAME>:...``
+    (``keys.event_key``); without it, a file sync's ``ical:...``.
 
     ``zone`` is the local zone for floating times and all-day dates (config
     ``defaults.timezone``). Occurrences that already ended or start after the window
@@ -1013,6 +1018,7 @@ def expand(
         text = b"".join(calendar.to_ical() for calendar in data)
     emails = _emails(email)
     reader = _Reader(_text_of(text, source), source, emails)
+    reader.calendar = calendar
     window_end = now_us + days * US_PER_DAY
     # A day's margin each side: floating times are placed in `zone` only below.
     query_start = from_us(now_us - US_PER_DAY - max(join_offset_us, 0))
@@ -1036,7 +1042,7 @@ def expand(
             unreadable.append(item)
         for event in result.occurrences:
             judged = _judge(event, result.recurring, result.this_and_future, now_us, window_end, join_offset_us,
-                            emails, zone, links)
+                            emails, zone, links, calendar)
             if judged is None:
                 continue
             if judged.key in seen:
@@ -1153,7 +1159,7 @@ def _expand_calendar(reader: _Reader, raw: _RawCalendar, low: date, high: date, 
 
 def _unreadable(reader: _Reader, item: _Event, reason: str) -> Skipped:
     uid = item.uid or _unreadable_uid(reader, item.block)
-    return Skipped(event_key(uid, None), uid, _summary_of_block(reader, item.block, item.component), None, reason,
+    return Skipped(event_key(uid, None, reader.calendar), uid, _summary_of_block(reader, item.block, item.component), None, reason,
                    unreadable=True)
 
 
@@ -1270,6 +1276,7 @@ def _judge(
     emails: set[str],
     zone: tzinfo,
     links: dict[tuple[int, ...], str | None] | None = None,
+    calendar: str | None = None,
 ) -> Wanted | Skipped | None:
     """One occurrence: a bot, a skip with its reason, or nothing (outside the window).
 
@@ -1291,7 +1298,7 @@ def _judge(
         if rid is not None and str(rid.params.get("RANGE", "")).upper() == "THISANDFUTURE":
             moment = _original_of_later(uid, rid.dt, start, this_and_future)
         original = _original_start_text(moment, zone)
-    key = event_key(uid, original)
+    key = event_key(uid, original, calendar)
 
     def skip(reason: str) -> Skipped:
         return Skipped(key, uid, summary, start_us, reason)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from botsched.calsync.keys import KEY_PREFIX, key_base
+from botsched.calsync.keys import key_base, key_prefix
 from botsched.calsync.model import (
     ACTIONS,
     LEFT_ALONE,
@@ -39,21 +39,24 @@ def plan(
     *,
     skipped: Sequence[Skipped] = (),
     horizon_us: int | None = None,
+    calendar: str | None = None,
 ) -> list[Action]:
     """What to do so that every wanted occurrence has exactly one bot.
 
-    Only bots whose dedup key starts with ``ical:`` are looked at. A ``scheduled`` bot
+    Only bots whose dedup key starts with ``ical:`` (or with ``ical/<NAME>:`` for the
+    followed ``calendar``) are looked at. A ``scheduled`` bot
     is rescheduled when its time differs, replaced (cancel + create) when the meeting
     link changed, and cancelled when its occurrence is gone (removed, cancelled,
     declined, lost its link) — unless it joins at or after ``horizon_us`` (beyond the
     window this run looked at). Bots in any other state are never touched: they are
     reported. A key whose bot already ran (``ended``/``fatal_error``) is done.
     """
+    prefix = key_prefix(calendar)
     live: dict[str, dict[str, Any]] = {}
     finished: dict[str, dict[str, Any]] = {}
     for bot in existing_bots:
         key = bot.get("deduplication_key") or ""
-        if not key.startswith(KEY_PREFIX):
+        if not key.startswith(prefix):
             continue
         if bot.get("state") in TERMINAL:
             finished.setdefault(key, bot)
