@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -23,7 +23,6 @@ from botsched.core.timeparse import (
     to_us,
 )
 
-UTC = timezone.utc
 S = 1_000_000
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -387,3 +386,83 @@ def test_parse_instant_refuses_naive_and_garbage() -> None:
         parse_instant("2025-06-16T16:40:12")
     with pytest.raises(InvalidInput):
         parse_instant("yesterday")
+
+
+# -- times the way `at` takes them (SPEC §5), with an injected now ------------------------
+
+#: Monday 2025-06-16 18:40:12 in Berlin (CEST, UTC+2).
+BERLIN_MONDAY = NOW
+
+
+def _at(text: str, now_us: int = BERLIN_MONDAY, zone: ZoneInfo = BERLIN) -> JoinTime:
+    return parse_join_at(text, now_us, zone)
+
+
+def _utc(text: str) -> int:
+    return parse_instant(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("20:00", "2025-06-16T18:00:00Z"),  # later today
+        ("15:00", "2025-06-17T13:00:00Z"),  # passed today: tomorrow
+        ("18:40", "2025-06-17T16:40:00Z"),  # this very minute has begun: tomorrow
+        ("3pm", "2025-06-17T13:00:00Z"),
+        ("9pm", "2025-06-16T19:00:00Z"),
+        ("9 PM", "2025-06-16T19:00:00Z"),
+        ("9:30pm", "2025-06-16T19:30:00Z"),
+        ("12am", "2025-06-16T22:00:00Z"),  # the coming midnight
+        ("12pm", "2025-06-17T10:00:00Z"),
+        ("noon", "2025-06-17T10:00:00Z"),
+        ("midnight", "2025-06-16T22:00:00Z"),
+        ("tomorrow 09:30", "2025-06-17T07:30:00Z"),
+        ("09:30 tomorrow", "2025-06-17T07:30:00Z"),
+        ("Tomorrow noon", "2025-06-17T10:00:00Z"),
+        ("today 23:00", "2025-06-16T21:00:00Z"),
+        ("today 10:00", "2025-06-16T08:00:00Z"),  # past: resolved as said, refused later by check_join_time
+        ("mon 20:00", "2025-06-16T18:00:00Z"),  # today is Monday and 20:00 is ahead
+        ("mon 10:00", "2025-06-23T08:00:00Z"),  # today's 10:00 passed: next Monday
+        ("tue 10:00", "2025-06-17T08:00:00Z"),
+        ("friday 4pm", "2025-06-20T14:00:00Z"),
+        ("sun midnight", "2025-06-21T22:00:00Z"),  # 00:00 at the start of Sunday
+        ("thurs 8:05am", "2025-06-19T06:05:00Z"),
+    ],
+)
+def test_at_style_times_resolve_in_the_local_zone(text: str, expected: str) -> None:
+    parsed = _at(text)
+    assert parsed.us == _utc(expected) and parsed.text == expected
+    assert parsed.note is not None and expected in parsed.note and repr(text) in parsed.note  # printed to the user
+
+
+def test_at_style_times_follow_the_zone_they_are_given() -> None:
+    assert _at("tomorrow 09:30", zone=NEW_YORK).text == "2025-06-17T13:30:00Z"
+    assert _at("tomorrow 09:30", zone=lambda: NEW_YORK).text == "2025-06-17T13:30:00Z"  # type: ignore[arg-type]
+
+
+def test_iso_and_relative_times_carry_no_note() -> None:
+    assert _at("+10m").note is None and _at("2025-06-17T10:00:00Z").note is None
+
+
+#: Saturday before the spring change (Berlin, 2026-03-29 02:00 -> 03:00) and before the autumn one
+#: (2026-10-25 03:00 -> 02:00), at noon local time.
+SPRING_SAT = _utc("2026-03-28T11:00:00Z")
+AUTUMN_SAT = _utc("2026-10-24T10:00:00Z")
+
+
+def test_at_times_on_the_spring_dst_day() -> None:
+    with pytest.raises(InvalidInput, match="does not exist"):
+        _at("tomorrow 02:30", SPRING_SAT)
+    assert _at("tomorrow 03:30", SPRING_SAT).text == "2026-03-29T01:30:00Z"  # CEST already
+    assert _at("sun 01:30", SPRING_SAT).text == "2026-03-29T00:30:00Z"  # CET still
+    assert _at("midnight", SPRING_SAT).text == "2026-03-28T23:00:00Z"
+    assert _at("mon 10:00", SPRING_SAT).text == "2026-03-30T08:00:00Z"  # two days on, one hour less offset
+
+
+def test_at_times_on_the_autumn_dst_day() -> None:
+    twice = _at("tomorrow 02:30", AUTUMN_SAT)
+    assert twice.text == "2026-10-25T00:30:00Z"  # the first 02:30 (CEST)
+    assert any("happens twice" in warning for warning in twice.warnings)
+    assert _at("tomorrow 03:30", AUTUMN_SAT).text == "2026-10-25T02:30:00Z"  # CET
+    assert _at("mon 10:00", AUTUMN_SAT).text == "2026-10-26T09:00:00Z"
+    assert _at("noon", AUTUMN_SAT).text == "2026-10-25T11:00:00Z"  # noon today passed: tomorrow, in CET

@@ -52,11 +52,12 @@ def relative(text: str, now: float | None = None) -> str:
     if span < 10:
         phrase = "a few seconds"
     else:
-        for size, name in _UNITS:
-            count = round(span / size)
-            if count >= 1 and (span >= size or name == "second"):
-                phrase = f"{count} {name}{'s' if count != 1 else ''}"
-                break
+        index = next(i for i, (size, _) in enumerate(_UNITS) if span >= size)
+        count = int(span / _UNITS[index][0] + 0.5)  # half up: 2 min 30 s is "3 minutes"
+        if index and count * _UNITS[index][0] >= _UNITS[index - 1][0]:
+            index, count = index - 1, 1  # 59 min 50 s rounds to "1 hour", not "60 minutes"
+        name = _UNITS[index][1]
+        phrase = f"{count} {name}{'s' if count != 1 else ''}"
     return f"in {phrase}" if seconds > 0 else f"{phrase} ago"
 
 
