@@ -912,3 +912,35 @@ def test_bulk_create_progress_bar_only_on_a_terminal_and_never_in_stdout(home, t
     assert out.count("\n") == 1200 and all(ID_RE.match(line) for line in out.splitlines()), \
         f"stdout must be exactly one id per line, nothing else: {[l for l in out.splitlines() if not ID_RE.match(l)][:3]}"
     assert b"creating" in terminal, "the progress bar belongs on the terminal (stderr) when stdout is redirected"
+
+
+# -- issue 11: times the way `at` takes them, one user zone -------------------------------------
+
+
+def test_at_style_join_times_resolve_in_the_config_zone_and_say_so(home):
+    """``--join-at 'tomorrow 09:30'`` is 09:30 in ``defaults.timezone`` (not the system's TZ),
+    the id alone on stdout, the resolved instant on stderr."""
+    home.ok("config", "set", "defaults.timezone", '"Asia/Tokyo"')
+    result = home.ok("create", "-q", "https://zoom.us/j/1100", "--join-at", "tomorrow 09:30", env={"TZ": "UTC"})
+    bot = home.show(result.stdout.strip())
+    tokyo = parse_z(bot["join_at"]).astimezone(ZoneInfo("Asia/Tokyo"))
+    tomorrow = (datetime.now(ZoneInfo("Asia/Tokyo")).date().toordinal() + 1)
+    assert (tokyo.hour, tokyo.minute, tokyo.date().toordinal()) == (9, 30, tomorrow), bot["join_at"]
+    assert result.stderr == f"note: 'tomorrow 09:30' is {tokyo:%a %Y-%m-%d} 09:30 JST ({bot['join_at']})\n"
+    listing = home.ok("list", env={"TZ": "UTC"}).stdout
+    assert "JOIN AT (JST)" in listing and f"{tokyo:%Y-%m-%d} 09:30" in listing
+
+
+def test_at_style_nonsense_is_exit_2_with_the_forms_named(home):
+    result = home.run("create", "-q", "https://zoom.us/j/1101", "--join-at", "13pm")
+    assert result.returncode == 2 and "3pm" in result.stderr and "tomorrow 09:30" in result.stderr
+    assert result.stdout == ""
+
+
+def test_help_reads_like_gh_grouped_with_an_example_and_no_bool(home):
+    out = home.ok("--help", env={"COLUMNS": "100"}).stdout
+    for group in ("Bot commands", "Calendar", "Daemon and configuration"):
+        assert group in out
+    assert "Examples:" in out and "$ botsched create" in out
+    for argv in (["--help"], ["create", "--help"], ["list", "--help"], ["events", "--help"]):
+        assert "<bool>" not in home.ok(*argv, env={"COLUMNS": "100"}).stdout, argv
