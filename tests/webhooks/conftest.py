@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from webhook_helpers import Bots, connect, make_db  # noqa: E402
+from webhook_helpers import Bots, connect, make_db
 
 
 @pytest.fixture

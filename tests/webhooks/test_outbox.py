@@ -21,29 +21,51 @@ def _add(conn: sqlite3.Connection, states: tuple[str, ...] = ()) -> str:
 
 
 def test_urls() -> None:
-    for ok in ("https://example.com/h", "http://127.0.0.1:8080/h", "http://localhost/h", "http://[::1]/h"):
+    for ok in (
+        "https://example.com/h",
+        "http://127.0.0.1:8080/h",
+        "http://localhost/h",
+        "http://[::1]/h",
+    ):
         assert outbox.validate_url(ok) == ok
-    for bad in ("http://example.com/h", "ftp://x/", "https://", "not a url", "https://a b/"):
+    for bad in (
+        "http://example.com/h",
+        "ftp://x/",
+        "https://",
+        "not a url",
+        "https://a b/",
+    ):
         with pytest.raises(InvalidInput):
             outbox.validate_url(bad)
 
 
-def test_one_row_per_event_and_matching_endpoint(conn: sqlite3.Connection, bots: Bots) -> None:
+def test_one_row_per_event_and_matching_endpoint(
+    conn: sqlite3.Connection, bots: Bots
+) -> None:
     every = _add(conn)
     only_end = _add(conn, ("ended", "fatal_error"))
     with pytest.raises(InvalidInput):
         _add(conn, ("nonsense",))
     bots.change([("bot_a", "scheduled"), ("bot_a", "staged")])
     bots.change([("bot_a", "joining"), ("bot_a", "ended")])
-    rows = conn.execute("SELECT endpoint_id, new_state, body FROM webhook_deliveries ORDER BY seq").fetchall()
+    rows = conn.execute(
+        "SELECT endpoint_id, new_state, body FROM webhook_deliveries ORDER BY seq"
+    ).fetchall()
     assert [(e, s) for e, s, _ in rows] == [
         (every, "scheduled"), (every, "staged"), (every, "joining"), (every, "ended"), (only_end, "ended"),
     ]  # fmt: skip
     bodies = [json.loads(b)["data"] for _, _, b in rows]
-    assert [b["old_state"] for b in bodies[:4]] == [None, "scheduled", "staged", "joining"]
+    assert [b["old_state"] for b in bodies[:4]] == [
+        None,
+        "scheduled",
+        "staged",
+        "joining",
+    ]
     assert bodies[3]["bot"]["metadata"] == {"team": "sales"}
     # one event id per event, shared by the endpoints it goes to
-    ended = conn.execute("SELECT DISTINCT event_id FROM webhook_deliveries WHERE new_state = 'ended'").fetchall()
+    ended = conn.execute(
+        "SELECT DISTINCT event_id FROM webhook_deliveries WHERE new_state = 'ended'"
+    ).fetchall()
     assert len(ended) == 1
 
 
@@ -52,11 +74,15 @@ def test_no_endpoint_no_rows(conn: sqlite3.Connection, bots: Bots) -> None:
     assert conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone()[0] == 0
 
 
-def test_a_rolled_back_state_change_leaves_no_delivery(conn: sqlite3.Connection, bots: Bots) -> None:
+def test_a_rolled_back_state_change_leaves_no_delivery(
+    conn: sqlite3.Connection, bots: Bots
+) -> None:
     _add(conn)
     bots.add("bot_a")
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT INTO events (seq, bot_id, state, at_us) VALUES (1, 'bot_a', 'scheduled', 1)")
+    conn.execute(
+        "INSERT INTO events (seq, bot_id, state, at_us) VALUES (1, 'bot_a', 'scheduled', 1)"
+    )
 
     class Ev:
         seq, bot_id, state, at_us, detail = 1, "bot_a", "scheduled", 1, None
@@ -68,7 +94,14 @@ def test_a_rolled_back_state_change_leaves_no_delivery(conn: sqlite3.Connection,
 
 def test_order_per_bot_per_endpoint(conn: sqlite3.Connection, bots: Bots) -> None:
     first, second = _add(conn), _add(conn)
-    bots.change([("bot_a", "scheduled"), ("bot_b", "scheduled"), ("bot_a", "staged"), ("bot_a", "joining")])
+    bots.change(
+        [
+            ("bot_a", "scheduled"),
+            ("bot_b", "scheduled"),
+            ("bot_a", "staged"),
+            ("bot_a", "joining"),
+        ]
+    )
     now = NOW * 2
     claims = outbox.claim_due(conn, now, 100)
     # per endpoint: bot_a's first and bot_b's first; never two of one bot for one endpoint
@@ -80,12 +113,22 @@ def test_order_per_bot_per_endpoint(conn: sqlite3.Connection, bots: Bots) -> Non
     # a retry keeps the next one back
     outbox.record_attempt(conn, a_first.id, now, 500, None, "retry", now + 5_000_000)
     assert [c for c in outbox.claim_due(conn, now, 100) if c.endpoint_id == first] == []
-    assert outbox.next_due_us(conn) == now + 5_000_000  # not the order-blocked ones, due long ago
-    retried = [c for c in outbox.claim_due(conn, now + 5_000_000, 100) if c.endpoint_id == first]
+    assert (
+        outbox.next_due_us(conn) == now + 5_000_000
+    )  # not the order-blocked ones, due long ago
+    retried = [
+        c
+        for c in outbox.claim_due(conn, now + 5_000_000, 100)
+        if c.endpoint_id == first
+    ]
     assert [c.id for c in retried] == [a_first.id] and retried[0].attempts == 1
     # given up (failed) also lets the next one go, in order
     outbox.record_attempt(conn, a_first.id, now, 500, None, "failed")
-    nxt = [c for c in outbox.claim_due(conn, now + 5_000_000, 100) if c.endpoint_id == first]
+    nxt = [
+        c
+        for c in outbox.claim_due(conn, now + 5_000_000, 100)
+        if c.endpoint_id == first
+    ]
     assert [json.loads(c.body)["data"]["new_state"] for c in nxt] == ["staged"]
 
 
@@ -97,7 +140,9 @@ def test_per_endpoint_share(conn: sqlite3.Connection, bots: Bots) -> None:
     assert sum(c.endpoint_id == fast for c in claims) == 3  # its own share too
 
 
-def test_rows_and_order_survive_a_reopened_connection(db_path: Path, conn: sqlite3.Connection, bots: Bots) -> None:
+def test_rows_and_order_survive_a_reopened_connection(
+    db_path: Path, conn: sqlite3.Connection, bots: Bots
+) -> None:
     endpoint = _add(conn)
     bots.change([("bot_a", "scheduled"), ("bot_a", "staged")])
     claimed = outbox.claim_due(conn, NOW * 2, 10)
@@ -105,7 +150,9 @@ def test_rows_and_order_survive_a_reopened_connection(db_path: Path, conn: sqlit
     conn.close()  # the daemon dies mid-send
     again = connect(db_path)
     try:
-        assert outbox.claim_due(again, NOW * 2, 10) == []  # the dead process's lease still holds
+        assert (
+            outbox.claim_due(again, NOW * 2, 10) == []
+        )  # the dead process's lease still holds
         assert outbox.release_claims(again) == 1  # a restart voids it
         [claim] = outbox.claim_due(again, NOW * 2, 10)
         assert (claim.id, claim.endpoint_id) == (claimed[0].id, endpoint)
@@ -118,11 +165,20 @@ def test_410_disables_and_fails_the_rest(conn: sqlite3.Connection, bots: Bots) -
     endpoint = _add(conn)
     bots.change([("bot_a", "scheduled"), ("bot_a", "staged"), ("bot_b", "scheduled")])
     claim = next(c for c in outbox.claim_due(conn, NOW * 2, 10) if c.bot_id == "bot_a")
-    assert outbox.record_attempt(conn, claim.id, NOW, 410, "410 Gone: endpoint disabled", "disabled")
+    assert outbox.record_attempt(
+        conn, claim.id, NOW, 410, "410 Gone: endpoint disabled", "disabled"
+    )
     [listed] = outbox.list_endpoints(conn)
-    assert listed["state"] == "disabled" and listed["deliveries"] == {"pending": 0, "delivered": 0, "failed": 3}
+    assert listed["state"] == "disabled" and listed["deliveries"] == {
+        "pending": 0,
+        "delivered": 0,
+        "failed": 3,
+    }
     assert outbox.claim_due(conn, NOW * 3, 10) == []
-    assert bots.change([("bot_a", "joining")]) and outbox.list_endpoints(conn)[0]["deliveries"]["failed"] == 3
+    assert (
+        bots.change([("bot_a", "joining")])
+        and outbox.list_endpoints(conn)[0]["deliveries"]["failed"] == 3
+    )
     with pytest.raises(Conflict):
         outbox.replay(conn, claim.id, NOW)
     with pytest.raises(Conflict):
@@ -134,7 +190,9 @@ def test_replay_list_remove(conn: sqlite3.Connection, bots: Bots) -> None:
     added = outbox.add_endpoint(conn, "https://example.com/h", (), NOW)
     assert added["secret"].startswith("whsec_")
     listed = {e["id"]: e for e in outbox.list_endpoints(conn)}
-    assert listed[added["id"]]["secret"] != added["secret"] and added["secret"] not in json.dumps(listed)
+    assert listed[added["id"]]["secret"] != added["secret"] and added[
+        "secret"
+    ] not in json.dumps(listed)
     outbox.remove_endpoint(conn, added["id"])
     bots.change([("bot_a", "scheduled"), ("bot_b", "scheduled")])
     [a, b] = sorted(outbox.claim_due(conn, NOW * 2, 10), key=lambda c: str(c.bot_id))
@@ -145,7 +203,11 @@ def test_replay_list_remove(conn: sqlite3.Connection, bots: Bots) -> None:
     assert len(outbox.list_deliveries(conn, limit=1)) == 1
     again = outbox.replay(conn, b.id, NOW * 2)
     shown = outbox.get_delivery(conn, again)
-    assert shown["state"] == "pending" and shown["replay_of"] == b.id and shown["event_id"] == b.event_id
+    assert (
+        shown["state"] == "pending"
+        and shown["replay_of"] == b.id
+        and shown["event_id"] == b.event_id
+    )
     assert outbox.get_delivery(conn, b.id)["state"] == "failed"  # history kept
     test_id = outbox.enqueue_test(conn, endpoint, NOW)
     assert outbox.get_delivery(conn, test_id)["type"] == "webhook.test"

@@ -29,7 +29,9 @@ def test_signature_verifies_with_standardwebhooks_and_fails_when_tampered() -> N
     secret = signing.new_secret()
     body = '{"id":"evt_x","type":"bot.state_change"}'
     headers = signing.sign_headers(secret, "evt_x", int(time.time()), body)
-    assert headers["webhook-id"] == "evt_x" and headers["webhook-signature"].startswith("v1,")
+    assert headers["webhook-id"] == "evt_x" and headers["webhook-signature"].startswith(
+        "v1,"
+    )
     assert Webhook(secret).verify(body, headers) == json.loads(body)
     with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(body.replace("x", "y"), headers)
@@ -55,7 +57,9 @@ def test_body_from_a_bot_first_event_has_null_old_state() -> None:
     first = payload.from_bot(bot, 0, "evt_1")
     assert first["type"] == "bot.state_change" and first["id"] == "evt_1"
     assert first["created_at"] == "2026-12-01T14:00:00.000001Z"
-    assert first["data"]["old_state"] is None and first["data"]["new_state"] == "scheduled"
+    assert (
+        first["data"]["old_state"] is None and first["data"]["new_state"] == "scheduled"
+    )
     second = payload.from_bot(bot, 1, "evt_2")["data"]
     assert (second["old_state"], second["new_state"]) == ("scheduled", "staged")
     assert second["bot"] == {
@@ -67,4 +71,7 @@ def test_body_from_a_bot_first_event_has_null_old_state() -> None:
         "metadata": {"team": "sales"},
         "deduplication_key": None,
     }
-    assert payload.test_event("evt_3", "wh_a", "2026-12-01T14:00:00Z")["type"] == "webhook.test"
+    assert (
+        payload.test_event("evt_3", "wh_a", "2026-12-01T14:00:00Z")["type"]
+        == "webhook.test"
+    )

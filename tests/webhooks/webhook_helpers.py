@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -61,18 +61,34 @@ class Bots:
         self.conn = conn
         self.seq = 0
 
-    def add(self, bot_id: str, url: str = "https://meet.google.com/abc-defg-hij") -> None:
+    def add(
+        self, bot_id: str, url: str = "https://meet.google.com/abc-defg-hij"
+    ) -> None:
         self.conn.execute(
             "INSERT INTO bots (id, meeting_url, bot_name, state, join_at, metadata) VALUES (?, ?, ?, ?, ?, ?)",
-            (bot_id, url, "Bot", "scheduled", "2026-12-01T15:00:00Z", '{"team": "sales"}'),
+            (
+                bot_id,
+                url,
+                "Bot",
+                "scheduled",
+                "2026-12-01T15:00:00Z",
+                '{"team": "sales"}',
+            ),
         )
 
-    def change(self, changes: list[tuple[str, str]], detail: str | None = None) -> list[Ev]:
+    def change(
+        self, changes: list[tuple[str, str]], detail: str | None = None
+    ) -> list[Ev]:
         """Record (bot_id, new_state) events and their deliveries in one transaction."""
         events = []
         self.conn.execute("BEGIN IMMEDIATE")
         for bot_id, state in changes:
-            if self.conn.execute("SELECT 1 FROM bots WHERE id = ?", (bot_id,)).fetchone() is None:
+            if (
+                self.conn.execute(
+                    "SELECT 1 FROM bots WHERE id = ?", (bot_id,)
+                ).fetchone()
+                is None
+            ):
                 self.add(bot_id)
             self.seq += 1
             event = Ev(self.seq, bot_id, state, int(time.time() * 1e6), detail)
@@ -95,7 +111,9 @@ class Received:
     at: float
 
 
-Behaviour = Callable[[web.Request, int], Any]  # (request, number of earlier requests) -> response
+Behaviour = Callable[
+    [web.Request, int], Any
+]  # (request, number of earlier requests) -> response
 
 
 @dataclass
@@ -113,7 +131,8 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         count = len(self.received)
-        self.received.append(Received(request.path, dict(request.headers), body, time.time()))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.received.append(Received(request.path, headers, body, time.time()))
         if self.behave is None:
             return web.Response(status=200)
         answer = self.behave(request, count)
@@ -122,7 +141,7 @@ class Receiver:
         assert isinstance(answer, web.StreamResponse)
         return answer
 
-    async def __aenter__(self) -> Receiver:
+    async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)

@@ -481,16 +481,25 @@ def claim_due(
     if limit <= 0:
         return []
     in_flight = dict(busy or {})
+    # Endpoints already at their share are left out in SQL: skipping them in Python
+    # instead could fill the whole candidate window with their rows and starve the rest.
+    full = [
+        e
+        for e, n in in_flight.items()
+        if per_endpoint is not None and n >= per_endpoint
+    ]
+    skip = f"AND d.endpoint_id NOT IN ({','.join('?' * len(full))}) " if full else ""
     with _write(conn):
         candidates = conn.execute(
             "SELECT d.id, d.endpoint_id, e.url, e.secret, d.event_id, d.bot_id, d.body, d.attempts "
             "FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id "
             "WHERE d.state = 'pending' AND d.next_us <= ? AND e.disabled_us IS NULL "
             "AND (d.claimed_until_us IS NULL OR d.claimed_until_us <= ?) "
+            f"{skip}"
             "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.state = 'pending' "
             "AND p.endpoint_id = d.endpoint_id AND p.bot_id = d.bot_id AND p.seq < d.seq) "
             "ORDER BY d.next_us, d.seq LIMIT ?",
-            (now_us, now_us, limit * 4 if per_endpoint else limit),
+            (now_us, now_us, *full, limit * 4 if per_endpoint else limit),
         ).fetchall()
         taken: list[Claim] = []
         for row in candidates:

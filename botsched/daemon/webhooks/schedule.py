@@ -12,6 +12,9 @@ DEFAULT_RETRY_SECONDS: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36
 JITTER = 0.2
 #: An answer is only a success within this many seconds.
 TIMEOUT_SECONDS = 10.0
+#: The longest ``Retry-After`` obeyed (the default schedule's longest step with jitter): a
+#: hostile or broken answer cannot park one bot's deliveries for years.
+RETRY_AFTER_CAP_SECONDS = 12 * 3600.0
 
 DELIVERED = "delivered"
 RETRY = "retry"
@@ -97,8 +100,7 @@ def classify(
     delay = retry_delay(attempts, schedule, rng)
     if delay is None:
         return Verdict(FAILED, note=note)
-    cap = max((float(s) for s in schedule), default=0.0) * (1 + JITTER)
-    after = parse_retry_after(outcome.retry_after, now, cap)
+    after = parse_retry_after(outcome.retry_after, now, RETRY_AFTER_CAP_SECONDS)
     if after is not None and after > delay:
         delay = after
     return Verdict(RETRY, next_at=now + delay, note=note)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import random
 import sqlite3
@@ -128,19 +129,23 @@ class DeliveryWorker:
             await self._cancel_in_flight()
 
     async def _fill(self) -> None:
-        free = self._concurrency - len(self._tasks)
-        if free <= 0:
-            return
-        now_us, busy = self._now_us(), dict(self._busy)
-        claims = await self._db(
-            lambda c: outbox.claim_due(
-                c, now_us, free, self._lease_us, busy, self._per_endpoint
-            )
-        )
-        for claim in claims:
-            self._busy[claim.endpoint_id] = self._busy.get(claim.endpoint_id, 0) + 1
-            task = asyncio.create_task(self._deliver(claim), name=f"webhook {claim.id}")
-            self._tasks.add(task)
+        """Claim until the slots are full or nothing more is due (one round can stop short
+        when one endpoint reaches its share; the next round leaves that endpoint out)."""
+        while (free := self._concurrency - len(self._tasks)) > 0:
+            now_us, busy = self._now_us(), dict(self._busy)
+            take = functools.partial(
+                outbox.claim_due, now_us=now_us, limit=free, lease_us=self._lease_us, busy=busy,
+                per_endpoint=self._per_endpoint,
+            )  # fmt: skip
+            claims = await self._db(take)
+            for claim in claims:
+                self._busy[claim.endpoint_id] = self._busy.get(claim.endpoint_id, 0) + 1
+                task = asyncio.create_task(
+                    self._deliver(claim), name=f"webhook {claim.id}"
+                )
+                self._tasks.add(task)
+            if not claims:
+                return
 
     async def _sleep(self) -> None:
         if len(self._tasks) >= self._concurrency:
