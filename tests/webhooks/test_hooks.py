@@ -8,13 +8,14 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from botsched.core.errors import InvalidInput
 from botsched.daemon.webhooks import hooks, payload
 
-BOT = {
+BOT: dict[str, Any] = {
     "id": "bot_HiXYgjyeWmTVOaII",
     "meeting_url": "https://meet.google.com/gvy-zzra-ktd",
     "bot_name": "B",
@@ -28,7 +29,7 @@ def _body(
     new: str = "fatal_error",
     old: str | None = "joining",
     detail: str | None = "exit 3: boom",
-) -> dict:  # type: ignore[type-arg]
+) -> dict[str, Any]:
     return payload.state_change(
         "evt_1", BOT, new, old, "2026-12-01T15:00:00.000001Z", detail
     )
@@ -43,6 +44,7 @@ def test_parse_hooks() -> None:
         and not parsed[0].matches("staged")
         and parsed[1].matches("staged")
     )
+    bad: Any
     for bad in ("x", [{"command": "notify-send x"}], [{"command": []}], [{"command": ["a"], "states": ["nope"]}],
                 [{"command": ["a"], "shell": True}]):  # fmt: skip
         with pytest.raises(InvalidInput):
