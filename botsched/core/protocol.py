@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+from enum import StrEnum  # ``re`` imports ``enum`` already: no start-up cost
 
 #: ``typing`` costs ~5 ms of start-up; type checkers read these imports, Python skips them.
 TYPE_CHECKING = False
@@ -37,6 +38,25 @@ VERSION = 1
 #: A JSON escape of a UTF-16 surrogate; only lines with one need the full check.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 MAX_LINE = 1 << 20  # 1 MiB
+
+
+class Op(StrEnum):
+    """Every request the daemon serves; the value is what travels in ``"op"``."""
+
+    CREATE = "create"
+    CREATE_MANY = "create_many"
+    RESCHEDULE = "reschedule"
+    CANCEL = "cancel"
+    LEAVE = "leave"
+    SHOW = "show"
+    LIST = "list"
+    IDS = "ids"
+    STATUS = "status"
+    EVENTS = "events"
+    WAIT = "wait"
+    PING = "ping"
+    STOP = "stop"
+    RELOAD = "reload"
 
 
 class ProtocolError(InvalidInput):

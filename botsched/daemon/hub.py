@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from botsched.daemon.store import Event
+from botsched.core.model import Event
 
 QUEUE_LIMIT = 100_000
 

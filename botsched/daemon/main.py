@@ -34,7 +34,8 @@ from botsched.daemon.runners import make_runner
 from botsched.daemon.runners.base import raise_nofile_limit
 from botsched.daemon.scheduler import Clock, Scheduler, SystemClock
 from botsched.daemon.service import BotService
-from botsched.daemon.store import Event, Store
+from botsched.core.model import Event
+from botsched.daemon.store import Store
 from botsched.core.validation import validate_bot_id
 
 log = logging.getLogger("botsched.daemon.main")
@@ -384,7 +385,7 @@ class Daemon:
         with self.hub.subscribe(bot_id) as subscription:
             last = 0
             for event in self.store.events(bot_id):
-                writer.write(protocol.event_line(event.to_json(with_bot=True)))
+                writer.write(protocol.event_line(event.to_stream_json()))
                 last = event.seq
                 if writer.transport.get_write_buffer_size() > 1 << 20:
                     await writer.drain()
@@ -401,7 +402,7 @@ class Daemon:
                     return
                 if event.seq <= last:
                     continue
-                writer.write(protocol.event_line(event.to_json(with_bot=True)))
+                writer.write(protocol.event_line(event.to_stream_json()))
                 await writer.drain()
 
     async def _wait(self, args: dict[str, Any], writer: asyncio.StreamWriter) -> None:

@@ -22,7 +22,8 @@ from typing import Protocol
 from botsched.core import states
 from botsched.core.config import Config
 from botsched.daemon.runners import Runner, RunnerError
-from botsched.daemon.store import Due, StorageError, Store
+from botsched.core.model import Due
+from botsched.daemon.store import StorageError, Store
 
 log = logging.getLogger("botsched.daemon.scheduler")
 

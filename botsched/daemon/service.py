@@ -20,7 +20,8 @@ from botsched.core.paths import Paths
 from botsched.core.platforms import detect_platform
 from botsched.daemon.runners import RunnerError
 from botsched.daemon.scheduler import Clock, Scheduler
-from botsched.daemon.store import NewBot, Store
+from botsched.core.model import NewBot
+from botsched.daemon.store import Store
 from botsched.core.timeparse import ZoneSource, check_join_time, parse_join_at, resolve_zone
 from botsched.core.validation import (
     validate_bot_id,

@@ -13,16 +13,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from botsched.core import states
 from botsched.core.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound
+from botsched.core.model import Due, Event, NewBot, new_bot_id
 from botsched.core.timeparse import format_instant
 
 SCHEMA_VERSION = 1
@@ -61,10 +60,6 @@ _MIGRATIONS: dict[int, str] = {
 
 #: One encoder, built once (``json.dumps`` with options builds a new one per call).
 _metadata_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_ID_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-#: byte -> letter/digit for bytes < 248 (= 4 x 62); bytes >= 248 are dropped: no modulo bias.
-_ID_TABLE = bytes(_ID_ALPHABET[b % 62] for b in range(248)) + bytes(8)
-_ID_REJECT = bytes(range(248, 256))
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
 
 
@@ -97,55 +92,6 @@ class DatabaseGone(StorageError):
 
     exit_code = 5
     code = "unavailable"
-
-
-def new_bot_id() -> str:
-    """``bot_`` + 16 uniformly random letters and digits (rejection sampling, no modulo bias;
-    done with ``bytes.translate`` because bulk creates make 100,000 of them)."""
-    while True:
-        raw = secrets.token_bytes(24).translate(None, _ID_REJECT)
-        if len(raw) >= 16:
-            return "bot_" + raw[:16].translate(_ID_TABLE).decode()
-
-
-class NewBot(NamedTuple):
-    """A validated create request, ready to insert (a tuple: bulk creates make 100,000)."""
-
-    meeting_url: str
-    bot_name: str
-    join_at: str | None
-    join_at_us: int | None
-    metadata: dict[str, str]
-    dedup_key: str | None
-
-    @property
-    def initial_state(self) -> str:
-        return states.SCHEDULED if self.join_at_us is not None else states.READY
-
-
-class Event(NamedTuple):
-    """One row of a bot's history (a tuple: a burst or a bulk makes thousands)."""
-
-    seq: int
-    bot_id: str
-    state: str
-    at_us: int
-    detail: str | None
-
-    def to_json(self, with_bot: bool = False) -> dict[str, Any]:
-        data: dict[str, Any] = {"state": self.state, "at": format_instant(self.at_us), "detail": self.detail}
-        if with_bot:
-            data = {"bot_id": self.bot_id, **data}
-        return data
-
-
-@dataclass(frozen=True)
-class Due:
-    """A bot the scheduler must act on now."""
-
-    id: str
-    state: str
-    join_at_us: int
 
 
 EventListener = Callable[[list[Event]], None]

@@ -17,7 +17,8 @@ from botsched.core import config as config_mod
 from botsched.core.config import Config
 from botsched.daemon.runners.base import Runner, RunnerError
 from botsched.daemon.scheduler import Scheduler
-from botsched.daemon.store import NewBot, Store
+from botsched.core.model import NewBot
+from botsched.daemon.store import Store
 from botsched.core.timeparse import format_instant, to_us
 
 S = 1_000_000

@@ -11,7 +11,8 @@ import pytest
 
 from botsched.core import states
 from botsched.core.errors import BotschedError, Conflict, InvalidInput, NotFound
-from botsched.daemon.store import SCHEMA_VERSION, Event, NewBot, Store, new_bot_id
+from botsched.core.model import Event, NewBot, new_bot_id
+from botsched.daemon.store import SCHEMA_VERSION, Store
 from botsched.core.timeparse import format_instant, parse_instant, to_us
 
 S = 1_000_000
@@ -484,7 +485,7 @@ def test_events_and_state_since(store: Store) -> None:
     assert store.state_since(b) == ("scheduled", T0)
     assert store.last_seq() == all_events[-1].seq
     assert all_events[-1].to_json() == {"state": "joining", "at": format_instant(T0 + 20 * S), "detail": "joined 1s late"}
-    assert all_events[-1].to_json(with_bot=True)["bot_id"] == a
+    assert all_events[-1].to_stream_json()["bot_id"] == a
 
 
 # -- the file ---------------------------------------------------------------------------
