@@ -1,0 +1,222 @@
+"""What the daemon calls to serve HTTP: on a Unix connection it already accepted (and
+whose first bytes it read to tell HTTP from JSON lines), on an opt-in TCP site, and the
+bearer token that TCP requests need.
+
+The Unix connection is handed to aiohttp's own protocol (``web.Server``'s
+``RequestHandler``) with the sniffed bytes fed to it first: aiohttp parses all of HTTP,
+nothing here does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from botsched.core.errors import InvalidInput
+from botsched.core.paths import Paths, refuse_foreign_file
+
+log = logging.getLogger("botsched.daemon.http")
+
+#: A connection that sends no request for this long is closed (an idle keep-alive too).
+KEEPALIVE_S = 60.0
+TOKEN_FILE = "http.token"
+
+
+class _Handover(asyncio.Protocol):
+    """Stands between a handed-over transport and aiohttp's protocol, keeping the daemon's
+    ``StreamWriter`` alive until the connection ends: collecting it earlier would close
+    the transport (``StreamWriter.__del__`` does)."""
+
+    def __init__(self, inner: asyncio.Protocol, keep: object) -> None:
+        self.inner = inner
+        self.keep: object | None = keep
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.keep = None
+        self.inner.connection_lost(exc)
+
+
+class HttpFront:
+    """One aiohttp runner for the application, shared by the Unix socket and TCP."""
+
+    def __init__(self, app: web.Application) -> None:
+        # handler_cancellation: a client that leaves a follow or a long poll frees it at once
+        self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=KEEPALIVE_S)
+        self.sites: list[web.BaseSite] = []
+
+    async def start(self) -> None:
+        await self.runner.setup()
+
+    def accept(self, transport: asyncio.Transport, initial: bytes, *, eof: bool = False, keep: object = None) -> None:
+        """Serve HTTP on ``transport`` from now on; ``initial`` is what was read from it
+        already. ``keep`` (e.g. the ``StreamWriter``) lives as long as the connection."""
+        server = self.runner.server
+        if server is None:
+            raise RuntimeError("HttpFront.start() was not awaited")
+        inner = server()
+        transport.set_protocol(_Handover(inner, keep))
+        inner.connection_made(transport)
+        if initial:
+            inner.data_received(initial)
+        if eof:
+            inner.eof_received()
+        transport.resume_reading()  # the sniffer's reader may have paused it
+
+    def accept_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, initial: bytes) -> None:
+        """``accept`` for a connection of ``asyncio.start_unix_server``: what the reader has
+        buffered beyond ``initial`` goes along. The caller must then return without closing
+        ``writer``: the connection is aiohttp's."""
+        buffered: Any = getattr(reader, "_buffer", b"")  # the StreamReader keeps unread bytes here
+        pending = bytes(buffered)
+        if pending:
+            buffered.clear()
+        self.accept(writer.transport, initial + pending,  # type: ignore[arg-type]
+                    eof=bool(getattr(reader, "_eof", False)), keep=writer)
+
+    async def start_tcp(self, listen: str, tls_cert: str | None = None, tls_key: str | None = None) -> tuple[str, int]:
+        """Serve on ``[http] listen`` = ``HOST:PORT``; returns the address really bound
+        (port 0 picks a free one). A host that is not loopback needs TLS."""
+        host, port = parse_listen(listen)
+        context = tls_context(tls_cert, tls_key)
+        if context is None and not is_loopback(host):
+            raise InvalidInput(f"http.listen = {listen!r} is not a loopback address: set http.tls_cert and "
+                               "http.tls_key to serve the API off this machine (the token would travel in clear)")
+        site = web.TCPSite(self.runner, host, port, ssl_context=context, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise InvalidInput(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        self.sites.append(site)
+        bound = self.runner.addresses[-1]  # this site's socket (port 0: the one picked)
+        log.info("HTTP API listening on %s:%s%s", bound[0], bound[1], " (TLS)" if context else "")
+        return str(bound[0]), int(bound[1])
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT``."""
+    host, sep, port_text = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise InvalidInput(f"http.listen must be HOST:PORT (e.g. 127.0.0.1:8787), not {listen!r}")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address the host names is a loopback one."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise InvalidInput("set both http.tls_cert and http.tls_key (or neither)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(f"cannot use http.tls_cert {cert} / http.tls_key {key}: {exc}") from None
+    return context
+
+
+# -- the token ---------------------------------------------------------------------------
+
+
+def token_path(paths: Paths) -> Path:
+    """Beside the database: the daemon's private (0700) directory."""
+    return paths.database.parent / TOKEN_FILE
+
+
+def read_token(path: Path) -> str | None:
+    refuse_foreign_file(path)
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read the HTTP token {path}: {exc}") from None
+    return text or None
+
+
+def ensure_token(path: Path) -> str:
+    """The token, made (``secrets.token_urlsafe(32)``) if there is none yet."""
+    return read_token(path) or rotate_token(path)
+
+
+def rotate_token(path: Path) -> str:
+    """A new token, written 0600 and swapped in atomically: the old one stops working."""
+    refuse_foreign_file(path)
+    token = secrets.token_urlsafe(32)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, f"{token}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    return token
+
+
+def token_command(paths: Paths, rotate: bool) -> str:
+    """``botsched http token [--rotate]``: what it prints."""
+    path = token_path(paths)
+    return rotate_token(path) if rotate else ensure_token(path)
+
+
+class TokenSource:
+    """The token for the auth middleware, re-read when the file changes (``--rotate`` from
+    the CLI takes effect at the next request, without a restart): one ``stat`` per request."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int, int] | None = None
+        self._token: str | None = None
+
+    def __call__(self) -> str | None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None  # no file: no TCP request gets in
+        identity = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if identity != self._seen:
+            try:
+                self._token = read_token(self.path)
+            except InvalidInput as exc:
+                log.error("%s", exc.message)
+                self._token = None
+            self._seen = identity
+        return self._token
