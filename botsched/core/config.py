@@ -9,8 +9,9 @@ import copy
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from botsched.core.errors import InvalidInput
 
@@ -21,7 +22,7 @@ class Key:
     """One known configuration key. (Plain classes here: ``dataclasses`` is slow to import
     and this module is on the CLI's start-up path.)"""
 
-    __slots__ = ("default", "kind", "check", "help")
+    __slots__ = ("check", "default", "help", "kind")
 
     def __init__(self, default: Any, kind: str, check: Check, help: str) -> None:
         self.default = default
@@ -156,6 +157,11 @@ class Config:
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
 
+    def replace(self, fresh: Config) -> None:
+        """``reload``: take ``fresh``'s values in place. The daemon's service, scheduler and
+        runner all hold this one object, so this single assignment updates every reader."""
+        self.values = fresh.values
+
     def get(self, key: str) -> Any:
         """``config get KEY``: a known key's value, or one ``runner.env.NAME`` variable."""
         name = env_name(key)
@@ -224,7 +230,7 @@ def parse_cli_value(key: str, text: str) -> Any:
         value = text
     if name is not None:
         return value if isinstance(value, str) else text
-    if isinstance(spec.default, str) and not isinstance(value, str):
+    if spec is not None and isinstance(spec.default, str) and not isinstance(value, str):
         value = text
     return validate_value(key, value)
 

@@ -7,6 +7,7 @@ CLI's fast path cannot spare); the CLI reads these types under ``TYPE_CHECKING``
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from typing import NamedTuple, TypedDict
@@ -47,6 +48,33 @@ class Bot(TypedDict):
     metadata: dict[str, str]
     deduplication_key: str | None
     events: list[BotEvent]
+
+
+def make_bot(
+    bot_id: str,
+    meeting_url: str,
+    bot_name: str,
+    state: str,
+    join_at: str | None,
+    created_us: int,
+    updated_us: int,
+    metadata_json: str,
+    dedup_key: str | None,
+    events: list[Event],
+) -> Bot:
+    """The wire form of a stored bot (SPEC §3): stores hand over columns, this shapes them."""
+    return {
+        "id": bot_id,
+        "meeting_url": meeting_url,
+        "bot_name": bot_name,
+        "state": state,
+        "join_at": join_at,
+        "created_at": format_instant(created_us),
+        "updated_at": format_instant(updated_us),
+        "metadata": json.loads(metadata_json),
+        "deduplication_key": dedup_key,
+        "events": [event.to_json() for event in events],
+    }
 
 
 def new_bot_id() -> str:

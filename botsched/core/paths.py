@@ -14,6 +14,7 @@ from botsched.core.errors import InvalidInput
 #: ``pathlib`` costs ~5 ms of start-up, and ``botsched create -q`` only needs the socket.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
 APP = "botsched"
@@ -24,7 +25,7 @@ MAX_SOCKET_PATH = 107
 class Paths:
     """Where each file lives. (A plain class: ``dataclasses`` is slow to import.)"""
 
-    __slots__ = ("database", "socket", "config", "log", "pid")
+    __slots__ = ("config", "database", "log", "pid", "socket")
 
     def __init__(self, database: Path, socket: Path, config: Path, log: Path, pid: Path) -> None:
         self.database = database
@@ -39,7 +40,7 @@ class Paths:
         return self.log.parent / "runner-logs"
 
 
-def socket_path(environ: dict[str, str] | None = None) -> str:
+def socket_path(environ: Mapping[str, str] | None = None) -> str:
     """Just the socket's path: all a client needs while the daemon is running."""
     env = os.environ if environ is None else environ
     home = env.get("BOTSCHED_HOME")
@@ -48,7 +49,7 @@ def socket_path(environ: dict[str, str] | None = None) -> str:
     return str(resolve_paths(env).socket)
 
 
-def resolve_paths(environ: dict[str, str] | None = None) -> Paths:
+def resolve_paths(environ: Mapping[str, str] | None = None) -> Paths:
     from pathlib import Path
 
     env = os.environ if environ is None else environ

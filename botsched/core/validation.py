@@ -22,7 +22,7 @@ _BOT_ID = re.compile(r"^bot_[A-Za-z0-9]{16}$")
 _HTTP_URL = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://(?:[^/?#@]*@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^/?#:@\[\]]*)"
     r"(?::(?P<port>[^/?#]*))?)?(?:[/?#].*)?",
-    re.S,
+    re.DOTALL,
 )
 _BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Self
 
 from botsched.core.model import Event
 
@@ -45,7 +46,7 @@ class Subscription:
             return None
         return await self.queue.get()
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

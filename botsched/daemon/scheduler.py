@@ -21,9 +21,9 @@ from typing import Protocol
 
 from botsched.core import states
 from botsched.core.config import Config
+from botsched.core.model import Bot, Due
 from botsched.daemon.runners import Runner, RunnerError
-from botsched.core.model import Due
-from botsched.daemon.store import StorageError, Store
+from botsched.daemon.store.base import Change, StorageError, Store
 
 log = logging.getLogger("botsched.daemon.scheduler")
 
@@ -36,16 +36,9 @@ LATE_NOTE_US = 100_000
 JOIN_GUARD_US = 5_000
 #: ...unless staging is already this late.
 MAX_STAGE_DEFER_US = 500_000
-#: The WAL is checkpointed (in a worker thread) after this many commits, or once it holds
-#: this much (a bulk create is one commit of many pages).
-CHECKPOINT_AFTER_COMMITS = 200
-CHECKPOINT_WAL_BYTES = 8 << 20
 BATCH = 5_000
 #: While the store refuses to record joins already sent (a storage fault), retry this often.
 RECORD_RETRY_US = 1_000_000
-
-#: (bot_id, from_state, to_state, detail), as ``Store.transition_many`` takes them.
-Change = tuple[str, str, str, "str | None"]
 
 
 class Clock(Protocol):
@@ -67,7 +60,7 @@ class Scheduler:
     def __init__(self, store: Store, runner: Runner, config: Config, clock: Clock | None = None) -> None:
         self.store = store
         self.runner = runner
-        self.config = config
+        self.config = config  # the daemon's one Config: a reload updates it in place
         self.clock = clock or SystemClock()
         self._wakeup: asyncio.Event | None = None
         self._target_us: int | None = None
@@ -263,7 +256,7 @@ class Scheduler:
         joins: list[str] = []
         for bot in admitted:
             try:
-                self.runner.stage(self.store.get(bot.id))
+                self.runner.stage(self._bot(bot.id))
             except RunnerError as exc:
                 self.runner.discard(bot.id)
                 changes.append((bot.id, states.READY, states.FATAL_ERROR, f"runner failed: {exc}"))
@@ -284,11 +277,18 @@ class Scheduler:
             if bot.id not in staged:
                 continue
             try:
-                self.runner.stage(self.store.get(bot.id))
+                self.runner.stage(self._bot(bot.id))
             except RunnerError as exc:
                 self.store.transition(bot.id, states.STAGED, states.FATAL_ERROR, self.clock.now_us(),
                                       f"runner could not start: {exc}")
         return len(due) if len(admitted) == len(live) else 0  # capped: wait for a freed slot
+
+    def _bot(self, bot_id: str) -> Bot:
+        """A bot the queue just named (one loop, one writer: it cannot have gone since)."""
+        bot = self.store.get(bot_id)
+        if bot is None:
+            raise RunnerError(f"{bot_id} is no longer in the store")
+        return bot
 
     def report(self, bot_id: str, state: str, detail: str | None) -> None:
         """A runner's state report: applied when legal, logged and ignored when not."""
@@ -320,7 +320,7 @@ class Scheduler:
             if since is None:
                 continue
             try:
-                self.runner.resume(self.store.get(due.id), since[1])
+                self.runner.resume(self._bot(due.id), since[1])
             except RunnerError as exc:
                 self.store.transition(due.id, due.state, states.FATAL_ERROR, self.clock.now_us(), str(exc))
 
@@ -351,14 +351,11 @@ class Scheduler:
             await self._sleep_until(self._target_us)
 
     def checkpoint_due(self) -> bool:
-        """Time to fold the WAL back into the database: it keeps start-up, stop and reads quick."""
-        if self._checkpoint_running:
-            return False
-        return (self.store.commits_since_checkpoint >= CHECKPOINT_AFTER_COMMITS
-                or (self.store.commits_since_checkpoint > 0 and self.store.wal_bytes() >= CHECKPOINT_WAL_BYTES))
+        """The store says when (its policy); the scheduler only keeps one at a time running,
+        in a worker thread, between ticks."""
+        return not self._checkpoint_running and self.store.checkpoint_due()
 
     def _checkpoint_in_background(self) -> None:
-        self.store.commits_since_checkpoint = 0
         self._checkpoint_running = True
 
         def done(future: asyncio.Future[None]) -> None:

@@ -1,28 +1,45 @@
-"""The daemon's request handlers: validation and business rules over the store.
+"""The daemon's request rules: validation and business rules over the store.
 
-Plain synchronous Python with no socket in sight, so it is tested directly. Each handler
-takes the request's ``args`` and returns ``(result, warnings)``.
+No socket in sight, so it is tested directly. Every request-reply op is a public method
+``method(args) -> (result, warnings)`` (``handlers()`` maps each ``Op`` to one); the
+streaming ops are async: ``events`` yields events, ``wait`` returns when the bot gets
+there, and a bulk create is ``bulk()`` + ``add`` per chunk + ``finish_bulk``. The server
+(``server.py``) only frames them on the wire.
+
+What it needs is handed in explicitly: the store, the scheduler (to re-plan and to know
+when the next join is due), the runner (leave, describe), the hub (live events), and the
+one ``Config`` object that ``reload`` updates in place.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import tzinfo
 from typing import Any
 
 from botsched import __version__
-
 from botsched.core import states
 from botsched.core.config import Config
-from botsched.core.errors import Conflict, InvalidInput
+from botsched.core.errors import (
+    Conflict,
+    DaemonUnavailable,
+    InvalidInput,
+    NotFound,
+    WaitTimeout,
+)
+from botsched.core.model import Bot, NewBot, StreamEvent
 from botsched.core.paths import Paths
 from botsched.core.platforms import detect_platform
-from botsched.daemon.runners import RunnerError
-from botsched.daemon.scheduler import Clock, Scheduler
-from botsched.core.model import NewBot
-from botsched.daemon.store import Store
-from botsched.core.timeparse import ZoneSource, check_join_time, parse_join_at, resolve_zone
+from botsched.core.protocol import Op
+from botsched.core.timeparse import (
+    ZoneSource,
+    check_join_time,
+    parse_join_at,
+    resolve_zone,
+)
 from botsched.core.validation import (
     validate_bot_id,
     validate_bot_name,
@@ -30,43 +47,101 @@ from botsched.core.validation import (
     validate_meeting_url,
     validate_metadata,
 )
+from botsched.daemon.hub import EventHub, Gone
+from botsched.daemon.runners import Runner, RunnerError
+from botsched.daemon.scheduler import Clock, Scheduler
+from botsched.daemon.store.base import DuplicateKeys, KeyClash, NotScheduled, Store
 
 Result = tuple[Any, list[str]]
+Handler = Callable[[dict[str, Any]], Result]
 _FIELDS = frozenset({"meeting_url", "bot_name", "join_at", "metadata", "deduplication_key", "line"})
 
 #: At most this many bots in one ``create_many`` (a 1M-line file still goes through).
 MAX_BULK = 1_000_000
 MAX_LIST_LIMIT = 1_000_000_000
+#: A bulk insert takes about this long per bot; it waits for a moment with no join due...
+BULK_INSERT_US_PER_BOT = 40
+#: ...but not longer than this.
+BULK_MAX_WAIT_S = 30.0
 
 
-def _refuse(error: InvalidInput) -> Callable[[], Any]:
-    def zone() -> Any:
+def _refuse(error: InvalidInput) -> Callable[[], tzinfo]:
+    def zone() -> tzinfo:
         raise error
 
     return zone
 
 
+# -- the words for what the store refuses (the store speaks in data) -----------------------
+
+
+def not_scheduled_error(exc: NotScheduled, verb: str) -> NotFound | Conflict:
+    if exc.state is None:
+        return NotFound(f"no such bot: {exc.bot_id}")
+    return Conflict(f"cannot {verb} {exc.bot_id}: it is {exc.state} ({verb} is accepted only while scheduled)")
+
+
+def dedup_conflict(clashes: Sequence[KeyClash], labels: Sequence[str] | None = None) -> Conflict:
+    """Name every item whose key a live bot (or an earlier item) holds; with ``labels``
+    (e.g. "line 7") the items are named as the user's file numbers them."""
+    problems: list[str] = []
+    for clash in clashes:
+        where = f"{labels[clash.item]}: " if labels else ""
+        if clash.holder_id is not None:
+            problems.append(f"{where}dedup key {clash.key!r} is taken by {clash.holder_id} ({clash.holder_state})")
+        else:
+            other = labels[clash.earlier_index] if labels and clash.earlier_index is not None else (
+                "another bot in this batch")
+            problems.append(f"{where}dedup key {clash.key!r} is also used by {other}")
+    if len(problems) > 1:
+        problems.append(f"{len(problems)} dedup conflicts; nothing was created")
+    return Conflict("\n".join(problems) or "duplicate dedup key")
+
+
 class BotService:
-    def __init__(self, store: Store, scheduler: Scheduler, config: Config, clock: Clock, paths: Paths) -> None:
+    def __init__(
+        self,
+        store: Store,
+        scheduler: Scheduler,
+        runner: Runner,
+        hub: EventHub,
+        config: Config,
+        clock: Clock,
+        paths: Paths,
+    ) -> None:
         self.store = store
         self.scheduler = scheduler
+        self.runner = runner
+        self.hub = hub
+        self.config = config  # the daemon's one Config: reload updates it in place
         self.clock = clock
         self.paths = paths
         self.started = time.monotonic()
-        self.reconfigure(config)
+        self._zone_for: tuple[Any, ZoneSource] | None = None
 
-    def reconfigure(self, config: Config) -> None:
-        self.config = config
-        #: Zone of join times without an offset; resolved once, not per bot. A ``TZ`` that
-        #: is no zone refuses those times (exit 2), not the daemon's start.
-        try:
-            self.zone: ZoneSource = resolve_zone(config["defaults.timezone"])
-        except InvalidInput as exc:
-            self.zone = _refuse(exc)
+    @property
+    def zone(self) -> ZoneSource:
+        """Zone of join times without an offset; resolved once per configured value, not
+        per bot. A ``TZ`` that is no zone refuses those times (exit 2), not the daemon's start."""
+        name = self.config["defaults.timezone"]
+        if self._zone_for is None or self._zone_for[0] != name:
+            zone: ZoneSource
+            try:
+                zone = resolve_zone(name)
+            except InvalidInput as exc:
+                zone = _refuse(exc)
+            self._zone_for = (name, zone)
+        return self._zone_for[1]
+
+    def _get(self, bot_id: str) -> Bot:
+        bot = self.store.get(bot_id)
+        if bot is None:
+            raise NotFound(f"no such bot: {bot_id}")
+        return bot
 
     # -- creating -----------------------------------------------------------------
 
-    def _new_bot(self, fields: dict[str, Any], now_us: int, warnings: list[str]) -> NewBot:
+    def _new_bot(self, fields: dict[str, Any], now_us: int, warnings: list[str], zone: ZoneSource) -> NewBot:
         """Validate one create request (CLI option values or a bulk line)."""
         if not fields.keys() <= _FIELDS:
             raise InvalidInput(f"unknown field(s): {', '.join(sorted(set(fields) - _FIELDS))}")
@@ -82,18 +157,24 @@ class BotService:
             return NewBot(url, name, None, None, metadata, dedup)
         if not isinstance(join_text, str):
             raise InvalidInput("join_at must be a string time")
-        join = parse_join_at(join_text, now_us, self.zone)
+        join = parse_join_at(join_text, now_us, zone)
         warnings.extend(join.warnings)
         warnings.extend(check_join_time(join, now_us, self.config.stage_lead_us))
         return NewBot(url, name, join.text, join.us, metadata, dedup)
 
+    def _insert(self, bots: Sequence[NewBot], now_us: int, labels: Sequence[str] | None = None) -> list[str]:
+        try:
+            return self.store.insert(bots, now_us)
+        except DuplicateKeys as exc:
+            raise dedup_conflict(exc.clashes, labels) from None
+
     def create(self, args: dict[str, Any]) -> Result:
         now = self.clock.now_us()
         warnings: list[str] = []
-        bot = self._new_bot(args, now, warnings)
-        [bot_id] = self.store.insert([bot], now)
+        bot = self._new_bot(args, now, warnings, self.zone)
+        [bot_id] = self._insert([bot], now)
         self.scheduler.poke(self._due_us(bot))
-        return self.store.get(bot_id), warnings
+        return self._get(bot_id), warnings
 
     def create_many(self, items: list[dict[str, Any]], want_bots: bool, dry_run: bool = False) -> Result:
         """All or nothing: every invalid item is named by its line; then one transaction.
@@ -104,6 +185,24 @@ class BotService:
 
     def bulk(self) -> BulkCreate:
         return BulkCreate(self)
+
+    async def finish_bulk(self, bulk: BulkCreate, want_bots: bool, commit: bool) -> Result:
+        """End a streamed bulk create: the insert waits for a window with no join due, so
+        a long insert cannot hold a join back."""
+        if commit and not bulk.problems:
+            await self._quiet_window(bulk.count * BULK_INSERT_US_PER_BOT)
+        return bulk.finish(want_bots, commit=commit)
+
+    async def _quiet_window(self, need_us: int) -> None:
+        """Wait (the loop serves everything else) until no join is due for ``need_us`` + a
+        margin; give up waiting after ``BULK_MAX_WAIT_S``."""
+        deadline = time.monotonic() + BULK_MAX_WAIT_S
+        while time.monotonic() < deadline:
+            now = self.clock.now_us()
+            due = self.scheduler.next_join_us()
+            if due is None or due - now > need_us + 50_000:
+                return
+            await asyncio.sleep(max((due - now) / 1e6, 0) + 0.01)
 
     def _due_us(self, bot: NewBot) -> int | None:
         if bot.join_at_us is None:
@@ -120,33 +219,40 @@ class BotService:
         now = self.clock.now_us()
         join = parse_join_at(text, now, self.zone)
         warnings = join.warnings + check_join_time(join, now, self.config.stage_lead_us)
-        self.store.reschedule(bot_id, join.text, join.us, now)
+        try:
+            self.store.reschedule(bot_id, join.text, join.us, now)
+        except NotScheduled as exc:
+            raise not_scheduled_error(exc, "reschedule") from None
         self.scheduler.poke(join.us - self.config.stage_lead_us)
-        return self.store.get(bot_id), warnings
+        return self._get(bot_id), warnings
 
     def cancel(self, args: dict[str, Any]) -> Result:
         bot_id = validate_bot_id(args.get("id"))
-        self.store.delete_scheduled(bot_id)
+        try:
+            self.store.delete_scheduled(bot_id)
+        except NotScheduled as exc:
+            raise not_scheduled_error(exc, "cancel") from None
         return {"id": bot_id, "cancelled": True}, []
 
     def leave(self, args: dict[str, Any]) -> Result:
         bot_id = validate_bot_id(args.get("id"))
-        bot = self.store.get(bot_id)
+        bot = self._get(bot_id)
         # a bot already leaving may be asked too: told to leave if it was not, stopped if it was
         if bot["state"] not in states.IN_MEETING | {states.LEAVING, states.POST_PROCESSING}:
             raise Conflict(f"cannot leave {bot_id}: it is {bot['state']} (leave needs a bot in a meeting or leaving)")
         try:
-            note = self.scheduler.runner.leave(bot_id)
+            note = self.runner.leave(bot_id)
         except RunnerError as exc:
             raise Conflict(f"cannot leave {bot_id}: {exc}") from None
-        return self.store.get(bot_id), [note] if note else []
+        return self._get(bot_id), [note] if note else []
 
     # -- reading ------------------------------------------------------------------
 
     def show(self, args: dict[str, Any]) -> Result:
-        return self.store.get(validate_bot_id(args.get("id"))), []
+        return self._get(validate_bot_id(args.get("id"))), []
 
-    def list(self, args: dict[str, Any]) -> Result:
+    def list_bots(self, args: dict[str, Any]) -> Result:
+        """The ``list`` op (named so as not to shadow the builtin)."""
         wanted = args.get("states") or []
         if not isinstance(wanted, list) or any(s not in states.ALL_STATES for s in wanted):
             raise InvalidInput(f"unknown state in {wanted!r}; states are: {', '.join(states.ALL_STATES)}")
@@ -156,7 +262,7 @@ class BotService:
         prefix = args.get("dedup_prefix")
         if prefix is not None and not isinstance(prefix, str):
             raise InvalidInput("dedup_prefix must be a string")
-        bots, more = self.store.list(wanted, limit, prefix)
+        bots, more = self.store.list_bots(wanted, limit, prefix)
         return {"bots": bots, "more": more}, []
 
     def ids(self, args: dict[str, Any]) -> Result:
@@ -168,6 +274,7 @@ class BotService:
         return self.store.ids(wanted, prefix if isinstance(prefix, str) else ""), []
 
     def status(self, args: dict[str, Any]) -> Result:
+        lost = self.store.check_files()
         return {
             "running": True,
             "pid": os.getpid(),
@@ -178,23 +285,83 @@ class BotService:
             "config_file": str(self.paths.config),
             "log": str(self.paths.log),
             "runner": self.config["runner.kind"],
-            "runner_detail": self.scheduler.runner.describe(),
+            "runner_detail": self.runner.describe(),
             "counts": self.store.counts(),
             "config": self.config.as_dict(),
-        }, []
+        }, [] if lost is None else [f"changes are refused until the daemon restarts: {lost}"]
 
-    def handlers(self) -> dict[str, Callable[[dict[str, Any]], Result]]:
-        """The request-reply ops, by name (streams and bulk are the daemon's)."""
+    def handlers(self) -> dict[Op, Handler]:
+        """The request-reply ops (the server adds the streams and its own ping/stop/reload)."""
         return {
-            "create": self.create,
-            "reschedule": self.reschedule,
-            "cancel": self.cancel,
-            "leave": self.leave,
-            "show": self.show,
-            "list": self.list,
-            "ids": self.ids,
-            "status": self.status,
+            Op.CREATE: self.create,
+            Op.RESCHEDULE: self.reschedule,
+            Op.CANCEL: self.cancel,
+            Op.LEAVE: self.leave,
+            Op.SHOW: self.show,
+            Op.LIST: self.list_bots,
+            Op.IDS: self.ids,
+            Op.STATUS: self.status,
         }
+
+    # -- streams ------------------------------------------------------------------
+
+    async def events(self, args: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+        """Past events (of one bot or all), then, with ``follow``, live ones for ever (the
+        server ends it when the client leaves); a cancelled bot's stream just ends."""
+        bot_id = args.get("id")
+        if bot_id is not None:
+            self._get(validate_bot_id(bot_id))
+        with self.hub.subscribe(bot_id) as subscription:  # before the past: nothing falls between
+            last = 0
+            for event in self.store.events(bot_id):
+                yield event.to_stream_json()
+                last = event.seq
+            if not args.get("follow"):
+                return
+            while True:
+                live = await subscription.get()
+                if live is None:
+                    raise DaemonUnavailable("event stream ended: the daemon is stopping or the client fell behind")
+                if isinstance(live, Gone):  # the bot was cancelled: its history is over
+                    return
+                if live.seq > last:
+                    yield live.to_stream_json()
+
+    async def wait(self, args: dict[str, Any]) -> Result:
+        """Block until the bot reaches the state (default: any terminal one); the bot then."""
+        bot_id = validate_bot_id(args.get("id"))
+        target = args.get("state")
+        if target is not None and target not in states.ALL_STATES:
+            raise InvalidInput(f"unknown state {target!r}; states are: {', '.join(states.ALL_STATES)}")
+        timeout = args.get("timeout")
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout < 10**9
+        ):
+            raise InvalidInput("--timeout must be a number of seconds >= 0")
+        with self.hub.subscribe(bot_id) as subscription:
+            reached = [e["state"] for e in self._get(bot_id)["events"]]
+
+            async def until_reached() -> str:
+                while True:
+                    if target is not None and target in reached:
+                        return str(target)
+                    if reached and states.is_terminal(reached[-1]):
+                        return reached[-1]
+                    event = await subscription.get()
+                    if event is None:
+                        raise DaemonUnavailable("the daemon is stopping")
+                    if isinstance(event, Gone):
+                        raise NotFound(f"{bot_id} was cancelled (deleted) while waiting")
+                    reached.append(event.state)
+
+            try:
+                final = await asyncio.wait_for(until_reached(), timeout)
+            except TimeoutError:
+                raise WaitTimeout(f"timed out after {timeout}s waiting for {bot_id} (it is {reached[-1]})") from None
+        bot = self._get(bot_id)
+        if target is not None and final != target:
+            raise Conflict(f"{bot_id} finished as {final} without reaching {target}")
+        return bot, []
 
 
 class BulkCreate:
@@ -205,6 +372,7 @@ class BulkCreate:
     def __init__(self, service: BotService) -> None:
         self.service = service
         self.now = service.clock.now_us()
+        self.zone = service.zone
         self.bots: list[NewBot] = []
         self.labels: list[str] = []
         self.problems: list[str] = []
@@ -221,7 +389,7 @@ class BulkCreate:
                 if not isinstance(item, dict):
                     raise InvalidInput("expected a JSON object")
                 item_warnings: list[str] = []
-                self.bots.append(self.service._new_bot(item, self.now, item_warnings))
+                self.bots.append(self.service._new_bot(item, self.now, item_warnings, self.zone))
                 self.warned += bool(item_warnings)
                 self.labels.append(label)
             except InvalidInput as exc:
@@ -234,10 +402,10 @@ class BulkCreate:
         if not commit:
             return None, []
         service = self.service
-        ids = service.store.insert(self.bots, self.now, self.labels)
+        ids = service._insert(self.bots, self.now, self.labels)
         due = [d for d in (service._due_us(bot) for bot in self.bots) if d is not None]
         if due:
             service.scheduler.poke(min(due))
-        warnings = [f"{self.warned} bot(s) join sooner than the stage lead or use a meeting URL that is not "
-                    "Zoom, Google Meet, Teams or Webex"] if self.warned else []
+        warnings = [(f"{self.warned} bot(s) join sooner than the stage lead or use a meeting URL that is not "
+                     "Zoom, Google Meet, Teams or Webex")] if self.warned else []
         return (service.store.get_many(ids) if want_bots else ids), warnings

@@ -17,6 +17,7 @@ from botsched.core.errors import BotschedError, Conflict, InvalidInput, NotFound
 from botsched.core.paths import resolve_paths
 from botsched.daemon.runners.base import Runner, RunnerError
 from botsched.daemon.scheduler import Scheduler
+from botsched.daemon.hub import EventHub
 from botsched.daemon.service import BotService
 from botsched.daemon.store import Store
 from botsched.core.timeparse import format_instant, parse_instant, to_us
@@ -57,7 +58,7 @@ def build(tmp_path: Path, **overrides: Any) -> BotService:
     store = Store(tmp_path / "botsched.db")
     runner = RecordingRunner(cfg)
     scheduler = Scheduler(store, runner, cfg, clock)
-    return BotService(store, scheduler, cfg, clock, resolve_paths({"BOTSCHED_HOME": str(tmp_path)}))
+    return BotService(store, scheduler, runner, EventHub(), cfg, clock, resolve_paths({"BOTSCHED_HOME": str(tmp_path)}))
 
 
 @pytest.fixture
@@ -330,7 +331,7 @@ def test_cancel_deletes_for_good(svc: BotService) -> None:
         svc.show({"id": bot["id"]})
     with pytest.raises(NotFound):
         svc.cancel({"id": bot["id"]})
-    assert [b["id"] for b in svc.list({})[0]["bots"]] == [keep["id"]]
+    assert [b["id"] for b in svc.list_bots({})[0]["bots"]] == [keep["id"]]
 
 
 def test_cancel_of_ad_hoc_bot_conflicts(svc: BotService) -> None:
@@ -391,22 +392,22 @@ def test_list_validation(svc: BotService) -> None:
         {"dedup_prefix": 5},
     ):
         with pytest.raises(InvalidInput):
-            svc.list(args)
+            svc.list_bots(args)
 
 
 def test_list_filters_limit_and_more(svc: BotService) -> None:
     ids = [create(svc, join_at=f"2026-05-04T1{i}:00:00Z", deduplication_key=f"cal:{i}")["id"] for i in range(5)]
     adhoc = create(svc)["id"]
-    result, _ = svc.list({"limit": 3})
+    result, _ = svc.list_bots({"limit": 3})
     assert [b["id"] for b in result["bots"]] == [adhoc, *ids[:2]]  # ad-hoc now, before the scheduled ones
     assert result["more"] is True
-    result, _ = svc.list({"limit": 0})
+    result, _ = svc.list_bots({"limit": 0})
     assert len(result["bots"]) == 6 and result["more"] is False
-    result, _ = svc.list({"states": ["ready"]})
+    result, _ = svc.list_bots({"states": ["ready"]})
     assert [b["id"] for b in result["bots"]] == [adhoc]
-    result, _ = svc.list({"dedup_prefix": "cal:"})
+    result, _ = svc.list_bots({"dedup_prefix": "cal:"})
     assert [b["id"] for b in result["bots"]] == ids
-    result, _ = svc.list({})
+    result, _ = svc.list_bots({})
     assert result["more"] is False and len(result["bots"]) == 6
 
 

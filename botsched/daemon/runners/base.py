@@ -6,9 +6,9 @@ import os
 import resource
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
 
 from botsched.core.config import Config
+from botsched.core.model import Bot
 
 #: ``report(bot_id, new_state, detail)``: a runner says where its bot is now.
 Report = Callable[[str, str, "str | None"], None]
@@ -68,7 +68,7 @@ class Runner(ABC):
     kind: str = "?"
 
     def __init__(self, config: Config, report: Report) -> None:
-        self.config = config
+        self.config = config  # the daemon's one Config: a reload updates it in place
         self.report = report
         #: Called when a runner slot frees up (set by the scheduler to re-plan).
         self.on_slot_freed: Callable[[], None] | None = None
@@ -78,7 +78,7 @@ class Runner(ABC):
         return self.kind
 
     @abstractmethod
-    def stage(self, bot: dict[str, Any]) -> None:
+    def stage(self, bot: Bot) -> None:
         """Allocate the bot's resources ahead of its join (raise ``RunnerError`` to fail it)."""
 
     @abstractmethod
@@ -95,7 +95,7 @@ class Runner(ABC):
         stops the bot at once. Returns a note for the user (a warning), or None."""
 
     @abstractmethod
-    def resume(self, bot: dict[str, Any], since_us: int) -> None:
+    def resume(self, bot: Bot, since_us: int) -> None:
         """After a daemon restart: take over a non-terminal bot found in the store."""
 
     def free_slots(self) -> int | None:
@@ -104,9 +104,6 @@ class Runner(ABC):
 
     def discard(self, bot_id: str) -> None:
         """The bot failed or was dropped by the scheduler: release whatever it holds."""
-
-    def reload(self, config: Config) -> None:
-        self.config = config
 
     async def close(self) -> None:
         """Daemon shutdown: stop watching runners (they may keep running)."""

@@ -59,10 +59,10 @@ import time
 from collections import deque
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from botsched.core import states
 from botsched.core.config import Config
+from botsched.core.model import Bot
 from botsched.daemon.runners.base import (
     Report,
     Runner,
@@ -120,7 +120,7 @@ def _process_start_time(pid: int) -> str | None:
 def _pending_bytes(fd: int) -> int:
     """How many bytes wait in the pipe ``fd`` reads from."""
     try:
-        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
     except OSError:
         return 0
 
@@ -281,7 +281,7 @@ class CommandRunner(Runner):
 
     # -- starting -------------------------------------------------------------------
 
-    def _environment(self, bot: dict[str, Any]) -> dict[str, str]:
+    def _environment(self, bot: Bot) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.config["runner.env"])
         env.update(
@@ -313,7 +313,7 @@ class CommandRunner(Runner):
             raise
         return child_fds
 
-    def stage(self, bot: dict[str, Any]) -> None:
+    def stage(self, bot: Bot) -> None:
         argv = list(self.config["runner.command"])
         if not argv:
             raise RunnerError("runner.kind is command but runner.command is empty")
@@ -651,7 +651,7 @@ class CommandRunner(Runner):
 
     # -- restarts -------------------------------------------------------------------
 
-    def resume(self, bot: dict[str, Any], since_us: int) -> None:
+    def resume(self, bot: Bot, since_us: int) -> None:
         """Re-attach to the runner a previous daemon started for this bot."""
         bot_id = bot["id"]
         live = self._live_shim(bot_id)
@@ -681,7 +681,7 @@ class CommandRunner(Runner):
             return pid, start_time
         return None
 
-    def _joined_us(self, bot: dict[str, Any]) -> int | None:
+    def _joined_us(self, bot: Bot) -> int | None:
         """When ``join`` went to this bot's runner. A join the store recorded counts as sent
         (it is recorded before it is sent: a kill in between must not make a second one)."""
         try:
@@ -693,10 +693,10 @@ class CommandRunner(Runner):
         joining = [event["at"] for event in bot.get("events", []) if event["state"] == states.JOINING]
         if joining:
             with contextlib.suppress(ValueError):
-                return int(datetime.fromisoformat(joining[0].replace("Z", "+00:00")).timestamp() * 1_000_000)
+                return int(datetime.fromisoformat(joining[0]).timestamp() * 1_000_000)
         return time.time_ns() // 1000
 
-    def _reattach(self, bot: dict[str, Any], pid: int, start_time: str) -> None:
+    def _reattach(self, bot: Bot, pid: int, start_time: str) -> None:
         """Watch the live runner a previous daemon started for this bot, re-arming its timers."""
         bot_id = bot["id"]
         proc = RunnerProcess(self, bot_id, pid, None)

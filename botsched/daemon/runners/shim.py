@@ -28,7 +28,7 @@ def main() -> None:
     pid_file, exit_file, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
     with open(f"/proc/{os.getpid()}/stat", "rb") as handle:
         start_time = handle.read().rsplit(b")", 1)[1].split()[19].decode()
-    _write(pid_file, '{"pid": %d, "start_time": "%s"}' % (os.getpid(), start_time))
+    _write(pid_file, f'{{"pid": {os.getpid()}, "start_time": "{start_time}"}}')
     child = os.fork()
     if child == 0:
         try:

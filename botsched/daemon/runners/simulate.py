@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from botsched.core import states
+from botsched.core.model import Bot
 from botsched.daemon.runners.base import Runner
 
 
@@ -45,7 +46,7 @@ class SimulateRunner(Runner):
         if timer is not None:
             timer.cancel()
 
-    def stage(self, bot: dict[str, Any]) -> None:
+    def stage(self, bot: Bot) -> None:
         """Nothing to allocate."""
 
     def join(self, bot_id: str) -> None:
@@ -56,7 +57,7 @@ class SimulateRunner(Runner):
         self.report(bot_id, states.LEAVING, "asked to leave")
         self._after(bot_id, 0.2, states.ENDED)
 
-    def resume(self, bot: dict[str, Any], since_us: int) -> None:
+    def resume(self, bot: Bot, since_us: int) -> None:
         elapsed = time.time() - since_us / 1_000_000
         state = bot["state"]
         if state == states.JOINING:

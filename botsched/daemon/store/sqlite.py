@@ -1,11 +1,12 @@
-"""The durable store: SQLite in WAL mode, and the priority queue that *is* the database.
+"""The SQLite store: WAL mode, and the priority queue that *is* the database.
 
 Only the daemon opens it for writing. Every state change is a compare-and-set
 (``UPDATE ... WHERE id = ? AND state = ?``) inside ``BEGIN IMMEDIATE``, so two actors
 racing for one bot (a cancel and the scheduler's staging) have exactly one winner.
 ``synchronous=FULL`` makes each acknowledged commit survive power loss, not just a crash.
 
-The scheduler never loads all bots: the next due time is one indexed ``min()``.
+The scheduler never loads all bots: the next due time is one indexed ``min()``. The WAL
+checkpoint policy is the store's too (``checkpoint_due``): the daemon only picks the thread.
 """
 
 from __future__ import annotations
@@ -14,49 +15,33 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from botsched.core import states
-from botsched.core.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound
-from botsched.core.model import Due, Event, NewBot, new_bot_id
-from botsched.core.timeparse import format_instant
+from botsched.core.errors import BotschedError, DaemonUnavailable
+from botsched.core.model import Bot, Due, Event, NewBot, make_bot, new_bot_id
+from botsched.daemon.store import schema
+from botsched.daemon.store.base import (
+    Change,
+    DatabaseGone,
+    DeleteListener,
+    DuplicateKeys,
+    EventListener,
+    IllegalTransition,
+    KeyClash,
+    NotScheduled,
+    StorageError,
+)
 
-SCHEMA_VERSION = 1
-
-_MIGRATIONS: dict[int, str] = {
-    # version 0 -> 1: the first schema.
-    1: """
-    CREATE TABLE bots (
-        id          TEXT PRIMARY KEY,
-        meeting_url TEXT NOT NULL,
-        bot_name    TEXT NOT NULL,
-        state       TEXT NOT NULL,
-        join_at     TEXT,               -- as shown to users, keeping the given precision
-        join_at_us  INTEGER,            -- the same instant, for ordering and timing
-        created_us  INTEGER NOT NULL,
-        updated_us  INTEGER NOT NULL,
-        metadata    TEXT NOT NULL DEFAULT '{}',
-        dedup_key   TEXT,
-        -- list order: join_at, or created_at for ad-hoc bots
-        sort_us     INTEGER GENERATED ALWAYS AS (coalesce(join_at_us, created_us)) VIRTUAL
-    );
-    CREATE INDEX bots_by_state ON bots (state, sort_us);
-    CREATE INDEX bots_by_time ON bots (sort_us);
-    CREATE UNIQUE INDEX bots_live_dedup ON bots (dedup_key)
-        WHERE dedup_key IS NOT NULL AND state NOT IN ('ended', 'fatal_error');
-    CREATE TABLE events (
-        seq     INTEGER PRIMARY KEY,    -- global order, for `events --follow`
-        bot_id  TEXT NOT NULL,
-        state   TEXT NOT NULL,
-        at_us   INTEGER NOT NULL,
-        detail  TEXT
-    );
-    CREATE INDEX events_by_bot ON events (bot_id, seq);
-    """,
-}
+#: The WAL is checkpointed after this many commits, or once it holds this much (a bulk
+#: create is one commit of many pages)...
+CHECKPOINT_AFTER_COMMITS = 200
+CHECKPOINT_WAL_BYTES = 8 << 20
+#: ...and at once after an insert this big (the bulk path waited for a quiet window).
+CHECKPOINT_AFTER_INSERT = 10_000
 
 #: One encoder, built once (``json.dumps`` with options builds a new one per call).
 _metadata_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -82,24 +67,8 @@ class _DuplicateKey(Exception):
     """A live bot already holds a dedup key (the unique index said so)."""
 
 
-class StorageError(BotschedError):
-    """The database refused a write (full disk, read-only, corrupt): nothing was changed."""
-
-
-class DatabaseGone(StorageError):
-    """The database file (or its WAL) was deleted or replaced under the running daemon:
-    commits would go to a file no one can open again, so changes are refused (exit 5)."""
-
-    exit_code = 5
-    code = "unavailable"
-
-
-EventListener = Callable[[list[Event]], None]
-DeleteListener = Callable[[str], None]
-
-
-class Store:
-    """All SQL lives here. Methods take ``now_us`` from the caller: the store has no clock."""
+class SqliteStore:
+    """``Store`` on one SQLite file. Only the daemon opens it for writing."""
 
     def __init__(
         self, path: Path | str, on_events: EventListener | None = None, on_deleted: DeleteListener | None = None
@@ -121,7 +90,7 @@ class Store:
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 5000")
-            self._refuse_newer_schema()  # before anything changes the file (WAL mode included)
+            schema.refuse_newer(self._db, self.path)
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal" and self.path != ":memory:":
                 raise BotschedError(f"{self.path}: cannot switch the database to WAL mode")
@@ -132,7 +101,7 @@ class Store:
             # land right before a join); the scheduler runs checkpoint() in a worker thread.
             self._db.execute("PRAGMA wal_autocheckpoint = 0")
             self._db.execute(f"PRAGMA journal_size_limit = {32 << 20}")  # a big bulk's WAL shrinks back
-            self._migrate()
+            schema.migrate(self._db)
             self._probe_writable()
             self._next_seq = self.last_seq() + 1
             if self.path != ":memory:":
@@ -147,30 +116,13 @@ class Store:
 
     # -- plumbing -----------------------------------------------------------------
 
-    def _refuse_newer_schema(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise DaemonUnavailable(
-                f"database {self.path} has schema {version}, newer than this botsched knows ({SCHEMA_VERSION}): "
-                "upgrade botsched"
-            )
-
     def _probe_writable(self) -> None:
         """Fail now, not at the first due bot, when the database cannot be written."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
         finally:
             self._db.execute("ROLLBACK")
-
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._transaction():
-                for statement in _MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {target}")
 
     def check_files(self) -> str | None:
         """Whether the database file and its WAL are still the ones this connection writes
@@ -310,11 +262,10 @@ class Store:
 
     # -- creating -----------------------------------------------------------------
 
-    def insert(self, bots: Sequence[NewBot], now_us: int, labels: Sequence[str] | None = None) -> list[str]:
+    def insert(self, bots: Sequence[NewBot], now_us: int) -> list[str]:
         """Insert all bots in one transaction (all or nothing); returns their ids.
 
-        A live bot with the same dedup key, or two in the batch, is a ``Conflict``;
-        ``labels`` (e.g. "line 7") name the offending item in bulk creates.
+        A live bot with the same dedup key, or two in the batch, is ``DuplicateKeys``.
         """
         ids = [new_bot_id() for _ in bots]
         bot_rows = [
@@ -341,48 +292,36 @@ class Store:
                     raise _DuplicateKey() from None
                 self._add_events(pending, [(bot_id, bot.initial_state, now_us, None) for bot_id, bot in zip(ids, bots)])
         except _DuplicateKey:
-            raise self._dedup_conflict(bots, labels) from None  # asked after the rollback
+            raise DuplicateKeys(self._key_clashes(bots)) from None  # asked after the rollback
+        if len(bots) >= CHECKPOINT_AFTER_INSERT:
+            self.checkpoint()  # fold the big WAL back now, while the window is quiet
         return ids
 
-    def _dedup_conflict(self, bots: Sequence[NewBot], labels: Sequence[str] | None) -> Conflict:
-        """Name every batch item whose key a live bot (or an earlier item) already holds."""
+    def _key_clashes(self, bots: Sequence[NewBot]) -> list[KeyClash]:
+        """Every batch item whose key a live bot (or an earlier item) already holds."""
         seen: dict[str, int] = {}
-        problems: list[str] = []
+        clashes: list[KeyClash] = []
         for index, bot in enumerate(bots):
             if bot.dedup_key is None:
                 continue
-            where = f"{labels[index]}: " if labels else ""
             row = self._db.execute(
                 "SELECT id, state FROM bots WHERE dedup_key = ? AND state NOT IN ('ended', 'fatal_error')",
                 (bot.dedup_key,),
             ).fetchone()
             if row:
-                problems.append(f"{where}dedup key {bot.dedup_key!r} is taken by {row[0]} ({row[1]})")
+                clashes.append(KeyClash(index, bot.dedup_key, row[0], row[1], None))
             elif bot.dedup_key in seen:
-                other = labels[seen[bot.dedup_key]] if labels else "another bot in this batch"
-                problems.append(f"{where}dedup key {bot.dedup_key!r} is also used by {other}")
+                clashes.append(KeyClash(index, bot.dedup_key, None, None, seen[bot.dedup_key]))
             else:
                 seen[bot.dedup_key] = index
-        if len(problems) > 1:
-            problems.append(f"{len(problems)} dedup conflicts; nothing was created")
-        return Conflict("\n".join(problems) or "duplicate dedup key")
+        return clashes
 
     # -- reading ------------------------------------------------------------------
 
-    def _bot_json(self, row: Sequence[Any], events: list[Event]) -> dict[str, Any]:
+    @staticmethod
+    def _bot(row: Sequence[Any], events: list[Event]) -> Bot:
         bot_id, url, name, state, join_at, _join_us, created_us, updated_us, metadata, dedup = row
-        return {
-            "id": bot_id,
-            "meeting_url": url,
-            "bot_name": name,
-            "state": state,
-            "join_at": join_at,
-            "created_at": format_instant(created_us),
-            "updated_at": format_instant(updated_us),
-            "metadata": json.loads(metadata),
-            "deduplication_key": dedup,
-            "events": [event.to_json() for event in events],
-        }
+        return make_bot(bot_id, url, name, state, join_at, created_us, updated_us, metadata, dedup, events)
 
     def _events_for(self, bot_ids: Sequence[str]) -> dict[str, list[Event]]:
         found: dict[str, list[Event]] = {bot_id: [] for bot_id in bot_ids}
@@ -396,13 +335,13 @@ class Store:
                 found[row[1]].append(Event(*row))
         return found
 
-    def get(self, bot_id: str) -> dict[str, Any]:
+    def get(self, bot_id: str) -> Bot | None:
         row = self._db.execute(f"SELECT {_BOT_COLUMNS} FROM bots WHERE id = ?", (bot_id,)).fetchone()
         if row is None:
-            raise NotFound(f"no such bot: {bot_id}")
-        return self._bot_json(row, self._events_for([bot_id])[bot_id])
+            return None
+        return self._bot(row, self._events_for([bot_id])[bot_id])
 
-    def get_many(self, bot_ids: Sequence[str]) -> list[dict[str, Any]]:
+    def get_many(self, bot_ids: Sequence[str]) -> list[Bot]:
         rows: dict[str, Sequence[Any]] = {}
         for start in range(0, len(bot_ids), 500):
             chunk = bot_ids[start : start + 500]
@@ -410,11 +349,11 @@ class Store:
             for row in self._db.execute(f"SELECT {_BOT_COLUMNS} FROM bots WHERE id IN ({marks})", chunk):
                 rows[row[0]] = row
         events = self._events_for(list(rows))
-        return [self._bot_json(rows[bot_id], events[bot_id]) for bot_id in bot_ids if bot_id in rows]
+        return [self._bot(rows[bot_id], events[bot_id]) for bot_id in bot_ids if bot_id in rows]
 
-    def list(
+    def list_bots(
         self, state_filter: Iterable[str] = (), limit: int = 100, dedup_prefix: str | None = None
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[Bot], bool]:
         """Bots ordered by join_at (ad-hoc by created_at); ``limit`` 0 = all; optionally
         only those whose dedup key starts with ``dedup_prefix`` (calendar sync's bots).
         Returns the page and whether more bots match."""
@@ -435,7 +374,7 @@ class Store:
         more = limit > 0 and len(rows) > limit
         rows = rows[:limit] if limit > 0 else rows
         events = self._events_for([row[0] for row in rows])
-        return [self._bot_json(row, events[row[0]]) for row in rows], more
+        return [self._bot(row, events[row[0]]) for row in rows], more
 
     def ids(self, state_filter: Iterable[str] = (), prefix: str = "", limit: int = 1000) -> list[str]:
         wanted = sorted(set(state_filter))
@@ -467,7 +406,7 @@ class Store:
         return [Event(*row) for row in self._db.execute(sql, params)]
 
     def last_seq(self) -> int:
-        return self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        return int(self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
     def state_since(self, bot_id: str) -> tuple[str, int] | None:
         """The bot's state and when it entered it (its last event)."""
@@ -482,7 +421,8 @@ class Store:
 
     def next_time(self, state: str) -> int | None:
         """Earliest join_at (or created_at for ad-hoc) among bots in ``state``: one index probe."""
-        return self._db.execute("SELECT min(sort_us) FROM bots WHERE state = ?", (state,)).fetchone()[0]
+        earliest: int | None = self._db.execute("SELECT min(sort_us) FROM bots WHERE state = ?", (state,)).fetchone()[0]
+        return earliest
 
     def due(self, state: str, until_us: int, limit: int = 10_000) -> list[Due]:
         """Bots in ``state`` whose join_at (created_at for ad-hoc) is at or before ``until_us``."""
@@ -502,7 +442,7 @@ class Store:
 
     # -- changing -----------------------------------------------------------------
 
-    def transition_many(self, changes: Sequence[tuple[str, str, str, str | None]], now_us: int) -> list[str]:
+    def transition_many(self, changes: Sequence[Change], now_us: int) -> list[str]:
         """Apply (bot_id, from_state, to_state, detail) changes as compare-and-sets in one
         transaction; returns the ids that really moved (the others lost a race)."""
         # consecutive changes of one kind form one UPDATE (a burst of joins is one group);
@@ -510,7 +450,7 @@ class Store:
         groups: list[tuple[tuple[str, str, str | None], dict[str, None]]] = []
         for bot_id, old, new, detail in changes:
             if not states.is_legal(old, new):
-                raise InvalidInput(f"illegal transition {old} -> {new} for {bot_id}")
+                raise IllegalTransition(f"illegal transition {old} -> {new} for {bot_id}")
             if groups and groups[-1][0] == (old, new, detail) and bot_id not in groups[-1][1]:
                 groups[-1][1][bot_id] = None  # an ordered set
             else:
@@ -571,23 +511,17 @@ class Store:
                 (join_at, join_at_us, now_us, bot_id),
             )
             if cursor.rowcount != 1:
-                raise self._not_scheduled(bot_id, "reschedule")
+                raise NotScheduled(bot_id, self._state_of(bot_id))
 
     def delete_scheduled(self, bot_id: str) -> None:
         """Cancel: a scheduled bot and its history are deleted for good."""
         with self._transaction():
             cursor = self._db.execute("DELETE FROM bots WHERE id = ? AND state = 'scheduled'", (bot_id,))
             if cursor.rowcount != 1:
-                raise self._not_scheduled(bot_id, "cancel")
+                raise NotScheduled(bot_id, self._state_of(bot_id))
             self._db.execute("DELETE FROM events WHERE bot_id = ?", (bot_id,))
         if self._on_deleted is not None:
             self._on_deleted(bot_id)
-
-    def _not_scheduled(self, bot_id: str, verb: str) -> BotschedError:
-        state = self._state_of(bot_id)
-        if state is None:
-            return NotFound(f"no such bot: {bot_id}")
-        return Conflict(f"cannot {verb} {bot_id}: it is {state} ({verb} is accepted only while scheduled)")
 
     def wal_bytes(self) -> int:
         try:
@@ -595,10 +529,17 @@ class Store:
         except OSError:
             return 0
 
+    def checkpoint_due(self) -> bool:
+        """Time to fold the WAL back into the database: it keeps start-up, stop and reads quick."""
+        return self.commits_since_checkpoint >= CHECKPOINT_AFTER_COMMITS or (
+            self.commits_since_checkpoint > 0 and self.wal_bytes() >= CHECKPOINT_WAL_BYTES
+        )
+
     def checkpoint(self) -> None:
         """Copy the WAL back into the database file. ``PASSIVE`` never blocks the writer,
         and it runs on a connection of its own, so the daemon can run it in a worker
         thread while the event loop (and the next join) goes on."""
+        self.commits_since_checkpoint = 0
         if self.files_lost is not None:
             return  # (connecting by path would create a new, empty database file there)
         if self._checkpointer is None:
@@ -609,4 +550,4 @@ class Store:
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def integrity_check(self) -> str:
-        return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
