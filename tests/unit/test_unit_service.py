@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -440,3 +441,108 @@ def test_status(svc: BotService, tmp_path: Path) -> None:
 
 def test_handlers_cover_the_request_ops(svc: BotService) -> None:
     assert {"create", "reschedule", "cancel", "leave", "show", "list", "status"} <= set(svc.handlers())
+
+
+# -- words for what the store refuses ----------------------------------------------------
+
+
+def test_bulk_dedup_conflict_names_its_lines_and_no_rolled_back_bot(svc: BotService) -> None:
+    holder = create(svc, join_at=FUTURE, deduplication_key="taken")["id"]
+    items = [{"meeting_url": URL, "join_at": FUTURE, "deduplication_key": key, "line": n}
+             for n, key in ((4, "a"), (7, "taken"), (9, "a"))]
+    with pytest.raises(Conflict) as info:
+        svc.create_many(items, want_bots=False)
+    message = info.value.message
+    assert f"line 7: dedup key 'taken' is taken by {holder} (scheduled)" in message, message
+    assert "line 9: dedup key 'a' is also used by line 4" in message, message
+    assert message.endswith("2 dedup conflicts; nothing was created"), message
+    assert re.findall(r"bot_[A-Za-z0-9]{16}", message) == [holder], "only a bot that exists is named"
+    assert sum(svc.store.counts().values()) == 1
+
+
+# -- streams ------------------------------------------------------------------------------
+
+
+def build_live(tmp_path: Path) -> BotService:
+    """A service whose store announces to its hub, as in the daemon."""
+    cfg = Config(config_mod.defaults())
+    clock = FakeClock(T0)
+    hub = EventHub()
+    store = Store(tmp_path / "botsched.db", on_events=hub.publish, on_deleted=hub.gone)
+    runner = RecordingRunner(cfg)
+    return BotService(store, Scheduler(store, runner, cfg, clock), runner, hub, cfg, clock,
+                      resolve_paths({"BOTSCHED_HOME": str(tmp_path)}))
+
+
+def test_events_past_then_live_until_the_bot_is_cancelled(tmp_path: Path) -> None:
+    svc = build_live(tmp_path)
+    first = create(svc, join_at=FUTURE)["id"]
+    bot_id = create(svc, join_at=FUTURE)["id"]
+
+    async def scenario() -> list[tuple[str, str]]:
+        seen: list[tuple[str, str]] = []
+        async for event in svc.events({"id": bot_id, "follow": True}):
+            seen.append((event["bot_id"], event["state"]))
+            if len(seen) == 1:
+                svc.store.transition(first, "scheduled", "staged", T0)  # another bot: not in this stream
+                svc.reschedule({"id": bot_id, "join_at": "2026-05-04T13:00:00Z"})  # no event
+                svc.store.note(bot_id, T0, "a live one")
+            elif len(seen) == 2:
+                svc.cancel({"id": bot_id})
+        return seen
+
+    assert asyncio.run(scenario()) == [(bot_id, "scheduled"), (bot_id, "scheduled")]
+    svc.store.close()
+
+
+def test_events_without_follow_end_after_the_past(tmp_path: Path) -> None:
+    svc = build_live(tmp_path)
+    ids = [create(svc, join_at=FUTURE)["id"] for _ in range(2)]
+
+    async def scenario() -> list[str]:
+        return [event["bot_id"] async for event in svc.events({})]
+
+    assert asyncio.run(scenario()) == ids
+    with pytest.raises(NotFound):
+        asyncio.run(scenario_first(svc.events({"id": "bot_AAAAAAAAAAAAAAAA"})))
+    svc.store.close()
+
+
+async def scenario_first(stream: Any) -> Any:
+    async for event in stream:
+        return event
+    return None
+
+
+def test_wait_returns_the_bot_once_it_reaches_the_state(tmp_path: Path) -> None:
+    svc = build_live(tmp_path)
+    bot_id = create(svc, join_at=FUTURE)["id"]
+
+    async def scenario() -> Any:
+        waiting = asyncio.ensure_future(svc.wait({"id": bot_id, "state": "staged"}))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        svc.store.transition(bot_id, "scheduled", "staged", T0 + S)
+        return await asyncio.wait_for(waiting, 5)
+
+    bot, warnings = asyncio.run(scenario())
+    assert bot["state"] == "staged" and warnings == []
+    with pytest.raises(BotschedError) as info:
+        asyncio.run(svc.wait({"id": bot_id, "state": "ended", "timeout": 0.05}))
+    assert info.value.exit_code == 124 and "staged" in info.value.message
+    svc.store.close()
+
+
+def test_wait_for_a_cancelled_bot_is_not_found(tmp_path: Path) -> None:
+    svc = build_live(tmp_path)
+    bot_id = create(svc, join_at=FUTURE)["id"]
+
+    async def scenario() -> Any:
+        waiting = asyncio.ensure_future(svc.wait({"id": bot_id}))
+        await asyncio.sleep(0.01)
+        svc.cancel({"id": bot_id})
+        return await waiting
+
+    with pytest.raises(NotFound, match="cancelled"):
+        asyncio.run(scenario())
+    svc.store.close()
