@@ -23,22 +23,24 @@ from botsched.core.model import Bot
 from botsched.daemon.runners import make_runner
 from botsched.daemon.runners.base import Runner
 
-#: A bot program for the command runner that behaves like the simulated meeting.
+#: How long a bot stays in its meeting when nobody asks it to leave (seconds).
+MEETING_S = 0.6
+#: A bot program for the command runner that behaves like the simulated meeting: joins on
+#: ``join``, leaves on ``leave``, or ends (exit 0) after MEETING_S by itself.
 BOT_PROGRAM = textwrap.dedent(
     """
-    import sys
+    import select, sys
+    meeting_s = float(sys.argv[1])
     for line in sys.stdin:
         if line.strip() == "join":
             print("state joined_recording simulated", flush=True)
             break
-    for line in sys.stdin:
-        if line.strip() == "leave":
+    while select.select([sys.stdin], [], [], meeting_s)[0]:
+        if sys.stdin.readline().strip() == "leave":
             print("state leaving asked to leave", flush=True)
             break
     """
 )
-#: How long a bot stays in its meeting when nobody asks it to leave (seconds).
-MEETING_S = 0.6
 
 Reports = list[tuple[str, str, "str | None"]]
 
@@ -50,12 +52,8 @@ def _simulate(tmp_path: Path) -> dict[str, Any]:
 
 def _command(tmp_path: Path) -> dict[str, Any]:
     program = tmp_path / "bot.py"
-    # the meeting ends on its own after MEETING_S: the program exits 0 (ended)
-    program.write_text(BOT_PROGRAM.replace(
-        "for line in sys.stdin:\n    if line.strip() == \"leave\":",
-        "import select\nwhile select.select([sys.stdin], [], [], %r)[0]:\n    line = sys.stdin.readline()\n"
-        "    if line.strip() == \"leave\":" % MEETING_S))
-    return {"runner.kind": "command", "runner.command": [sys.executable, str(program)],
+    program.write_text(BOT_PROGRAM)
+    return {"runner.kind": "command", "runner.command": [sys.executable, str(program), str(MEETING_S)],
             "runner.leave_grace_seconds": 5.0}
 
 

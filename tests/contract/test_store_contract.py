@@ -8,6 +8,7 @@ one implementation (files, schema, WAL) is tested in that implementation's unit 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -101,7 +102,7 @@ def last_seq(store: Store) -> int:
 def finish(store: Store, bot_id: str, now: int, final: str = "ended") -> None:
     """Walk a scheduled bot through the lifecycle to a terminal state."""
     path = ["scheduled", "staged", "joining", "joined_recording", final]
-    for old, new in zip(path, path[1:], strict=False):
+    for old, new in itertools.pairwise(path):
         assert store.transition(bot_id, old, new, now)
 
 
@@ -590,4 +591,4 @@ def test_housekeeping_comes_due_with_commits_and_resets(store: Store) -> None:
     assert store.checkpoint_due()
     store.checkpoint()
     assert not store.checkpoint_due()
-    assert len(store.ids(limit=0 or 1000)) == 300  # and nothing was lost by it
+    assert len(store.ids()) == 300  # and nothing was lost by it
