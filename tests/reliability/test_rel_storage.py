@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from botsched.daemon import store as store_mod
+from botsched.daemon.store import schema as store_mod  # the schema version and migrations
 from botsched.core.errors import BotschedError
 from botsched.daemon.store import NewBot, Store
 
@@ -293,7 +293,7 @@ def test_a_future_migration_runs_once_in_one_transaction_and_keeps_the_bots(v1_s
     """The migration machinery (``_MIGRATIONS``, ``user_version``) with a made-up version 2."""
     path, ids = v1_store
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_mod._MIGRATIONS, 2, """
+    monkeypatch.setitem(store_mod.MIGRATIONS, 2, """
         ALTER TABLE bots ADD COLUMN note TEXT;
         CREATE INDEX bots_by_note ON bots (note);
         UPDATE bots SET note = 'migrated'
@@ -315,7 +315,7 @@ def test_a_failing_migration_changes_nothing(v1_store, monkeypatch):
     path, ids = v1_store
     before = sha256(path)
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_mod._MIGRATIONS, 2, """
+    monkeypatch.setitem(store_mod.MIGRATIONS, 2, """
         ALTER TABLE bots ADD COLUMN note TEXT;
         UPDATE bots SET note = 'half';
         THIS IS NOT SQL
