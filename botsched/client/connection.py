@@ -25,6 +25,7 @@ from botsched.core.paths import (
     resolve_paths,
     socket_path,
 )
+from botsched.core.protocol import Op
 
 #: How long a plain request may take before we call the daemon unresponsive.
 REPLY_TIMEOUT_S = 120.0
@@ -138,7 +139,7 @@ class Connection:
             return message.get("result"), list(message.get("warnings") or [])
         raise _error_of(message)
 
-    def call(self, op: str, **args: Any) -> tuple[Any, list[str]]:
+    def call(self, op: Op, **args: Any) -> tuple[Any, list[str]]:
         """One request, one reply: ``(result, warnings)``; an error reply raises."""
         if isinstance(args.get("id"), str):
             from botsched.core.validation import validate_bot_id
@@ -148,7 +149,7 @@ class Connection:
         self.send(protocol.request(op, **args))
         return self._result(self.receive())
 
-    def stream(self, op: str, **args: Any) -> Iterator[dict[str, Any]]:
+    def stream(self, op: Op, **args: Any) -> Iterator[dict[str, Any]]:
         """Yield each streamed event; the final reply ends the stream (or raises).
 
         While waiting for the next line, our stdout is watched too when it is a pipe or a
@@ -170,7 +171,7 @@ class Connection:
         finally:
             self._watch = None
 
-    def send_bulk(self, op: str, chunk_lines: Iterable[bytes], commit: Callable[[], bool] = lambda: True,
+    def send_bulk(self, op: Op, chunk_lines: Iterable[bytes], commit: Callable[[], bool] = lambda: True,
                   **args: Any) -> dict[str, Any]:
         """A streamed request (``create_many``): the request, its chunk lines as they are
         produced, then the end line (``commit()`` asked last); returns the raw reply."""
@@ -181,7 +182,7 @@ class Connection:
         self.send(protocol.encode({"end": True, "commit": commit()}))
         return self.receive()
 
-    def call_bulk(self, op: str, chunk_lines: Iterable[bytes], **args: Any) -> tuple[Any, list[str]]:
+    def call_bulk(self, op: Op, chunk_lines: Iterable[bytes], **args: Any) -> tuple[Any, list[str]]:
         return self._result(self.send_bulk(op, chunk_lines, **args))
 
 
@@ -278,7 +279,7 @@ def running_pid(paths: Paths) -> int | None:
         return None
     with Connection(sock) as conn:
         try:
-            result, _ = conn.call("ping")
+            result, _ = conn.call(Op.PING)
         except DaemonUnavailable:  # e.g. stopping: closed without answering
             return None
     return int(result["pid"])
@@ -352,7 +353,7 @@ def stop_daemon(paths: Paths, timeout: float = 15.0) -> bool:
         return False
     with Connection(sock) as conn:
         try:  # (not contextlib.suppress: contextlib costs the fast path ~5 ms to import)
-            conn.call("stop")
+            conn.call(Op.STOP)
         except DaemonUnavailable:
             pass  # it may close before answering (a refusal raises: nothing will stop)
     deadline = time.monotonic() + timeout

@@ -31,6 +31,7 @@ from botsched.cli.output import (
 )
 from botsched.core import states
 from botsched.core.errors import BotschedError, InvalidInput, WaitTimeout
+from botsched.core.protocol import Op
 
 #: ``list`` shows this many bots unless told otherwise (0 = all).
 LIST_LIMIT = 100
@@ -42,7 +43,7 @@ def connect(autostart: bool = True) -> Connection:
     return client_connect(autostart=autostart)
 
 
-def call(op: str, **args: Any) -> Any:
+def call(op: Op, **args: Any) -> Any:
     """One request to the daemon (autostarting it); warnings go to stderr."""
     with connect() as conn:
         result, warnings = conn.call(op, **args)
@@ -77,7 +78,7 @@ def create(url_arg: str | None, meeting_url: str | None, bot_name: str | None, j
     url = meeting_url or url_arg
     if not url:
         raise InvalidInput("a meeting URL is required (positional or --meeting-url)")
-    bot = call("create", meeting_url=url, bot_name=bot_name, join_at=resolve_join_at(join_at),
+    bot = call(Op.CREATE, meeting_url=url, bot_name=bot_name, join_at=resolve_join_at(join_at),
                metadata=parse_metadata_pairs(metadata), deduplication_key=dedup_key)
     changed(f"created {bot['id']}")
     if quiet and not as_json:
@@ -87,13 +88,13 @@ def create(url_arg: str | None, meeting_url: str | None, bot_name: str | None, j
 
 
 def show(bot_id: str, as_json: bool) -> None:
-    emit(call("show", id=bot_id), as_json, _human("bot_card"))
+    emit(call(Op.SHOW, id=bot_id), as_json, _human("bot_card"))
 
 
 def list_bots(states: list[str], limit: int, as_json: bool) -> None:
     if limit < 0:
         raise InvalidInput("--limit must be 0 (no limit) or more")
-    page = call("list", states=states, limit=limit)
+    page = call(Op.LIST, states=states, limit=limit)
     if as_json:
         emit_json(page["bots"])
     else:
@@ -141,7 +142,7 @@ FAST: dict[str, Spec] = {"create": CREATE, "show": SHOW, "list": LIST}
 
 
 def reschedule(bot_id: str, join_at: str, as_json: bool) -> None:
-    bot = call("reschedule", id=bot_id, join_at=resolve_join_at(join_at))
+    bot = call(Op.RESCHEDULE, id=bot_id, join_at=resolve_join_at(join_at))
     changed(f"rescheduled {bot['id']} to {bot['join_at']}")
     emit(bot, as_json, _human("rescheduled"))
 
@@ -153,7 +154,7 @@ def cancel(bot_ids: list[str]) -> int:
     with connect() as conn:
         for bot_id in bot_ids:
             try:
-                conn.call("cancel", id=bot_id)
+                conn.call(Op.CANCEL, id=bot_id)
             except BotschedError as exc:
                 if exc.exit_code in (1, 5):
                     raise
@@ -173,7 +174,7 @@ def cancel(bot_ids: list[str]) -> int:
 
 
 def leave(bot_id: str) -> None:
-    bot = call("leave", id=bot_id)
+    bot = call(Op.LEAVE, id=bot_id)
     changed(f"asked {bot['id']} to leave")
     say(f"asked {bot['id']} to leave")
 
@@ -183,7 +184,7 @@ def wait(bot_id: str, state: str | None, timeout: float | None, as_json: bool) -
         raise InvalidInput("--timeout must be 0 or more seconds")
     final: dict[str, Any] | None = None
     with connect() as conn:
-        for message in conn.stream("wait", id=bot_id, state=state, timeout=timeout):
+        for message in conn.stream(Op.WAIT, id=bot_id, state=state, timeout=timeout):
             final = message.get("result")
     if final is None:  # pragma: no cover - the daemon always answers a wait
         raise WaitTimeout("no answer")
@@ -198,7 +199,7 @@ def events(bot_id: str | None, follow: bool, as_json: bool) -> None:
     else:
         from botsched.cli.render.bots import print_event as printer
     with connect() as conn:
-        for event in conn.stream("events", id=bot_id, follow=follow):
+        for event in conn.stream(Op.EVENTS, id=bot_id, follow=follow):
             if "result" not in event:
                 printer(event)
 
@@ -207,7 +208,7 @@ def logs(bot_id: str) -> None:
     """The runner's output: raw bytes into a pipe, escaped text on a terminal."""
     from botsched.core.paths import resolve_paths
 
-    bot = call("show", id=bot_id)
+    bot = call(Op.SHOW, id=bot_id)
     path = resolve_paths().runner_logs / f"{bot['id']}.log"
     terminal = sys.stdout.isatty()  # a person reads it: escape what the terminal would obey
     import codecs
@@ -232,7 +233,7 @@ def complete_ids(*wanted: str) -> Any:
     def complete(incomplete: str) -> list[str]:
         try:
             with connect(autostart=False) as conn:
-                ids, _ = conn.call("ids", states=list(wanted), prefix=incomplete)
+                ids, _ = conn.call(Op.IDS, states=list(wanted), prefix=incomplete)
         except Exception:  # noqa: BLE001 - completion must stay quiet whatever happens
             return []
         return list(ids)

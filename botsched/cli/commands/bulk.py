@@ -22,6 +22,7 @@ from typing import Any
 from botsched.cli.output import changed, emit_json, read_source, user_zone, warn
 from botsched.core import protocol
 from botsched.core.errors import InvalidInput, from_code
+from botsched.core.protocol import Op
 from botsched.core.timeparse import ZoneSource, parse_join_at
 
 #: Bytes of input per chunk line on the socket: well under ``protocol.MAX_LINE``.
@@ -102,7 +103,7 @@ def _create_from_file(source: str, zone: ZoneSource, as_json: bool, quiet: bool)
 
     try:
         with connect() as conn:
-            reply = conn.send_bulk("create_many", lines(), commit=lambda: not problems, bots=as_json)
+            reply = conn.send_bulk(Op.CREATE_MANY, lines(), commit=lambda: not problems, bots=as_json)
     finally:
         if progress is not None:
             progress.close()

@@ -20,6 +20,7 @@ from botsched.cli.output import (
 )
 from botsched.core import states
 from botsched.core.errors import BotschedError, InvalidInput
+from botsched.core.protocol import Op
 
 if TYPE_CHECKING:  # pragma: no cover
     from botsched.calsync import Action
@@ -63,7 +64,7 @@ def sync(source: str, days: int, join_offset: str | None, bot_name: str | None, 
     warnings: list[str] = list(expansion.warnings)  # unreadable events, ignored lines
     failure: BotschedError | None = None
     with connect() as conn:
-        page, _ = conn.call("list", states=[], limit=0, dedup_prefix=calsync.KEY_PREFIX)
+        page, _ = conn.call(Op.LIST, states=[], limit=0, dedup_prefix=calsync.KEY_PREFIX)
         actions = calsync.plan(
             expansion.wanted, page["bots"], now_us, skipped=expansion.skipped,
             horizon_us=expansion.window_end_us + offset_us,
@@ -109,10 +110,10 @@ def _apply(conn: Any, actions: list[Action], bot_name: str | None, warnings: lis
                 continue
             try:
                 if kind == "cancel":
-                    conn.call("cancel", id=item.bot_id)
+                    conn.call(Op.CANCEL, id=item.bot_id)
                     changed(f"cancelled {item.bot_id}")
                 elif kind == "reschedule":
-                    _, notes = conn.call("reschedule", id=item.bot_id, join_at=item.join_at)
+                    _, notes = conn.call(Op.RESCHEDULE, id=item.bot_id, join_at=item.join_at)
                     changed(f"rescheduled {item.bot_id}")
                     warnings.extend(f"{item.summary}: {note}" for note in notes)
                 else:
@@ -158,7 +159,7 @@ def _create_together(conn: Any, actions: list[Action], bot_name: str | None, ski
               for number, item in enumerate(items, 1)]
     chunks = [protocol.encode({"items": fields[i : i + BULK_CHUNK]}) for i in range(0, len(fields), BULK_CHUNK)]
     try:
-        ids, notes = conn.call_bulk("create_many", chunks, bots=False)
+        ids, notes = conn.call_bulk(Op.CREATE_MANY, chunks, bots=False)
     except BotschedError as exc:
         if exc.exit_code in (1, 5):
             raise

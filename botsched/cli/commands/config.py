@@ -7,6 +7,7 @@ from pathlib import Path
 
 from botsched.cli.output import changed, emit_json, say, warn
 from botsched.core.errors import BotschedError
+from botsched.core.protocol import Op
 
 
 def _config_path() -> Path:
@@ -51,6 +52,6 @@ def set_value(key: str, value: str) -> None:
     if is_running(resolve_paths()):
         try:
             with connect(autostart=False) as conn:
-                conn.call("reload")
+                conn.call(Op.RELOAD)
         except BotschedError as exc:
             warn([f"saved, but the running daemon did not reload: {exc.message}"])

@@ -11,6 +11,7 @@ from typing import Any
 
 from botsched.cli.output import emit, emit_json, warn
 from botsched.core.errors import DaemonUnavailable
+from botsched.core.protocol import Op
 
 
 def run(background: bool) -> None:
@@ -45,7 +46,7 @@ def status(as_json: bool) -> int:
 
     try:
         with connect(autostart=False) as conn:
-            info, warnings = conn.call("status")
+            info, warnings = conn.call(Op.STATUS)
     except DaemonUnavailable:
         if as_json:
             emit_json({"running": False})
@@ -84,5 +85,5 @@ def reload() -> None:
     from botsched.client.connection import connect
 
     with connect(autostart=False) as conn:
-        conn.call("reload")
+        conn.call(Op.RELOAD)
     sys.stdout.write("configuration reloaded\n")
