@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (
+from _common import (  # noqa: E402
     US,
     Metric,
     bench_args,
@@ -38,7 +38,7 @@ from _common import (
     summary_ms,
     verdict_mark,
 )
-from punctuality import Workload, default_workload, run_once
+from punctuality import Workload, default_workload, run_once  # noqa: E402
 
 INSTALL_HINT = "pip install 'apscheduler<4' sqlalchemy"
 

@@ -10,9 +10,8 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tests.support.home import Lost, make_short_dir
 
