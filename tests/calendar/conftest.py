@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from calsync_helpers import EMAIL, HOME_ENV
 
-from tests.support.home import Home, Homes
+sys.path.insert(0, str(Path(__file__).parent))
+
+from calsync_helpers import EMAIL, Home  # noqa: E402
 
 CONFIG = f"""\
 [calendar]
@@ -19,13 +22,18 @@ timezone = "Europe/Berlin"
 
 
 @pytest.fixture
-def make_home(make_home: Homes) -> Callable[[str], Home]:
-    """Factory for fresh homes with the calendar settings (each with its own daemon, killed at teardown)."""
+def make_home() -> Iterator[Callable[[str], Home]]:
+    """Factory for fresh homes (each with its own daemon, stopped at teardown)."""
+    homes: list[Home] = []
 
     def factory(extra_config: str = "") -> Home:
-        return make_home(CONFIG + extra_config, env=HOME_ENV)
+        home = Home(CONFIG + extra_config)
+        homes.append(home)
+        return home
 
-    return factory
+    yield factory
+    for home in homes:
+        home.close()
 
 
 @pytest.fixture

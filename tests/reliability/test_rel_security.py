@@ -25,9 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.home import assert_clean_error, make_short_dir, pid_alive, wait_until
-from tests.support.times import in_s
-from .relhelpers import is_root
+from .relhelpers import assert_clean_error, in_s, is_root, make_short_dir, pid_alive, wait_until
 
 URL = "https://meet.google.com/abc-defg-hij"
 FAR = "2028-05-01T12:00:00Z"
