@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -346,6 +347,8 @@ def test_a_full_disk_at_join_time_sends_join_once_and_does_not_claim_lateness(ma
     with home.client() as client:
         bot_id = client.ok("create", meeting_url=URL, join_at=in_s(3))["id"]
         wait_until(lambda: client.ok("show", id=bot_id)["state"] == "staged", 10, what="staged")
+        # the runner is up: its shim's interpreter may start after the state says staged
+        wait_until(lambda: _starts_and_joins(rec_dir)[0].get(bot_id) == 1, 10, what="the runner's start")
         join_at = client.ok("show", id=bot_id)["join_at"]
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
         try:  # fill the disk to the last byte
@@ -368,3 +371,20 @@ def test_a_full_disk_at_join_time_sends_join_once_and_does_not_claim_lateness(ma
     assert "late" not in (joining[0]["detail"] or ""), joining
     _, joins = _starts_and_joins(rec_dir)
     assert joins.get(bot_id) == 1
+
+
+def test_the_shim_starts_the_runner_when_its_pid_file_cannot_be_written(tmp_path: Path) -> None:
+    """A full disk while a runner starts: the shim's pid file is only for a re-attach after a
+    crash, so failing to write it must not keep the runner (and its join) from starting."""
+    from botsched.daemon.runners.command import SHIM
+
+    out = tmp_path / "ran"
+    missing = tmp_path / "no-such-dir"
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", SHIM, str(missing / "pid"), str(missing / "exit"),
+         "/bin/sh", "-c", f"echo ran > {out}; exit 3"],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert out.read_text() == "ran\n"
+    assert done.returncode == 3, "the runner's exit status is still the shim's"
+    assert "cannot write" in done.stderr and "Traceback" not in done.stderr

@@ -18,10 +18,22 @@ import sys
 
 
 def _write(path: str, text: str) -> None:
+    """Best effort: on a full or read-only disk the runner still starts (and joins); only a
+    re-attach after a daemon crash, or its exit code then, is lost."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        try:
+            os.write(2, f"botsched: cannot write {path}: {exc.strerror}\n".encode())
+        except OSError:
+            pass
 
 
 def main() -> None:
