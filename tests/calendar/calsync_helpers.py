@@ -1,5 +1,5 @@
 """Shared helpers of the calendar sync tests: fixtures on disk, a fixed "now", date shifting,
-and a throwaway botsched home for the end-to-end tests.
+and the environment of the end-to-end tests' homes (``tests.support.home.Home``).
 
 (No ``__init__.py`` in this directory on purpose: a package named ``calendar`` would shadow
 the standard library's.)
@@ -7,13 +7,7 @@ the standard library's.)
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from botsched import calsync
 from botsched.core.timeparse import to_us
+from tests.support.home import Home
 
 UTC = timezone.utc
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -30,8 +25,11 @@ ANCHOR = date(2030, 3, 18)
 #: "now" for the unit tests: the Sunday before, noon UTC.
 NOW = datetime(2030, 3, 17, 12, 0, tzinfo=UTC)
 NOW_US = to_us(NOW)
-BOTSCHED = str(Path(sys.executable).parent / "botsched")
 EMAIL = "me@example.com"
+#: What every end-to-end home runs with: the fixtures' zone, tables of a usual width.
+HOME_ENV = {"TZ": "Europe/Berlin", "COLUMNS": "120"}
+
+__all__ = ["Home"]  # re-exported for the tests' annotations
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -85,50 +83,6 @@ def shifted(name: str, days: int | None = None) -> str:
         return moved.strftime("%Y%m%d")
 
     return _FIXTURE_DATE.sub(move, fixture_bytes(name).decode())
-
-
-# -- a botsched home with its own daemon ---------------------------------------------
-
-
-class Home:
-    """A short BOTSCHED_HOME under /tmp (socket paths stay far below 107 bytes)."""
-
-    def __init__(self, config: str) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="bs", dir="/tmp"))
-        (self.path / "config.toml").write_text(config)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSCHED_")}
-        self.env.update({"BOTSCHED_HOME": str(self.path), "TZ": "Europe/Berlin", "NO_COLOR": "1",
-                         "COLUMNS": "120"})
-
-    def run(self, *args: str, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([BOTSCHED, *args], input=input, env=self.env, capture_output=True, text=True,
-                                timeout=60)
-        assert "Traceback" not in result.stderr, result.stderr
-        if check:
-            assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
-        return result
-
-    def sync(self, ics: str, *options: str, expect: int = 0) -> dict[str, Any]:
-        """``calendar sync - --json`` with the text on stdin; the parsed report."""
-        result = self.run("calendar", "sync", "-", "--json", "--days", "60", *options, input=ics)
-        assert result.returncode == expect, (result.returncode, result.stdout, result.stderr)
-        return json.loads(result.stdout)
-
-    def bots(self) -> list[dict[str, Any]]:
-        """Every bot, straight from the daemon's socket (a process per check would be slow)."""
-        from botsched.client.connection import connect
-        from botsched.core.paths import resolve_paths
-
-        with connect(resolve_paths({"BOTSCHED_HOME": str(self.path)}), autostart=False) as conn:
-            page, _ = conn.call("list", states=[], limit=0)
-        return page["bots"]
-
-    def by_key(self) -> dict[str, dict[str, Any]]:
-        return {bot["deduplication_key"]: bot for bot in self.bots()}
-
-    def close(self) -> None:
-        self.run("daemon", "stop")
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def actions_by(report: dict[str, Any], action: str) -> list[dict[str, Any]]:

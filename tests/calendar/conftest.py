@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
+from calsync_helpers import EMAIL, HOME_ENV
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from calsync_helpers import EMAIL, Home  # noqa: E402
+from tests.support.home import Home, Homes
 
 CONFIG = f"""\
 [calendar]
@@ -22,18 +19,13 @@ timezone = "Europe/Berlin"
 
 
 @pytest.fixture
-def make_home() -> Iterator[Callable[[str], Home]]:
-    """Factory for fresh homes (each with its own daemon, stopped at teardown)."""
-    homes: list[Home] = []
+def make_home(make_home: Homes) -> Callable[[str], Home]:
+    """Factory for fresh homes with the calendar settings (each with its own daemon, killed at teardown)."""
 
     def factory(extra_config: str = "") -> Home:
-        home = Home(CONFIG + extra_config)
-        homes.append(home)
-        return home
+        return make_home(CONFIG + extra_config, env=HOME_ENV)
 
-    yield factory
-    for home in homes:
-        home.close()
+    return factory
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .helpers import BOT_KEYS, ID_RE, assert_clean_error
+from tests.support.home import BOT_KEYS, ID_RE, assert_clean_error
 
 def good(tag: str) -> list[dict]:
     """Three valid lines; the dedup key is unique per test (the tests share a daemon)."""

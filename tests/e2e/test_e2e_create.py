@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from .helpers import ID_RE, UTC, assert_clean_error, in_ms, parse_z
+from tests.support.home import ID_RE, assert_clean_error
+from tests.support.times import UTC, in_s, parse_z
 
 FAR = "2028-05-01T12:00:00Z"
 
@@ -56,7 +57,7 @@ def test_metadata_repeated_and_bot_name(module_home):
 
 def test_dedup_key_conflict_then_free_after_end(module_home):
     home = module_home
-    first = home.json("create", "https://zoom.us/j/1", "--join-at", in_ms(3.0), "--dedup-key", "cal:evt-1")
+    first = home.json("create", "https://zoom.us/j/1", "--join-at", in_s(3.0), "--dedup-key", "cal:evt-1")
     assert first["deduplication_key"] == "cal:evt-1"
     dup = home.run("create", "https://zoom.us/j/1", "--join-at", FAR, "--dedup-key", "cal:evt-1")
     err = assert_clean_error(dup, 4)
@@ -129,7 +130,7 @@ def test_join_sooner_than_stage_lead_warns_but_succeeds(make_home):
     assert "error:" not in result.stderr
     assert "Traceback" not in result.stderr
     # with --json the warning still goes to stderr, and stdout stays pure JSON
-    result = home.run("create", "--json", "https://zoom.us/j/1", "--join-at", in_ms(30))
+    result = home.run("create", "--json", "https://zoom.us/j/1", "--join-at", in_s(30))
     assert result.returncode == 0, result.stderr
     json.loads(result.stdout)
     assert any(line.startswith("warning:") for line in result.stderr.splitlines())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import ALL_STATES, assert_clean_error, make_short_dir, pid_alive, wait_until
+from tests.support.home import ALL_STATES, assert_clean_error, make_short_dir, pid_alive, wait_until
 
 URL = "https://zoom.us/j/7"
 FAR = "2028-05-01T12:00:00Z"

@@ -8,7 +8,8 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .helpers import assert_clean_error, in_ms, parse_z, pid_alive, wait_until
+from tests.support.home import assert_clean_error, pid_alive, wait_until
+from tests.support.times import in_s, parse_z
 
 URL = "https://meet.google.com/abc-defg-hij"
 
@@ -51,7 +52,7 @@ def test_sigkill_loses_no_acknowledged_bot_and_a_missed_join_runs_late(make_home
         single_ids = list(pool.map(one, range(8)))
     before = {bot["id"]: bot for bot in home.list_all()}
     assert len(before) == 33
-    join_at = in_ms(2.0)
+    join_at = in_s(2.0)
     late = home.json("create", URL, "--join-at", join_at, "--bot-name", "late joiner")
     late_id = late["id"]
     before[late_id] = late
@@ -92,7 +93,7 @@ def test_sigkill_with_staged_and_in_meeting_bots_strands_nothing(make_home):
     home.start()
     live = home.create(URL)  # ad-hoc: in the meeting when the daemon dies
     home.ok("wait", live, "--state", "joined_recording", "--timeout", "10")
-    join_at = in_ms(2.5)
+    join_at = in_s(2.5)
     staged = home.create(URL, "--join-at", join_at)
     home.ok("wait", staged, "--state", "staged", "--timeout", "10")
     before = {bot["id"]: bot for bot in home.list_all()}
@@ -121,7 +122,7 @@ def test_join_missed_beyond_grace_is_fatal_error(make_home):
     home = make_home({"scheduler": {"misfire_grace_seconds": 0.5}})
     home.start()
     far = home.create(URL, "--join-at", "2028-01-01T00:00:00Z")
-    join_at = in_ms(2.0)
+    join_at = in_s(2.0)
     missed = home.create(URL, "--join-at", join_at)
     _kill_daemon(home)
     _sleep_until(join_at, 1.2)  # 0.7 s past the grace

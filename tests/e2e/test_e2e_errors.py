@@ -9,7 +9,8 @@ from datetime import datetime
 
 import pytest
 
-from .helpers import UTC, assert_clean_error, parse_z
+from tests.support.home import assert_clean_error
+from tests.support.times import UTC, parse_z
 
 URL = "https://meet.google.com/abc-defg-hij"
 FAR = "2028-05-01T12:00:00Z"

@@ -5,14 +5,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from .helpers import (
-    BOT_KEYS,
-    ID_RE,
-    MICRO_Z_RE,
-    assert_clean_error,
-    in_ms,
-    parse_z,
-)
+from tests.support.home import BOT_KEYS, ID_RE, MICRO_Z_RE, assert_clean_error
+from tests.support.times import in_s, parse_z
 
 MS_Z_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -45,7 +39,7 @@ def assert_bot_shape(bot: dict) -> None:
 
 def test_scheduled_bot_lifecycle_and_join_precision(home):
     home.start()  # so that create is quick and the bot is queued well before its stage time
-    join_at = in_ms(2.5)
+    join_at = in_s(2.5)
     created = home.json("create", "https://meet.google.com/gvy-zzra-ktd", "--join-at", join_at,
                         "--bot-name", "My scheduled bot", "--metadata", "team=sales")
     assert_bot_shape(created)

@@ -6,7 +6,8 @@ import json
 import re
 from datetime import datetime, timedelta
 
-from .helpers import ID_RE, UTC, iso_ms
+from tests.support.home import ID_RE
+from tests.support.times import UTC, iso_ms
 
 
 def test_order_state_filter_and_limit(home):

@@ -35,7 +35,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from .helpers import UTC, Home, assert_clean_error, in_ms, iso_ms, merge_config, parse_z, pid_alive, wait_until
+from tests.support.home import assert_clean_error, Home, merge_config, pid_alive, wait_until
+from tests.support.times import UTC, in_s, iso_ms, parse_z
 
 PROBE = Path(__file__).with_name("runner_probe.py")
 PROBE_CMD = [sys.executable, str(PROBE)]
@@ -267,7 +268,7 @@ def test_environment_reaches_the_runner_and_shell_metacharacters_are_plain_data(
     name = f"Bot $(touch {trap}/n1); `touch {trap}/n2` 'q' \"dq\" & >{trap}/n3"
     assert len(name) <= 100
     note = f"it's \"quoted\" $(touch {trap}/m1); `touch {trap}/m2`"
-    join_at = in_ms(AHEAD_S)
+    join_at = in_s(AHEAD_S)
     created = home.json("create", url, "--bot-name", name, "--join-at", join_at,
                         "--metadata", "team=sales", "--metadata", f"note={note}", "--metadata", "city=Zürich")
     bot_id = created["id"]
@@ -302,7 +303,7 @@ def test_environment_reaches_the_runner_and_shell_metacharacters_are_plain_data(
 
 def test_join_line_arrives_within_100ms_of_join_at(rig):
     home, probe = rig.home, rig.probe
-    join_ats = [in_ms(2.5 + 0.2 * i) for i in range(5)]
+    join_ats = [in_s(2.5 + 0.2 * i) for i in range(5)]
     bots = create_many(home, [{"join_at": at, "metadata": probe_meta(on_join="exit:0")} for at in join_ats])
     wait_records(probe, bots, "exit")
     finals = wait_all(home, bots)
@@ -326,7 +327,7 @@ def test_state_lines_drive_the_bot_illegal_ones_are_ignored_other_lines_are_logg
                "out:state scheduled;out:state staged;out:state ready;out:state no_such_state;"
                "out:hello from stdout;err:hello from stderr;sleep:0.3;out:state joined_not_recording paused")
     on_leave = "out:state leaving;out:state post_processing uploading;exit:0"
-    bot_id = home.create(URL, "--join-at", in_ms(AHEAD_S), *probe_args(on_join=on_join, on_leave=on_leave))
+    bot_id = home.create(URL, "--join-at", in_s(AHEAD_S), *probe_args(on_join=on_join, on_leave=on_leave))
     during = wait_state(home, bot_id, "joined_not_recording")
     assert during["state"] == "joined_not_recording", during["events"]
     assert states_of(during) == ["scheduled", "staged", "joining", "waiting_room", "joined_recording",
@@ -357,7 +358,7 @@ def test_state_lines_drive_the_bot_illegal_ones_are_ignored_other_lines_are_logg
 
 def test_exit_codes_decide_ended_or_fatal_error(rig):
     home, probe = rig.home, rig.probe
-    join_at = in_ms(AHEAD_S)
+    join_at = in_s(AHEAD_S)
     stderr_lines = ";".join(f"err:stderr line {c}" for c in "abcdefg")
     ok, failing, early, early_zero = create_many(home, [
         {"join_at": join_at, "metadata": probe_meta(on_join="out:state joined_recording;sleep:0.2;exit:0")},
@@ -411,7 +412,7 @@ def test_runner_that_cannot_be_started_is_fatal_error_with_the_reason(make_home,
     parallel(*(home.start for home, _, _ in cases.values()))
 
     def scenario(home: Home) -> list[dict[str, Any]]:
-        scheduled = home.create(URL, "--join-at", in_ms(AHEAD_S))
+        scheduled = home.create(URL, "--join-at", in_s(AHEAD_S))
         ad_hoc = home.create(URL)
         return wait_all(home, [scheduled, ad_hoc])
 
@@ -431,12 +432,12 @@ def test_runner_that_cannot_be_started_is_fatal_error_with_the_reason(make_home,
 
 def test_leave_and_a_runner_that_hangs_after_leave_is_killed(rig):
     home, probe = rig.home, rig.probe  # leave_grace_seconds = 0.5
-    join_at = in_ms(AHEAD_S)
+    join_at = in_s(AHEAD_S)
     polite, stubborn, later = create_many(home, [
         {"join_at": join_at, "metadata": probe_meta(on_join="out:state joined_recording")},
         {"join_at": join_at, "metadata": probe_meta(on_start="ignore_term;child", on_join="out:state joined_recording",
                                                     on_leave="out:state leaving;hang")},
-        {"join_at": in_ms(3600)},
+        {"join_at": in_s(3600)},
     ])
 
     # not in a meeting: exit 4 (scheduled), 3 (no such bot)
@@ -483,7 +484,7 @@ def test_max_concurrent_queues_the_third_bot_and_max_in_meeting_sends_leave(make
     one second, which frees the slots the third bot waits for."""
     home = command_home(make_home, probe_dir, runner={"max_concurrent": 2, "max_in_meeting_seconds": 1})
     home.start()
-    join_at = in_ms(AHEAD_S)
+    join_at = in_s(AHEAD_S)
     meta = probe_meta(on_join="out:state joined_recording", on_leave="out:state leaving;exit:0")
     bots = create_many(home, [{"join_at": join_at, "metadata": meta} for _ in range(3)])
     wait_records(probe_dir, bots, "exit")
@@ -561,7 +562,7 @@ class Follower:
 
 def test_wait_and_events_follow_stream_live_with_a_real_runner(rig):
     home = rig.home
-    join_at = in_ms(AHEAD_S + 1)
+    join_at = in_s(AHEAD_S + 1)
     bot_id, failing = create_many(home, [
         {"join_at": join_at,
          "metadata": probe_meta(on_join="out:state waiting_room;sleep:0.5;out:state joined_recording;sleep:0.5;"
@@ -719,10 +720,10 @@ def test_restart_keeps_runners_no_double_start_no_double_join_nothing_stranded(m
     def crash_and_restart(how: str) -> dict[str, Any]:
         home = homes[how]
         home.start()
-        plan = {"in_meeting": in_ms(AHEAD_S), "dies_in_meeting": in_ms(AHEAD_S)}
+        plan = {"in_meeting": in_s(AHEAD_S), "dies_in_meeting": in_s(AHEAD_S)}
         ids = dict(zip(plan, create_many(home, [{"join_at": at, "metadata": in_call} for at in plan.values()])))
         wait_records(probe_dir, list(ids.values()), "stdin", "join")
-        staged = {"staged_1": in_ms(6), "dies_staged": in_ms(6.5)}  # staged at once
+        staged = {"staged_1": in_s(6), "dies_staged": in_s(6.5)}  # staged at once
         ids.update(zip(staged, create_many(home, [{"join_at": at} for at in staged.values()])))
         plan.update(staged)
         starts = {name: wait_until(lambda b=bot_id: records(probe_dir, b, "start"), 5, what=f"{name}'s runner")[0]

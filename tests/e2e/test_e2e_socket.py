@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .helpers import ID_RE, pid_alive
+from tests.support.home import ID_RE, pid_alive
 
 URL = "https://zoom.us/j/99"
 FAR = "2028-05-01T12:00:00Z"

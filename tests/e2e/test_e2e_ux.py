@@ -31,19 +31,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from .helpers import (
-    ALL_STATES,
-    BOTSCHED,
-    CALL_TIMEOUT_S,
-    ID_RE,
-    UTC,
-    Home,
-    assert_clean_error,
-    merge_config,
-    parse_z,
-    pid_alive,
-    wait_until,
-)
+from tests.support.home import ALL_STATES, BOTSCHED, CALL_TIMEOUT_S, ID_RE, assert_clean_error, Home, merge_config, pid_alive, wait_until
+from tests.support.times import UTC, parse_z
 
 REPO = Path(__file__).resolve().parents[2]
 COMPLETIONS = REPO / "completions"

@@ -11,7 +11,8 @@ from datetime import datetime
 
 import pytest
 
-from .helpers import ID_RE, MICRO_Z_RE, UTC, assert_clean_error, in_ms, parse_z
+from tests.support.home import ID_RE, MICRO_Z_RE, assert_clean_error
+from tests.support.times import UTC, in_s, parse_z
 
 URL = "https://zoom.us/j/42"
 FAR = "2028-05-01T12:00:00Z"
@@ -136,7 +137,7 @@ def test_events_follow_json_streams_live_into_a_pipe(module_home):
     home = module_home
     proc, lines = _follow(home, "--json")
     try:
-        join_at = in_ms(2.0)
+        join_at = in_s(2.0)
         bot_id = home.create(URL, "--join-at", join_at)
         got = _collect(lines, lambda g: bot_id.encode() in g[-1][1] and b'"ended"' in g[-1][1], timeout=15)
         assert proc.poll() is None, "events --follow must keep running"

@@ -1,4 +1,5 @@
-"""Fixtures of the reliability tests, the ``soak`` marker, and the figures summary.
+"""The ``soak`` marker of the reliability tests and their figures summary (the home
+fixtures are shared: ``tests/conftest.py``).
 
 The long variants run with ``BOTSCHED_SOAK=1`` (more kill cycles, a 30 s load, more fuzz
 cases); ``-m soak`` selects only the tests that have a long variant.
@@ -8,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
 
 import pytest
+from _pytest.terminal import TerminalReporter
 
-from .relhelpers import FIGURES, Homes, RelHome
+from .relhelpers import FIGURES
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     if not FIGURES:
         return
     terminalreporter.section("botsched reliability figures")
@@ -31,24 +32,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
     if target:
         with open(target, "w") as handle:
             json.dump(FIGURES, handle, indent=2, default=str)
-
-
-@pytest.fixture
-def make_home() -> Iterator[Homes]:
-    """Factory: ``make_home(config_overrides)`` -> a fresh RelHome; everything it started is
-    killed at teardown (daemons, runners), mounts undone, the directory removed."""
-    homes = Homes()
-    yield homes
-    homes.close()
-
-
-@pytest.fixture(scope="module")
-def module_homes() -> Iterator[Homes]:
-    homes = Homes()
-    yield homes
-    homes.close()
-
-
-@pytest.fixture
-def home(make_home: Callable[..., RelHome]) -> RelHome:
-    return make_home()

@@ -160,10 +160,10 @@ BAD = [
 
 
 @pytest.fixture(scope="module")
-def populated(module_homes, tmp_path_factory):
+def populated(module_make_home, tmp_path_factory):
     """A home with a far scheduled bot, a bot holding a dedup key, an ended bot, files for
     ``--from``; and its ``list --json --limit 0`` baseline."""
-    home = module_homes()
+    home = module_make_home()
     home.ok("daemon", "start")
     sched = home.create(URL, "--join-at", FAR, "--metadata", "role=scheduled")
     home.create("https://meet.google.com/abc-defg-hij", "--join-at", "2029-01-01T00:00:00.250Z",

@@ -11,10 +11,7 @@ within ``misfire_grace_seconds``, and is ``fatal_error`` "missed" beyond it.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -24,12 +21,13 @@ from typing import Any
 import pytest
 
 from botsched.core import config as config_mod
-from botsched.daemon import scheduler as scheduler_mod
 from botsched.core.config import Config
-from botsched.daemon.runners.base import Runner
+from botsched.core.timeparse import format_instant, to_us
+from botsched.daemon import scheduler as scheduler_mod
 from botsched.daemon.scheduler import Scheduler
 from botsched.daemon.store import NewBot, Store
-from botsched.core.timeparse import format_instant, to_us
+from tests.support.fakes import FakeClock, RecordingRunner
+from tests.support.tmpfs import fast_dir
 
 S = 1_000_000
 HOUR = 3600 * S
@@ -39,52 +37,11 @@ T0 = to_us(datetime(2026, 6, 1, 9, 0, 0, tzinfo=timezone.utc))
 LATE_RE = re.compile(r"joined (\d+(?:\.\d+)?)s late")
 
 
-class FakeClock:
-    def __init__(self, now_us: int) -> None:
-        self.t = now_us
-
-    def now_us(self) -> int:
-        return self.t
-
-
-class RecordingRunner(Runner):
-    kind = "recording"
-
-    def __init__(self, config: Config) -> None:
-        super().__init__(config, lambda *args: None)
-        self.calls: list[tuple[str, str]] = []
-
-    def stage(self, bot: dict[str, Any]) -> None:
-        self.calls.append(("stage", bot["id"]))
-
-    def join(self, bot_id: str) -> None:
-        self.calls.append(("join", bot_id))
-
-    def leave(self, bot_id: str) -> None:
-        self.calls.append(("leave", bot_id))
-
-    def resume(self, bot: dict[str, Any], since_us: int) -> None:
-        self.calls.append(("resume", bot["id"]))
-
-    def discard(self, bot_id: str) -> None:
-        self.calls.append(("discard", bot_id))
-
-    def ops(self, op: str) -> list[str]:
-        return [bot_id for name, bot_id in self.calls if name == op]
-
-
 @pytest.fixture
 def db_dir(tmp_path: Path) -> Iterator[Path]:
     """On tmpfs when possible: the store fsyncs, and the machine's disk is shared."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path
-        return
-    path = Path(tempfile.mkdtemp(prefix="botsched-rel-", dir=shm))
-    try:
+    with fast_dir(tmp_path, "botsched-rel-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class Rig:

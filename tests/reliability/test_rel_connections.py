@@ -31,7 +31,9 @@ import pytest
 
 from botsched.daemon import main as daemon_mod
 
-from .relhelpers import Client, Lost, assert_clean_error, fd_count, in_s, is_root, pid_alive, wait_until
+from tests.support.home import assert_clean_error, Client, Lost, pid_alive, wait_until
+from tests.support.times import in_s
+from .relhelpers import fd_count, is_root
 
 URL = "https://meet.google.com/abc-defg-hij"
 FAR = in_s(200 * 86400)  # far enough never to come due, within the 3-year limit

@@ -33,18 +33,9 @@ from typing import Any
 
 import pytest
 
-from .relhelpers import (
-    SOAK,
-    UTC,
-    Client,
-    Lost,
-    RelHome,
-    integrity,
-    iso_ms,
-    open_ro,
-    parse_z,
-    record_figures,
-)
+from tests.support.home import Client, Home, Lost
+from tests.support.times import UTC, iso_ms, z_seconds
+from .relhelpers import SOAK, integrity, open_ro, record_figures
 
 KILLS = int(os.environ.get("BOTSCHED_CRASH_KILLS", "300" if SOAK else "50"))
 WORKERS = 4
@@ -123,11 +114,11 @@ class Gate:
 
 
 def _ms(text: str) -> int:
-    return round(parse_z(text) * 1000)
+    return round(z_seconds(text) * 1000)
 
 
 class Worker(threading.Thread):
-    def __init__(self, number: int, home: RelHome, ledger: Ledger, gate: Gate, seed: int) -> None:
+    def __init__(self, number: int, home: Home, ledger: Ledger, gate: Gate, seed: int) -> None:
         super().__init__(daemon=True, name=f"crash-worker-{number}")
         self.number = number
         self.home = home
@@ -363,10 +354,10 @@ class CrashRun:
 
 
 @pytest.fixture(scope="module")
-def crash_run(module_homes, tmp_path_factory) -> CrashRun:
+def crash_run(module_make_home, tmp_path_factory) -> CrashRun:
     """The harness, run once for the module; the tests below each assert one property."""
     rec_dir = tmp_path_factory.mktemp("records")
-    home = module_homes({
+    home = module_make_home({
         "scheduler": {"stage_lead_seconds": 1, "misfire_grace_seconds": 300},
         "runner": {"kind": "command", "command": ["/bin/sh", str(RECORDER)], "env": {"REC_DIR": str(rec_dir)},
                    "max_concurrent": 200, "leave_grace_seconds": 5},

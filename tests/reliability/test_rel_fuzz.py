@@ -24,7 +24,8 @@ import pytest
 from botsched.daemon import main as daemon_mod
 from botsched.core import protocol
 
-from .relhelpers import SOAK, Client, Lost, assert_clean_error, fd_count, pid_alive, record_figures, rss_kib
+from tests.support.home import assert_clean_error, Client, Lost, pid_alive
+from .relhelpers import SOAK, fd_count, record_figures, rss_kib
 
 CASES = int(os.environ.get("BOTSCHED_FUZZ_CASES", "100000" if SOAK else "10000"))
 THREADS = 6
@@ -312,8 +313,8 @@ def _normal_client(path: str, bot_id: str, stop: threading.Event, result: FuzzRe
 
 
 @pytest.fixture(scope="module")
-def fuzz_home(module_homes):
-    home = module_homes()
+def fuzz_home(module_make_home):
+    home = module_make_home()
     home.launch()
     with home.client() as conn:
         bot_id = conn.ok("create", meeting_url="https://zoom.us/j/keep", join_at=FAR)["id"]

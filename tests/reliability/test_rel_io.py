@@ -48,7 +48,7 @@ from botsched.core.timeparse import (
     system_zone,
 )
 
-from .relhelpers import CALL_TIMEOUT_S, ID_RE, RelHome, assert_clean_error
+from tests.support.home import CALL_TIMEOUT_S, ID_RE, assert_clean_error, Home
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,20 +246,20 @@ def test_a_bug_after_a_change_exits_0_with_a_warning(capsys: pytest.CaptureFixtu
 
 
 @pytest.fixture
-def live(make_home: Any) -> RelHome:
+def live(make_home: Any) -> Home:
     home = make_home()
     home.launch()
     return home
 
 
-def sh(home: RelHome, script: str, env: dict[str, str] | None = None,
+def sh(home: Home, script: str, env: dict[str, str] | None = None,
        timeout: float = CALL_TIMEOUT_S * 2) -> subprocess.CompletedProcess[str]:
     """``script`` in bash with the home's environment (``botsched`` on PATH)."""
     return subprocess.run(["bash", "-c", script], env={**home.env, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def bots(home: RelHome) -> list[dict[str, Any]]:
+def bots(home: Home) -> list[dict[str, Any]]:
     return home.json("list", "--limit", "0")
 
 
@@ -286,7 +286,7 @@ def only_warnings(result: subprocess.CompletedProcess[str], count: int = 1) -> l
         ("EST5EDT,M3.2.0,M11.1.0", f"{NEXT_YEAR}-07-15T12:00", f"{NEXT_YEAR}-07-15T16:00:00Z"),
     ],
 )
-def test_posix_tz_is_honoured_on_both_paths_and_displayed(live: RelHome, tz: str, local: str, utc: str) -> None:
+def test_posix_tz_is_honoured_on_both_paths_and_displayed(live: Home, tz: str, local: str, utc: str) -> None:
     env = {"TZ": tz}
     fast = live.ok("create", "-q", URL, "--join-at", local, env=env).stdout.strip()  # the fast path
     assert ID_RE.match(fast)
@@ -306,7 +306,7 @@ def test_posix_tz_is_honoured_on_both_paths_and_displayed(live: RelHome, tz: str
     assert f"joins {local[:10]} {hour}:00 {name}" in typer.stdout, typer.stdout
 
 
-def test_a_tz_that_is_no_zone_is_refused_before_anything_is_created(live: RelHome) -> None:
+def test_a_tz_that_is_no_zone_is_refused_before_anything_is_created(live: Home) -> None:
     for args in (["create", "-q", URL, "--join-at", f"{NEXT_YEAR}-01-15T12:00"],
                  ["create", URL, "--join-at", f"{NEXT_YEAR}-01-15T12:00"]):
         result = live.run(*args, env={"TZ": "Nowhere/Land"})
@@ -338,7 +338,7 @@ def assert_no_raw_controls(text: str, where: str) -> None:
     assert not found, f"{where} printed raw {found!r}: {text!r}"
 
 
-def test_terminal_escapes_in_an_invite_are_shown_escaped_everywhere(live: RelHome, tmp_path: Path) -> None:
+def test_terminal_escapes_in_an_invite_are_shown_escaped_everywhere(live: Home, tmp_path: Path) -> None:
     start = (datetime.now(UTC) + timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
     ics = tmp_path / "evil.ics"
     ics.write_bytes(_ics(HOSTILE, start))
@@ -362,7 +362,7 @@ def test_terminal_escapes_in_an_invite_are_shown_escaped_everywhere(live: RelHom
     assert "\x9b" not in live.ok("show", bot["id"], "--json").stdout
 
 
-def test_escapes_in_metadata_errors_and_warnings_are_not_obeyed(live: RelHome, tmp_path: Path) -> None:
+def test_escapes_in_metadata_errors_and_warnings_are_not_obeyed(live: Home, tmp_path: Path) -> None:
     bot_id = live.ok("create", "-q", URL, "--join-at", "+1h", "--metadata", f"note={ESC_CLEAR}x").stdout.strip()
     for args in (["show", bot_id], ["list"]):
         assert_no_raw_controls(live.ok(*args).stdout, " ".join(args))
@@ -381,7 +381,7 @@ def test_escapes_in_metadata_errors_and_warnings_are_not_obeyed(live: RelHome, t
 # =====================================================================================
 
 
-def test_join_at_beyond_three_years_is_refused_at_every_entry_point(live: RelHome) -> None:
+def test_join_at_beyond_three_years_is_refused_at_every_entry_point(live: Home) -> None:
     for args in (["create", "-q", URL, "--join-at", "9999-06-01T12:00:00Z"],
                  ["create", URL, "--join-at", "9999-06-01T12:00:00Z"],
                  ["create", "--json", URL, "--join-at", "+1462d"],
@@ -402,7 +402,7 @@ def test_join_at_beyond_three_years_is_refused_at_every_entry_point(live: RelHom
     assert live.ok("create", "-q", URL, "--join-at", "+1000d").returncode == 0  # under three years: fine
 
 
-def test_a_bot_stored_for_year_9999_still_shows_east_of_utc(live: RelHome) -> None:
+def test_a_bot_stored_for_year_9999_still_shows_east_of_utc(live: Home) -> None:
     """Refused now, but a store from before may hold one: list and show must not fail."""
     bot_id = live.create(URL, "--join-at", "+1h")
     far = "9999-12-31T23:00:00Z"
@@ -428,7 +428,7 @@ def test_a_bot_stored_for_year_9999_still_shows_east_of_utc(live: RelHome) -> No
 # =====================================================================================
 
 
-def test_create_with_stdout_closed_exits_0_once_and_a_retrying_script_makes_no_duplicate(live: RelHome) -> None:
+def test_create_with_stdout_closed_exits_0_once_and_a_retrying_script_makes_no_duplicate(live: Home) -> None:
     for args in ("-q", "--json", ""):  # fast path (-q, --json) and the Typer path (human output)
         result = sh(live, f"botsched create {args} {URL} --join-at +1h >&-")
         no_traceback(result)
@@ -440,7 +440,7 @@ def test_create_with_stdout_closed_exits_0_once_and_a_retrying_script_makes_no_d
     assert len(bots(live)) == 4
 
 
-def test_read_commands_with_stdout_closed_fail_cleanly(live: RelHome) -> None:
+def test_read_commands_with_stdout_closed_fail_cleanly(live: Home) -> None:
     bot_id = live.create(URL, "--join-at", "+1h")
     for args in ("list --json", f"show {bot_id} --json", "list", f"show {bot_id}", "events --json", "events",
                  "config show", "daemon status --json"):
@@ -450,7 +450,7 @@ def test_read_commands_with_stdout_closed_fail_cleanly(live: RelHome) -> None:
         assert result.stderr == "error: cannot write the output: stdout is closed (Bad file descriptor)\n", args
 
 
-def test_changes_with_stdout_closed_are_made_whole(live: RelHome) -> None:
+def test_changes_with_stdout_closed_are_made_whole(live: Home) -> None:
     one, two = live.create(URL, "--join-at", "+1h"), live.create(URL, "--join-at", "+1h")
     cancel = sh(live, f"botsched cancel {one} {two} >&-")
     assert cancel.returncode == 0 and f"cancelled {one}; cancelled {two}" in only_warnings(cancel)[0], cancel.stderr
@@ -465,13 +465,13 @@ def test_changes_with_stdout_closed_are_made_whole(live: RelHome) -> None:
     assert len(bots(live)) == 2
 
 
-def _many_bots(home: RelHome, count: int) -> None:
+def _many_bots(home: Home, count: int) -> None:
     lines = "".join(json.dumps({"meeting_url": URL, "join_at": "+2h", "bot_name": f"bot {n}"}) + "\n"
                     for n in range(count))
     assert len(home.ok("create", "--from", "-", "-q", input=lines).stdout.split()) == count
 
 
-def test_a_broken_pipe_exits_141_without_a_word(live: RelHome) -> None:
+def test_a_broken_pipe_exits_141_without_a_word(live: Home) -> None:
     _many_bots(live, 3000)  # 200+ KiB in each form: the pipe fills, head has left, we write on
     for args in ("events", "events --json", "list --json --limit 0", "list --limit 0"):
         result = sh(live, f"set -o pipefail; botsched {args} | head -1 >/dev/null")
@@ -484,7 +484,7 @@ def test_a_broken_pipe_exits_141_without_a_word(live: RelHome) -> None:
         assert gone.stdout.strip() == "141" and gone.stderr == "", (args, gone)
 
 
-def test_a_broken_pipe_after_a_create_says_what_was_created(live: RelHome) -> None:
+def test_a_broken_pipe_after_a_create_says_what_was_created(live: Home) -> None:
     result = sh(live, f"botsched create -q {URL} --join-at +1h | {{ exec 0<&-; sleep 3; }}; echo ${{PIPESTATUS[0]}}")
     assert result.stdout.strip() == "141", result
     [warning] = only_warnings(result)

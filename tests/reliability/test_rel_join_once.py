@@ -32,7 +32,9 @@ from botsched.daemon.scheduler import Scheduler
 from botsched.daemon.store import NewBot, StorageError, Store
 from botsched.core.timeparse import format_instant
 
-from .relhelpers import Client, can_mount, in_s, parse_z, record_figures, retry, wait_until
+from tests.support.home import Client, wait_until
+from tests.support.times import in_s, z_seconds
+from .relhelpers import can_mount, record_figures, retry
 
 S = 1_000_000
 T0 = 1_900_000_000 * S
@@ -256,7 +258,7 @@ def test_kills_right_after_join_at_never_send_join_twice(make_home, tmp_path: Pa
         with home.client() as client:
             join_at = in_s(2.5)
             _bulk_create(client, [{"meeting_url": f"{URL}{trial}{n}", "join_at": join_at} for n in range(60)])
-        delay = parse_z(join_at) - time.time() + 0.001 * (1 + trial)
+        delay = z_seconds(join_at) - time.time() + 0.001 * (1 + trial)
         time.sleep(max(delay, 0))
         home.sigkill()
         home.launch()
@@ -360,7 +362,7 @@ def test_a_full_disk_at_join_time_sends_join_once_and_does_not_claim_lateness(ma
                     pass
         finally:
             os.close(fd)
-        time.sleep(max(0.0, parse_z(join_at) + 4 - time.time()))
+        time.sleep(max(0.0, z_seconds(join_at) + 4 - time.time()))
         _, joins = _starts_and_joins(rec_dir)
         filler.unlink()
         assert joins.get(bot_id) == 1, f"the runner read join {joins.get(bot_id)} times on a full disk"

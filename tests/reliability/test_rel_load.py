@@ -17,7 +17,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from .relhelpers import SOAK, UTC, Client, Lost, iso_ms, parse_z, percentile, record_figures
+from tests.support.home import Client, Lost
+from tests.support.times import UTC, iso_ms, z_seconds
+from .relhelpers import SOAK, percentile, record_figures
 
 CLIENTS = 50
 WINDOW_S = float(os.environ.get("BOTSCHED_LOAD_SECONDS", "30" if SOAK else "10"))
@@ -141,12 +143,12 @@ def test_50_clients_while_1000_bots_come_due(make_home):
     due_ids = home.ok("create", "--from", "-", "-q", input=lines, timeout=120).stdout.split()
     assert len(due_ids) == DUE
     join_at = dict(zip(due_ids, joins))
-    first_join = min(parse_z(j) for j in joins)
+    first_join = min(z_seconds(j) for j in joins)
     assert time.time() < first_join - 0.5, "creating the due bots took too long; nothing would be measured"
 
     follower = Follower(str(home.socket))
     follower.start()
-    until = time.monotonic() + (parse_z(max(joins)) - time.time()) + 0.5
+    until = time.monotonic() + (z_seconds(max(joins)) - time.time()) + 0.5
     clients = [LoadClient(n, str(home.socket), due_ids, until) for n in range(CLIENTS)]
     started = time.monotonic()
     for client in clients:
@@ -165,9 +167,9 @@ def test_50_clients_while_1000_bots_come_due(make_home):
         events = conn.events()
     joining = Counter(e["bot_id"] for e in events if e["state"] == "joining")
     fatal = {e["bot_id"]: e["detail"] for e in events if e["state"] == "fatal_error" and e["bot_id"] in join_at}
-    lateness_ms = [(parse_z(e["at"]) - parse_z(join_at[e["bot_id"]])) * 1000
+    lateness_ms = [(z_seconds(e["at"]) - z_seconds(join_at[e["bot_id"]])) * 1000
                    for e in events if e["state"] == "joining" and e["bot_id"] in join_at]
-    observed_ms = [(t - parse_z(join_at[b])) * 1000 for b, t in follower.joining.items() if b in join_at]
+    observed_ms = [(t - z_seconds(join_at[b])) * 1000 for b, t in follower.joining.items() if b in join_at]
     late_details = [e["detail"] for e in events if e["state"] == "joining" and e["bot_id"] in join_at and e["detail"]]
 
     failures = [f for client in clients for f in client.failures]

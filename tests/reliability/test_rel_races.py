@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 
-from .relhelpers import UTC, Client, Lost, iso_ms, parse_z, record_figures
+from tests.support.home import Client, Lost
+from tests.support.times import UTC, iso_ms, z_seconds
+from .relhelpers import record_figures
 
 LEAD_S = 2.0
 SPREAD_S = 0.15
@@ -125,7 +127,7 @@ def test_cancel_and_reschedule_racing_staging_have_exactly_one_winner(race_home)
     plan = []
     new_join = {}
     for i, bot_id in enumerate(ids):
-        fire = parse_z(joins[i]) - LEAD_S + offset + rng.uniform(-SPREAD_S, SPREAD_S)
+        fire = z_seconds(joins[i]) - LEAD_S + offset + rng.uniform(-SPREAD_S, SPREAD_S)
         if i % 2 == 0:
             plan.append((fire, "cancel", {"id": bot_id}))
         else:
@@ -300,7 +302,7 @@ def test_the_cli_reports_the_loser_with_exit_3_or_4(race_home):
         twice = [(bot_id, pool.submit(home.run, "cancel", bot_id), pool.submit(home.run, "cancel", bot_id))
                  for bot_id in far]
         # a CLI process takes a few hundred ms to start: aim the cancels around the stage moment
-        staging = [(bot_id, pool.submit(cancel_at, bot_id, parse_z(join) - LEAD_S + offset - 0.35 + (i % 3) * 0.2))
+        staging = [(bot_id, pool.submit(cancel_at, bot_id, z_seconds(join) - LEAD_S + offset - 0.35 + (i % 3) * 0.2))
                    for i, (bot_id, join) in enumerate(zip(near, joins))]
         problems = []
         for bot_id, one, two in twice:

@@ -13,7 +13,7 @@
   by its tail; stdin never reaches EOF when the daemon goes away (the README says so).
 
 Every process these tests start carries the home's ``BOTSCHED_HOME`` and is killed at
-teardown (``RelHome.cleanup``), leftover ``yes`` children included.
+teardown (``Home.cleanup``), leftover ``yes`` children included.
 """
 
 from __future__ import annotations
@@ -29,17 +29,9 @@ from botsched.client import systemd
 from botsched.daemon.main import MAX_CONNECTIONS
 from botsched.daemon.runners import base
 
-from .relhelpers import (
-    Client,
-    Lost,
-    in_s,
-    make_short_dir,
-    parse_z,
-    processes_of_home,
-    record_figures,
-    rss_kib,
-    wait_until,
-)
+from tests.support.home import Client, Lost, make_short_dir, processes_of_home, wait_until
+from tests.support.times import in_s, z_seconds
+from .relhelpers import record_figures, rss_kib
 
 URL = "https://zoom.us/j/1010"
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,7 +129,7 @@ def test_a_leftover_child_writing_for_ever_does_not_freeze_the_daemon(make_home,
     bot = _bot(home, punctual)
     joining = [e for e in bot["events"] if e["state"] == "joining"]
     assert joining, bot["events"]
-    late_s = parse_z(joining[0]["at"]) - parse_z(bot["join_at"])
+    late_s = z_seconds(joining[0]["at"]) - z_seconds(bot["join_at"])
     assert late_s < 0.5, f"the punctual bot joined {late_s:.3f} s late"
     assert rss_peak - rss_before < 30 * 1024, f"daemon RSS grew from {rss_before} to {rss_peak} KiB"
     record_figures(f"leftover child ({kind})", ping_max_ms=round(max(latencies)), punctual_late_ms=round(late_s * 1000, 1),
@@ -339,7 +331,7 @@ def test_runners_beyond_the_descriptor_limit_are_refused_at_staging_and_joins_st
         lines = (rec / bot["id"]).read_text().splitlines()
         assert lines == ["start", "join"], (bot["id"], lines)
         assert sum(e["state"] == "joining" for e in bot["events"]) == 1
-        late_s = parse_z(next(e["at"] for e in bot["events"] if e["state"] == "joining")) - parse_z(bot["join_at"])
+        late_s = z_seconds(next(e["at"] for e in bot["events"] if e["state"] == "joining")) - z_seconds(bot["join_at"])
         assert late_s < 0.5, f"{bot['id']} joined {late_s:.3f} s late"
     assert not any("missed" in (e["detail"] or "") for b in bots.values() for e in b["events"])
     assert len(os.listdir(f"/proc/{pid}/fd")) < 128

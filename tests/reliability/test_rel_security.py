@@ -25,7 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from .relhelpers import assert_clean_error, in_s, is_root, make_short_dir, pid_alive, wait_until
+from tests.support.home import assert_clean_error, make_short_dir, pid_alive, wait_until
+from tests.support.times import in_s
+from .relhelpers import is_root
 
 URL = "https://meet.google.com/abc-defg-hij"
 FAR = "2028-05-01T12:00:00Z"

@@ -26,7 +26,9 @@ from botsched.daemon.store import schema as store_mod  # the schema version and 
 from botsched.core.errors import BotschedError
 from botsched.daemon.store import NewBot, Store
 
-from .relhelpers import assert_clean_error, can_chattr, can_mount, integrity, is_root, parse_z, pid_alive, sha256
+from tests.support.home import assert_clean_error, pid_alive
+from tests.support.times import z_seconds
+from .relhelpers import can_chattr, can_mount, integrity, is_root, sha256
 
 URL = "https://zoom.us/j/42"
 FAR = "2028-05-01T12:00:00Z"
@@ -180,7 +182,7 @@ def test_a_read_only_database_does_not_leave_due_bots_silently_stuck(make_home, 
     if start.returncode != 0:
         assert_clean_error(start, 5)
         return
-    time.sleep(max(0.0, parse_z(home.show(due)["join_at"]) + 2.0 - time.time()))  # join time + 2 s
+    time.sleep(max(0.0, z_seconds(home.show(due)["join_at"]) + 2.0 - time.time()))  # join time + 2 s
     bot = home.show(due)
     log = home.log.read_text(errors="replace")
     assert bot["state"] != "scheduled", (

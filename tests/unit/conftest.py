@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.tmpfs import fast_dir
+
 
 @pytest.fixture
 def tmp_path(tmp_path: Path) -> Iterator[Path]:
-    """A private temporary directory, on tmpfs when there is one.
-
-    The store commits with ``synchronous=FULL`` (an fsync per transaction); on a disk busy
-    with other test suites that alone can take seconds. tmpfs keeps these tests fast and
-    their timing independent of the machine's disk load."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path
-        return
-    path = Path(tempfile.mkdtemp(prefix="botsched-unit-", dir=shm))
-    try:
+    """A private temporary directory, on tmpfs when there is one (the store fsyncs every
+    transaction; a disk busy with other suites would make these tests slow and flaky)."""
+    with fast_dir(tmp_path, "botsched-unit-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)

@@ -11,66 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from unit_fakes import FakeClock
 
 from botsched.core import config as config_mod
 from botsched.core.config import Config
-from botsched.daemon.runners.base import Runner, RunnerError
-from botsched.daemon.scheduler import Scheduler
 from botsched.core.model import NewBot
-from botsched.daemon.store import Store
 from botsched.core.timeparse import format_instant, to_us
+from botsched.daemon.runners.base import RunnerError
+from botsched.daemon.scheduler import Scheduler
+from botsched.daemon.store import Store
+from tests.support.fakes import FakeClock, RecordingRunner
 
 S = 1_000_000
 LEAD = 10 * S
 GRACE = 300 * S
 T0 = to_us(datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc))
 URL = "https://meet.example.com/abc"
-
-
-class RecordingRunner(Runner):
-    """Records every call; ``fail[op] = message`` makes ``op`` raise ``RunnerError``."""
-
-    kind = "recording"
-
-    def __init__(self, config: Config, cap: int | None = None) -> None:
-        super().__init__(config, lambda *args: None)
-        self.calls: list[tuple[Any, ...]] = []
-        self.fail: dict[str, str] = {}
-        self.cap = cap
-        self.active: set[str] = set()
-
-    def _check(self, op: str) -> None:
-        if op in self.fail:
-            raise RunnerError(self.fail[op])
-
-    def stage(self, bot: dict[str, Any]) -> None:
-        self.calls.append(("stage", bot["id"], bot["state"]))
-        self._check("stage")
-        self.active.add(bot["id"])
-
-    def join(self, bot_id: str) -> None:
-        self.calls.append(("join", bot_id))
-        self._check("join")
-
-    def leave(self, bot_id: str) -> None:
-        self.calls.append(("leave", bot_id))
-        self._check("leave")
-
-    def resume(self, bot: dict[str, Any], since_us: int) -> None:
-        self.calls.append(("resume", bot["id"], bot["state"], since_us))
-        self._check("resume")
-        self.active.add(bot["id"])
-
-    def discard(self, bot_id: str) -> None:
-        self.calls.append(("discard", bot_id))
-        self.active.discard(bot_id)
-
-    def free_slots(self) -> int | None:
-        return None if self.cap is None else self.cap - len(self.active)
-
-    def ops(self, op: str) -> list[str]:
-        return [call[1] for call in self.calls if call[0] == op]
 
 
 def make_config(**overrides: Any) -> Config:

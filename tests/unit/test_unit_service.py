@@ -9,47 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from unit_fakes import FakeClock
 
 from botsched.core import config as config_mod
 from botsched.core import states
 from botsched.core.config import Config
 from botsched.core.errors import BotschedError, Conflict, InvalidInput, NotFound
 from botsched.core.paths import resolve_paths
-from botsched.daemon.runners.base import Runner, RunnerError
-from botsched.daemon.scheduler import Scheduler
+from botsched.core.timeparse import format_instant, parse_instant, to_us
 from botsched.daemon.hub import EventHub
+from botsched.daemon.scheduler import Scheduler
 from botsched.daemon.service import BotService
 from botsched.daemon.store import Store
-from botsched.core.timeparse import format_instant, parse_instant, to_us
+from tests.support.fakes import FakeClock, RecordingRunner
 
 S = 1_000_000
 T0 = to_us(datetime(2026, 5, 4, 9, 30, 15, 250000, tzinfo=timezone.utc))
 URL = "https://meet.google.com/gvy-zzra-ktd"
 FUTURE = "2026-05-04T12:00:00Z"
-
-
-class RecordingRunner(Runner):
-    kind = "recording"
-
-    def __init__(self, config: Config) -> None:
-        super().__init__(config, lambda *args: None)
-        self.calls: list[tuple[Any, ...]] = []
-        self.fail_leave: str | None = None
-
-    def stage(self, bot: dict[str, Any]) -> None:
-        self.calls.append(("stage", bot["id"]))
-
-    def join(self, bot_id: str) -> None:
-        self.calls.append(("join", bot_id))
-
-    def leave(self, bot_id: str) -> None:
-        self.calls.append(("leave", bot_id))
-        if self.fail_leave:
-            raise RunnerError(self.fail_leave)
-
-    def resume(self, bot: dict[str, Any], since_us: int) -> None:
-        self.calls.append(("resume", bot["id"]))
 
 
 def build(tmp_path: Path, **overrides: Any) -> BotService:
@@ -364,7 +340,7 @@ def test_leave_failing_in_the_runner_is_a_clear_error_not_internal(svc: BotServi
     # "internal error" (exit 1, "a bug") instead of a one-line error with a proper code.
     bot = create(svc)
     svc.scheduler.tick()
-    svc.scheduler.runner.fail_leave = "its runner is not running"
+    svc.scheduler.runner.fail["leave"] = "its runner is not running"
     with pytest.raises(BotschedError) as info:
         svc.leave({"id": bot["id"]})
     assert info.value.exit_code != 1
