@@ -72,9 +72,7 @@ class Metric:
             return None
         if self.at_most is not None and value > self.at_most:
             return False
-        if self.at_least is not None and value < self.at_least:
-            return False
-        return True
+        return not (self.at_least is not None and value < self.at_least)
 
     def show(self, value: float | None) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):

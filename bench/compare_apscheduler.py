@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     US,
     Metric,
     bench_args,
@@ -38,7 +38,7 @@ from _common import (  # noqa: E402
     summary_ms,
     verdict_mark,
 )
-from punctuality import Workload, default_workload, run_once  # noqa: E402
+from punctuality import Workload, default_workload, run_once
 
 INSTALL_HINT = "pip install 'apscheduler<4' sqlalchemy"
 

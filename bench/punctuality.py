@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     BENCH_DIR,
     US,
     BenchDaemon,
@@ -105,7 +105,7 @@ class JoinWatcher:
             for event in self._conn.stream("events", follow=True):
                 if event.get("state") == "joining":
                     self.seen_us[event["bot_id"]] = now_us()
-        except Exception:  # the stream ends when we shut the socket down
+        except Exception:  # noqa: BLE001 - the stream ends when we shut the socket down
             pass
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ the standard library's.)
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,7 +17,7 @@ from botsched import calsync
 from botsched.core.timeparse import to_us
 from tests.support.home import Home
 
-UTC = timezone.utc
+UTC = UTC
 FIXTURES = Path(__file__).parent / "fixtures"
 BERLIN = ZoneInfo("Europe/Berlin")
 #: The fixtures' week starts on this Monday.

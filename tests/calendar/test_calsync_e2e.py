@@ -10,14 +10,14 @@ import json
 import re
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from calsync_helpers import ANCHOR, Home, actions_by, calendar, shift_days, shifted
 
 from botsched.core.timeparse import format_instant, to_us
 
-UTC = timezone.utc
+UTC = UTC
 BERLIN = ZoneInfo("Europe/Berlin")
 GOOGLE_BOTS = {"Sprint planning", "Customer call: ACME pricing", "Team standup"}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from calsync_helpers import Home, actions_by, calendar, shifted
 
@@ -22,7 +22,7 @@ def test_unreadable_events_are_skipped_and_the_rest_is_synced(home: Home) -> Non
 def test_nothing_readable_is_exit_2_and_changes_nothing(home: Home) -> None:
     home.sync(shifted("thunderbird_one_bad_property.ics"))
     before = home.by_key()
-    day = (datetime.now(timezone.utc) + timedelta(days=3)).strftime("%Y%m%d")
+    day = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y%m%d")
     broken = calendar(f"UID:a\nSUMMARY:A\nDTSTART:{day}T100000Z\nDTSTART:{day}T110000Z\nURL:https://zoom.us/j/1",
                       f"UID:b\nSUMMARY:B\nDTSTART;TZID=:{day}T120000\nURL:https://zoom.us/j/2")
     result = home.run("calendar", "sync", "-", input=broken)

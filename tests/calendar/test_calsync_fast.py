@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -65,7 +65,7 @@ def test_generated_calendars_read_the_same(monkeypatch: pytest.MonkeyPatch, toda
     text = generator().generate(700, today=today, seed=today.toordinal(), days=days)
     if not x_wr:
         text = text.replace("X-WR-TIMEZONE:Europe/Berlin\r\n", "")
-    now_us = to_us(datetime(today.year, today.month, today.day, 12, tzinfo=timezone.utc))
+    now_us = to_us(datetime(today.year, today.month, today.day, 12, tzinfo=UTC))
     slow, fast = both_ways(monkeypatch, text.encode(), now_us, days=days, join_offset_us=-60_000_000)
     assert len(slow[0]) > 20  # the window does hold meetings
     assert fast == slow

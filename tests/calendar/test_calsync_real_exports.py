@@ -7,7 +7,7 @@ failed on the code before the fix (see docs/calendar.md, "Real exports").
 from __future__ import annotations
 
 import re
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 from calsync_helpers import BERLIN, NOW_US, by_summary, calendar, expand, fixture_bytes, us
@@ -15,7 +15,7 @@ from calsync_helpers import BERLIN, NOW_US, by_summary, calendar, expand, fixtur
 from botsched import calsync
 from botsched.core.errors import InvalidInput
 
-UTC = timezone.utc
+UTC = UTC
 #: What Python's own error text looks like: none of it may reach a user.
 PYTHON_SPEAK = re.compile(
     r"object|attribute|instances of|operand|Traceback|NoneType|'list'|datetime\.|\bdt\b|Error\b|KeyError"

@@ -298,5 +298,5 @@ def test_a_file_source(tmp_path: Path) -> None:
     path = tmp_path / "work.ics"
     path.write_text(calendar(event("a", "20300318T100000Z")))
     assert sources.fetch(sources.parse_source(str(path))).data == path.read_bytes()
-    with pytest.raises(SourceError, match="cannot read .*missing.ics: No such file"):
+    with pytest.raises(SourceError, match=r"cannot read .*missing\.ics: No such file"):
         sources.fetch(sources.parse_source(str(tmp_path / "missing.ics")))

@@ -223,7 +223,9 @@ def test_list_ties_are_stable(store: Store) -> None:
     assert [b["id"] for b in store.list_bots()[0]] == first
 
 
-@pytest.mark.parametrize("limit, count, more", [(2, 2, True), (4, 4, True), (5, 5, False), (6, 5, False), (0, 5, False)])
+@pytest.mark.parametrize(
+    ("limit", "count", "more"), [(2, 2, True), (4, 4, True), (5, 5, False), (6, 5, False), (0, 5, False)]
+)
 def test_list_limit_and_more_flag(store: Store, limit: int, count: int, more: bool) -> None:
     ids = store.insert([bot(T0 + (5 - i) * S) for i in range(5)], T0)
     bots, has_more = store.list_bots(limit=limit)
@@ -522,7 +524,9 @@ def test_events_and_state_since(store: Store) -> None:
     stage(store, a, T0 + 100 * S, T0 + 10 * S)
     store.transition(a, "staged", "joining", T0 + 20 * S, "joined 1s late")
     all_events = store.events()
-    assert [(e.bot_id, e.state) for e in all_events] == [(a, "scheduled"), (b, "scheduled"), (a, "staged"), (a, "joining")]
+    assert [(e.bot_id, e.state) for e in all_events] == [
+        (a, "scheduled"), (b, "scheduled"), (a, "staged"), (a, "joining"),
+    ]
     assert [e.seq for e in all_events] == sorted(e.seq for e in all_events)
     assert len({e.seq for e in all_events}) == 4
     assert [e.state for e in store.events(a)] == ["scheduled", "staged", "joining"]
@@ -532,7 +536,9 @@ def test_events_and_state_since(store: Store) -> None:
     assert store.state_since(a) == ("joining", T0 + 20 * S)
     assert store.state_since(b) == ("scheduled", T0)
     assert last_seq(store) == all_events[-1].seq
-    assert all_events[-1].to_json() == {"state": "joining", "at": format_instant(T0 + 20 * S), "detail": "joined 1s late"}
+    assert all_events[-1].to_json() == {
+        "state": "joining", "at": format_instant(T0 + 20 * S), "detail": "joined 1s late",
+    }
     assert all_events[-1].to_stream_json()["bot_id"] == a
 
 
@@ -544,7 +550,9 @@ def test_note_adds_an_event_without_changing_state(store: Store) -> None:
     store.note(bot_id, T0 + S, "waiting for a runner slot")
     found = fetch(store, bot_id)
     assert found["state"] == "scheduled"
-    assert found["events"][-1] == {"state": "scheduled", "at": format_instant(T0 + S), "detail": "waiting for a runner slot"}
+    assert found["events"][-1] == {
+        "state": "scheduled", "at": format_instant(T0 + S), "detail": "waiting for a runner slot",
+    }
     store.note("bot_AAAAAAAAAAAAAAAA", T0, "nobody")  # an unknown bot: nothing happens
     assert len(store.events()) == 2
 

@@ -6,6 +6,7 @@ import json
 
 from tests.support.home import BOT_KEYS, ID_RE, assert_clean_error
 
+
 def good(tag: str) -> list[dict]:
     """Three valid lines; the dedup key is unique per test (the tests share a daemon)."""
     items = [dict(item) for item in _GOOD]
@@ -91,7 +92,8 @@ def test_only_a_past_time_is_still_all_or_nothing(module_home):
     """The past-time check is the daemon's: it too must refuse the whole file."""
     before = home.list_all()
     items = good("past")
-    lines = [json.dumps(items[0]), json.dumps({"meeting_url": "https://zoom.us/j/9", "join_at": "2001-01-01T00:00:00Z"})]
+    past = {"meeting_url": "https://zoom.us/j/9", "join_at": "2001-01-01T00:00:00Z"}
+    lines = [json.dumps(items[0]), json.dumps(past)]
     result = home.run("create", "--from", "-", input="\n".join(lines) + "\n")
     stderr = assert_clean_error(result, 2, lines=None)
     assert "line 2" in stderr and "past" in stderr
@@ -102,7 +104,7 @@ def test_duplicate_dedup_keys_create_nothing(module_home):
     home = module_home
     before = home.list_all()
     items = good("dup")
-    lines = [json.dumps({**items[0], "deduplication_key": "same"}), json.dumps({**items[1], "deduplication_key": "same"})]
+    lines = [json.dumps({**item, "deduplication_key": "same"}) for item in items[:2]]
     result = home.run("create", "--from", "-", input="\n".join(lines) + "\n")
     assert result.returncode != 0
     assert_clean_error(result, None, lines=None)

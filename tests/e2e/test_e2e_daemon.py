@@ -200,8 +200,8 @@ def test_wait_and_follow_end_cleanly_when_the_daemon_stops(home):
         assert follower.stdout.readline(), "events --follow printed no past event"
         time.sleep(0.5)  # a blocked wait gives no readiness signal: let it connect
         home.ok("daemon", "stop")
-        w_out, w_err = waiter.communicate(timeout=15)
-        f_out, f_err = follower.communicate(timeout=15)
+        _w_out, w_err = waiter.communicate(timeout=15)
+        _f_out, f_err = follower.communicate(timeout=15)
     finally:
         for proc in (waiter, follower):
             if proc.poll() is None:

@@ -37,8 +37,8 @@ def test_sigkill_loses_no_acknowledged_bot_and_a_missed_join_runs_late(make_home
     home = make_home()
     home.start()
     bulk = "".join(
-        json.dumps({"meeting_url": f"{URL}?n={n}", "bot_name": f"bulk {n}", "join_at": f"2028-02-{n % 28 + 1:02d}T09:00:00Z",
-                    "metadata": {"n": str(n)}}) + "\n"
+        json.dumps({"meeting_url": f"{URL}?n={n}", "bot_name": f"bulk {n}",
+                    "join_at": f"2028-02-{n % 28 + 1:02d}T09:00:00Z", "metadata": {"n": str(n)}}) + "\n"
         for n in range(25)
     )
     bulk_ids = home.ok("create", "--from", "-", input=bulk).stdout.split()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tests.support.home import BOT_KEYS, ID_RE, MICRO_Z_RE, assert_clean_error
 from tests.support.times import in_s, parse_z
@@ -112,8 +112,8 @@ def test_show_human_output_and_unknown_bot(module_home):
 
 def test_created_at_is_now(module_home):
     home = module_home
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     bot = home.json("create", "https://x.example.com/m", "--join-at", "2028-01-01T00:00:00Z")
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     created = parse_z(bot["created_at"])
     assert before.replace(microsecond=0) <= created <= after, (before, created, after)

@@ -27,15 +27,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
-from tests.support.home import assert_clean_error, Home, merge_config, pid_alive, wait_until
+from tests.support.home import Home, assert_clean_error, merge_config, pid_alive, wait_until
 from tests.support.times import UTC, in_s, iso_ms, parse_z
 
 PROBE = Path(__file__).with_name("runner_probe.py")
@@ -378,7 +379,8 @@ def test_exit_codes_decide_ended_or_fatal_error(rig):
     assert final["state"] == "fatal_error", final["events"]
     detail = last_detail(final)
     assert re.search(r"\b37\b", detail), f"the exit code is not in the detail: {detail!r}"
-    assert "last words" in detail and "stderr line g" in detail, f"the last stderr lines are not in the detail: {detail!r}"
+    assert "last words" in detail and "stderr line g" in detail, \
+        f"the last stderr lines are not in the detail: {detail!r}"
 
     final = finals[early]
     assert final["state"] == "fatal_error", final["events"]
@@ -489,7 +491,7 @@ def test_max_concurrent_queues_the_third_bot_and_max_in_meeting_sends_leave(make
     bots = create_many(home, [{"join_at": join_at, "metadata": meta} for _ in range(3)])
     wait_records(probe_dir, bots, "exit")
     finals = dict(zip(bots, wait_all(home, bots)))
-    for b, final in finals.items():
+    for final in finals.values():
         assert final["state"] == "ended", final["events"]
 
     # max_in_meeting_seconds: each runner got leave about a second after join, without `botsched leave`

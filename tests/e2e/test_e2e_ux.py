@@ -22,16 +22,27 @@ import termios
 import threading
 import time
 import tomllib
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support.home import ALL_STATES, BOTSCHED, CALL_TIMEOUT_S, ID_RE, assert_clean_error, Home, merge_config, pid_alive, wait_until
+from tests.support.home import (
+    ALL_STATES,
+    BOTSCHED,
+    CALL_TIMEOUT_S,
+    ID_RE,
+    Home,
+    assert_clean_error,
+    merge_config,
+    pid_alive,
+    wait_until,
+)
 from tests.support.times import UTC, parse_z
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +77,9 @@ def run_plain(args: list[str], env: dict[str, str], cwd: str | None = None,
                           stdin=subprocess.DEVNULL, timeout=timeout)
 
 
-def run_pty(args: list[str], env: dict[str, str], columns: int = 120, timeout: float = CALL_TIMEOUT_S) -> tuple[int, str]:
+def run_pty(
+    args: list[str], env: dict[str, str], columns: int = 120, timeout: float = CALL_TIMEOUT_S
+) -> tuple[int, str]:
     """``botsched ARGS`` with stdout on a pseudo-terminal of ``columns`` columns (stderr discarded)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
@@ -274,7 +287,7 @@ def test_bot_ids_complete_from_the_daemon(screens):
 
 
 def test_the_shipped_bash_script_completes_ids_in_bash(screens):
-    home, ids = screens
+    home, _ids = screens
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("no bash")
@@ -366,7 +379,7 @@ def test_config_set_get_round_trip_every_type(make_home):
     shown, gets = json.loads(gets[0].stdout), gets[1:]
     assert home.ok("config", "get", "runner.command").stdout == gets[-2].stdout
     on_disk = tomllib.loads((home.path / "config.toml").read_text())
-    for (key, typed, value, printed), got in zip(ROUND_TRIP, gets):
+    for (key, _typed, value, printed), got in zip(ROUND_TRIP, gets):
         assert got.stdout == printed + "\n", f"config get {key}: {got.stdout!r}"
         assert config_value(on_disk, key) == value, f"{key} on disk: {on_disk}"
         if key == "runner.env":  # API tokens: `config show` names them but masks their values
@@ -533,7 +546,8 @@ def test_daemon_install_and_uninstall_without_systemd(home, tmp_path):
     assert unit.exists(), installed.stdout
     assert _unit_lines(unit.read_text()) == _unit_lines(expected), "install writes what --print shows"
     assert str(unit) in installed.stdout
-    assert "systemctl --user daemon-reload" in installed.stdout and "enable --now botsched.daemon.service" in installed.stdout
+    assert "systemctl --user daemon-reload" in installed.stdout
+    assert "enable --now botsched.daemon.service" in installed.stdout
     assert "--user" in calls.read_text(), "install tried systemctl --user"
     removed = home.ok("daemon", "uninstall", env=env)
     assert not unit.exists() and str(unit) in removed.stdout
@@ -602,7 +616,9 @@ def test_no_escape_codes_with_no_color_or_into_a_pipe(screens):
 def test_json_is_plain_and_the_same_with_or_without_no_color(screens):
     home, ids = screens
     plain_env = colour_env(home)
-    commands = [["list", "--json"], ["show", ids["zoom"], "--json"], ["events", "--json"], ["daemon", "status", "--json"]]
+    commands = [
+        ["list", "--json"], ["show", ids["zoom"], "--json"], ["events", "--json"], ["daemon", "status", "--json"],
+    ]
     results = parallel([*(lambda c=c: home.run(*c) for c in commands),
                         *(lambda c=c: run_plain(c, plain_env) for c in commands)])
     with_no_color, without = results[: len(commands)], results[len(commands):]
@@ -649,7 +665,8 @@ def test_list_shows_the_platform_of_each_url(screens):
     assert "PLATFORM" in header.upper() and "STATE" in header.upper(), out
     for name, bot_id in ids.items():
         row = row_of(out, bot_id)
-        assert re.search(rf"(^|\s){re.escape(URLS[name][1])}(\s|$)", row), f"{name}: expected {URLS[name][1]} in {row!r}"
+        shown = URLS[name][1]
+        assert re.search(rf"(^|\s){re.escape(shown)}(\s|$)", row), f"{name}: expected {shown} in {row!r}"
     card = home.ok("show", ids["webex"]).stdout
     assert "Webex" in card
 
@@ -753,7 +770,8 @@ def test_list_shows_local_and_relative_times_and_says_when_more_exist(screens):
             local = parse_z(bots[ids[name]]["join_at"]).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
             assert local in row_of(result.stdout, ids[name]), f"{name}: local time {local} ({zone}) missing"
     out = outs[0].stdout
-    assert re.search(r"\bin 9 minutes\b", row_of(out, ids["meet"])), row_of(out, ids["meet"])  # +9m, rounded (not floored to 8)
+    # +9m, rounded (not floored to 8)
+    assert re.search(r"\bin 9 minutes\b", row_of(out, ids["meet"])), row_of(out, ids["meet"])
     assert re.search(r"\bin (1|2) hours?\b", row_of(out, ids["zoom"])), row_of(out, ids["zoom"])
     assert re.search(r"\bin (1 day|2[34] hours)\b", row_of(out, ids["webex"])), row_of(out, ids["webex"])
     assert re.search(r"\bago\b", row_of(out, ids["teams"])), row_of(out, ids["teams"])
@@ -862,7 +880,7 @@ def test_events_follow_is_readable_live_in_a_pipe(make_home):
     states = [re.search(r"\b(ready|joining|joined_recording|ended)\b", line).group(1) for _, line in mine]
     assert states == ["ready", "joining", "joined_recording", "ended"], mine
     events = {e["state"]: e for e in home.show(bot_id)["events"]}
-    for (arrived, line), state in zip(mine, states):
+    for (_arrived, line), state in zip(mine, states):
         assert ESC not in line
         local = parse_z(events[state]["at"]).astimezone().strftime("%H:%M:%S")
         assert local in line, f"local time {local} missing from {line!r}"
@@ -899,7 +917,7 @@ def test_bulk_create_progress_bar_only_on_a_terminal_and_never_in_stdout(home, t
     assert result.returncode == 0
     out = result.stdout.decode()
     assert out.count("\n") == 1200 and all(ID_RE.match(line) for line in out.splitlines()), \
-        f"stdout must be exactly one id per line, nothing else: {[l for l in out.splitlines() if not ID_RE.match(l)][:3]}"
+        f"stdout must be one id per line, nothing else: {[x for x in out.splitlines() if not ID_RE.match(x)][:3]}"
     assert b"creating" in terminal, "the progress bar belongs on the terminal (stderr) when stdout is redirected"
 
 

@@ -255,7 +255,8 @@ def test_bulk(api: LiveApi, prefix: str) -> None:
     assert reply.status == 201, reply
     bots = reply.json()
     assert len(bots) == 300 and bots[0]["bot_name"] == "b1" and bots[-1]["state"] == "scheduled"
-    ids = api.request("POST", f"{prefix}/bots/bulk?return=ids", raw=ndjson({"meeting_url": URL}, b"", {"meeting_url": URL}))
+    body = ndjson({"meeting_url": URL}, b"", {"meeting_url": URL})
+    ids = api.request("POST", f"{prefix}/bots/bulk?return=ids", raw=body)
     assert ids.status == 201 and all(i.startswith("bot_") for i in ids.json()) and len(ids.json()) == 2
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ FILES: dict[str, bytes] = {
 }
 
 
-def P(args: list[str], code: int | tuple[int, ...], lines: int | None = 1, id: str = "", mentions: str = ""):  # noqa: A002, N802
+def P(args: list[str], code: int | tuple[int, ...], lines: int | None = 1, id: str = "", mentions: str = ""):
     return pytest.param(args, code, lines, mentions, id=id)
 
 
@@ -189,8 +190,17 @@ def bad_results(populated):
     return results
 
 
-def test_the_table_is_broad(bad_results):
-    assert len(BAD) >= 40
+def test_every_case_reaches_the_command_as_meant(populated):
+    """A mistyped placeholder (``{SCHED}``, ``{FILE:name}``) would reach the command as
+    literal text and be refused for the wrong reason, so that case would pass without
+    testing its bad value; an unused file means a case was lost."""
+    _, subst, _ = populated
+    placeholder = re.compile(r"\{(?:[A-Z]+|FILE:[^}]*)\}")
+    unresolved = {param.id: arg for param in BAD for arg in param.values[0]
+                  if placeholder.search(subst.get(arg, arg))}
+    assert not unresolved, f"placeholders with no value: {unresolved}"
+    used = {arg for param in BAD for arg in param.values[0]}
+    assert {f"{{FILE:{name}}}" for name in FILES} <= used, "a --from file no case reads"
 
 
 @pytest.mark.parametrize(("args", "code", "lines", "mentions"), BAD)
@@ -224,7 +234,7 @@ def test_the_store_is_unchanged_after_all_the_bad_input(populated, bad_results):
 
 def test_human_list_and_show_still_work_after_the_bad_input(populated, bad_results):
     """A refused input must not leave anything behind that breaks reading the store."""
-    home, subst, baseline = populated
+    home, _subst, _baseline = populated
     result = home.run("list", "--limit", "0")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     for bot in home.list_all():

@@ -14,7 +14,7 @@ import asyncio
 import re
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ S = 1_000_000
 HOUR = 3600 * S
 LEAD = 10 * S
 GRACE = 300 * S
-T0 = to_us(datetime(2026, 6, 1, 9, 0, 0, tzinfo=timezone.utc))
+T0 = to_us(datetime(2026, 6, 1, 9, 0, 0, tzinfo=UTC))
 LATE_RE = re.compile(r"joined (\d+(?:\.\d+)?)s late")
 
 
@@ -206,7 +206,7 @@ def test_suspend_resume_gap_beyond_grace_is_missed(rig: Rig) -> None:
 # -- the asyncio loop with a jumping clock -------------------------------------------------------
 
 
-def _run_loop(rig: Rig, scenario) -> Any:  # noqa: ANN001
+def _run_loop(rig: Rig, scenario) -> Any:
     async def main() -> Any:
         task = asyncio.create_task(rig.sched.run())
         try:
@@ -218,7 +218,7 @@ def _run_loop(rig: Rig, scenario) -> Any:  # noqa: ANN001
     return asyncio.run(main())
 
 
-async def _until(predicate, timeout: float) -> float:  # noqa: ANN001
+async def _until(predicate, timeout: float) -> float:
     started = time.monotonic()
     while not predicate():
         if time.monotonic() - started > timeout:

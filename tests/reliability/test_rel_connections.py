@@ -30,9 +30,9 @@ import time
 import pytest
 
 from botsched.daemon import main as daemon_mod
-
-from tests.support.home import assert_clean_error, Client, Lost, pid_alive, wait_until
+from tests.support.home import Client, Lost, assert_clean_error, pid_alive, wait_until
 from tests.support.times import in_s
+
 from .relhelpers import fd_count, is_root
 
 URL = "https://meet.google.com/abc-defg-hij"
@@ -292,8 +292,8 @@ def _run_as_nobody(env: dict[str, str], args: list[str], timeout: float = 30.0) 
         try:
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            sys.stdout = open(1, "w", closefd=False)  # (pytest's capture replaced the objects)
-            sys.stderr = open(2, "w", closefd=False)
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 (lives until os._exit; pytest replaced the objects)
+            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
@@ -306,7 +306,7 @@ def _run_as_nobody(env: dict[str, str], args: list[str], timeout: float = 30.0) 
                 code = exc.code if isinstance(exc.code, int) else 1
             sys.stdout.flush()
             sys.stderr.flush()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - report anything to the parent
             os.write(2, f"child failed: {exc!r}\n".encode())
         finally:
             os._exit(code)

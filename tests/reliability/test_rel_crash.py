@@ -35,6 +35,7 @@ import pytest
 
 from tests.support.home import Client, Home, Lost
 from tests.support.times import UTC, iso_ms, z_seconds
+
 from .relhelpers import SOAK, integrity, open_ro, record_figures
 
 KILLS = int(os.environ.get("BOTSCHED_CRASH_KILLS", "300" if SOAK else "50"))
@@ -375,7 +376,7 @@ def crash_run(module_make_home, tmp_path_factory) -> CrashRun:
     for worker in workers:
         worker.start()
     try:
-        for cycle in range(KILLS):
+        for _cycle in range(KILLS):
             gate.resume()
             time.sleep(rng.uniform(*RUN_S))
             home.sigkill()  # whatever is in flight now gets no reply

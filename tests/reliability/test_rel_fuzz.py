@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from botsched.daemon import main as daemon_mod
 from botsched.core import protocol
+from botsched.daemon import main as daemon_mod
+from tests.support.home import Client, Lost, assert_clean_error, pid_alive
 
-from tests.support.home import assert_clean_error, Client, Lost, pid_alive
 from .relhelpers import SOAK, fd_count, record_figures, rss_kib
 
 CASES = int(os.environ.get("BOTSCHED_FUZZ_CASES", "100000" if SOAK else "10000"))

@@ -28,15 +28,15 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from botsched.core import config as config_mod
 from botsched.cli import main as fastcli
 from botsched.cli import output
+from botsched.core import config as config_mod
 from botsched.core.errors import InvalidInput
 from botsched.core.timeparse import (
     MAX_AHEAD_US,
@@ -47,10 +47,9 @@ from botsched.core.timeparse import (
     posix_zone,
     system_zone,
 )
+from tests.support.home import CALL_TIMEOUT_S, ID_RE, Home, assert_clean_error
 
-from tests.support.home import CALL_TIMEOUT_S, ID_RE, assert_clean_error, Home
-
-UTC = timezone.utc
+UTC = UTC
 ROOT = Path(__file__).resolve().parents[2]
 URL = "https://zoom.us/j/123456789"
 S = 1_000_000
@@ -388,7 +387,8 @@ def test_join_at_beyond_three_years_is_refused_at_every_entry_point(live: Home) 
                  ["create", "-q", URL, "--join-at", "9999-12-31T23:30"]):
         result = live.run(*args, env={"TZ": "Asia/Tokyo"})
         assert "more than 3 years ahead" in assert_clean_error(result, 2), args
-    bulk = live.run("create", "--from", "-", "-q", input=json.dumps({"meeting_url": URL, "join_at": "9999-01-01T00:00:00Z"}))
+    far = json.dumps({"meeting_url": URL, "join_at": "9999-01-01T00:00:00Z"})
+    bulk = live.run("create", "--from", "-", "-q", input=far)
     assert "line 1: join time 9999-01-01T00:00:00Z is more than 3 years ahead" in assert_clean_error(bulk, 2, lines=2)
     bot_id = live.create(URL, "--join-at", "+1h")
     moved = live.run("reschedule", bot_id, "--join-at", "9999-06-01T12:00:00Z")
@@ -460,7 +460,8 @@ def test_changes_with_stdout_closed_are_made_whole(live: Home) -> None:
     assert [bot["id"] for bot in bots(live)] == [bot_id]
     setting = sh(live, "botsched config set defaults.bot_name Closed >&-")
     assert setting.returncode == 0 and "set defaults.bot_name" in only_warnings(setting)[0]
-    many = sh(live, f"printf '%s\\n' '{json.dumps({'meeting_url': URL, 'join_at': '+1h'})}' | botsched create --from - -q >&-")
+    line = json.dumps({"meeting_url": URL, "join_at": "+1h"})
+    many = sh(live, f"printf '%s\\n' '{line}' | botsched create --from - -q >&-")
     assert many.returncode == 0 and "created the bots" in only_warnings(many)[0], many.stderr
     assert len(bots(live)) == 2
 

@@ -27,13 +27,13 @@ import pytest
 
 from botsched.core import config as config_mod
 from botsched.core.config import Config
+from botsched.core.timeparse import format_instant
 from botsched.daemon.runners.base import Runner
 from botsched.daemon.scheduler import Scheduler
 from botsched.daemon.store import NewBot, StorageError, Store
-from botsched.core.timeparse import format_instant
-
 from tests.support.home import Client, wait_until
 from tests.support.times import in_s, z_seconds
+
 from .relhelpers import can_mount, record_figures, retry
 
 S = 1_000_000
@@ -158,7 +158,7 @@ def test_a_kill_in_the_middle_of_a_join_batch_never_sends_join_twice(tmp_path: P
 def test_a_storage_error_at_join_time_never_sends_join_twice_nor_claims_lateness(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[str] = []
-    store, runner, sched, clock = _rig(tmp_path / "db", sent)
+    store, _runner, sched, clock = _rig(tmp_path / "db", sent)
     join = T0 + 60 * S
     ids = _staged(store, clock, sched, join, 5)
     real = store.transition_many
@@ -208,7 +208,7 @@ def _starts_and_joins(rec_dir: Path) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def _command_home(make_home, tmp_path: Path, extra: dict[str, Any] | None = None, script: Path = RECORDER,
-                  subdir: str | None = None):  # noqa: ANN001, ANN202
+                  subdir: str | None = None):
     rec_dir = tmp_path / "rec"
     rec_dir.mkdir()
     config = {"scheduler": {"stage_lead_seconds": 1},
@@ -231,7 +231,7 @@ def _states(client: Client, ids: list[str] | None = None) -> dict[str, str]:
     return {b["id"]: b["state"] for b in bots if ids is None or b["id"] in ids}
 
 
-def _wait_finished(home, client: Client, timeout: float, rec_dir: Path | None = None) -> None:  # noqa: ANN001
+def _wait_finished(home, client: Client, timeout: float, rec_dir: Path | None = None) -> None:
     """Until every bot is ended or fatal_error -- or, with ``rec_dir``, ``joining`` with a
     runner that never read ``join`` (recorded, then killed before it was sent: at most once);
     else fail with the states and the log's tail."""
@@ -269,7 +269,8 @@ def test_kills_right_after_join_at_never_send_join_twice(make_home, tmp_path: Pa
     record_figures("join once under kills", trials=3, bots=180, recorded_not_sent=unsent)
     starts, joins = _starts_and_joins(rec_dir)
     assert len(starts) == 180
-    assert max(joins.values(), default=0) <= 1, f"join read twice by {sum(1 for n in joins.values() if n > 1)} runner(s)"
+    twice = sum(1 for n in joins.values() if n > 1)
+    assert max(joins.values(), default=0) <= 1, f"join read twice by {twice} runner(s)"
     assert max(starts.values()) == 1
 
 
@@ -311,7 +312,7 @@ def test_a_leave_is_carried_out_after_a_daemon_restart(make_home, tmp_path: Path
     The restarted daemon must still kill it once the leave grace is over, and say so."""
     script = tmp_path / "stubborn.sh"
     script.write_text(STUBBORN)
-    home, config, rec_dir = _command_home(make_home, tmp_path, {"leave_grace_seconds": 1}, script=script)
+    home, config, _rec_dir = _command_home(make_home, tmp_path, {"leave_grace_seconds": 1}, script=script)
     home.write_config(config)
     home.launch()
     with home.client() as client:

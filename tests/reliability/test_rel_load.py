@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.home import Client, Lost
 from tests.support.times import UTC, iso_ms, z_seconds
+
 from .relhelpers import SOAK, percentile, record_figures
 
 CLIENTS = 50

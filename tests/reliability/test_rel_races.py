@@ -28,6 +28,7 @@ import pytest
 
 from tests.support.home import Client, Lost
 from tests.support.times import UTC, iso_ms, z_seconds
+
 from .relhelpers import record_figures
 
 LEAD_S = 2.0
@@ -67,7 +68,7 @@ class Follower(threading.Thread):
         return set(self.seen)
 
 
-def _bulk(home, joins: list[str]) -> list[str]:  # noqa: ANN001
+def _bulk(home, joins: list[str]) -> list[str]:
     lines = "".join(json.dumps({"meeting_url": f"https://zoom.us/j/race{n}", "join_at": join,
                                 "bot_name": f"racer {n}"}) + "\n" for n, join in enumerate(joins))
     ids = home.ok("create", "--from", "-", "-q", input=lines).stdout.split()
@@ -187,7 +188,7 @@ def test_cancel_and_reschedule_racing_staging_have_exactly_one_winner(race_home)
             f"the {op} race was not observed both ways (outcomes {dict(outcomes)}); the clients may be too late")
 
 
-def _pairs(path: str, ids: list[str], first, second) -> list[tuple[dict, dict]]:  # noqa: ANN001
+def _pairs(path: str, ids: list[str], first, second) -> list[tuple[dict, dict]]:
     """For each bot, ``first(bot)`` and ``second(bot)`` (op, args) sent at the same moment
     from two connections; returns both replies."""
     results: list[tuple[dict, dict]] = []
@@ -198,7 +199,7 @@ def _pairs(path: str, ids: list[str], first, second) -> list[tuple[dict, dict]]:
         barrier = threading.Barrier(2)
         out: dict[str, list] = {bot_id: [None, None] for bot_id in chunk}
 
-        def side(index: int, make) -> None:  # noqa: ANN001
+        def side(index: int, make) -> None:
             with Client(path, timeout=60) as conn:
                 for bot_id in chunk:
                     op, args = make(bot_id)
@@ -218,7 +219,7 @@ def _pairs(path: str, ids: list[str], first, second) -> list[tuple[dict, dict]]:
     return results
 
 
-def _far_bots(home, count: int) -> list[str]:  # noqa: ANN001
+def _far_bots(home, count: int) -> list[str]:
     return _bulk(home, [FAR] * count)
 
 
@@ -321,8 +322,8 @@ def test_the_cli_reports_the_loser_with_exit_3_or_4(race_home):
             if result.returncode == 0 and shown.returncode != 3:
                 problems.append(f"{bot_id}: cancelled (exit 0) but show exits {shown.returncode}")
             elif result.returncode == 4:
-                if not result.stderr.startswith("error:") or "staged" not in result.stderr and "joining" not in \
-                        result.stderr and "ended" not in result.stderr and "joined" not in result.stderr:
+                if not result.stderr.startswith("error:") or ("staged" not in result.stderr and "joining" not in \
+                        result.stderr and "ended" not in result.stderr and "joined" not in result.stderr):
                     problems.append(f"{bot_id}: exit 4 with {result.stderr!r}")
                 if shown.returncode != 0:
                     problems.append(f"{bot_id}: cancel lost (exit 4) but show exits {shown.returncode}")

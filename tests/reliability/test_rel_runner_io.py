@@ -28,9 +28,9 @@ import pytest
 from botsched.client import systemd
 from botsched.daemon.main import MAX_CONNECTIONS
 from botsched.daemon.runners import base
-
 from tests.support.home import Client, Lost, make_short_dir, processes_of_home, wait_until
 from tests.support.times import in_s, z_seconds
+
 from .relhelpers import record_figures, rss_kib
 
 URL = "https://zoom.us/j/1010"
@@ -132,8 +132,8 @@ def test_a_leftover_child_writing_for_ever_does_not_freeze_the_daemon(make_home,
     late_s = z_seconds(joining[0]["at"]) - z_seconds(bot["join_at"])
     assert late_s < 0.5, f"the punctual bot joined {late_s:.3f} s late"
     assert rss_peak - rss_before < 30 * 1024, f"daemon RSS grew from {rss_before} to {rss_peak} KiB"
-    record_figures(f"leftover child ({kind})", ping_max_ms=round(max(latencies)), punctual_late_ms=round(late_s * 1000, 1),
-                   rss_before_kib=rss_before, rss_peak_kib=rss_peak)
+    record_figures(f"leftover child ({kind})", ping_max_ms=round(max(latencies)),
+                   punctual_late_ms=round(late_s * 1000, 1), rss_before_kib=rss_before, rss_peak_kib=rss_peak)
     log = (home.path / "runner-logs" / f"{spam}.log").read_bytes()
     assert b"last words before exiting\n" in log, "what the runner wrote before exiting was not drained"
     if not kind.startswith("setsid"):

@@ -21,12 +21,14 @@ import secrets
 import signal
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.home import assert_clean_error, make_short_dir, pid_alive, wait_until
 from tests.support.times import in_s
+
 from .relhelpers import is_root
 
 URL = "https://meet.google.com/abc-defg-hij"
@@ -42,7 +44,7 @@ def _mode(path: Path) -> int:
 
 def test_daemon_run_under_umask_000_keeps_everything_private(make_home):
     home = make_home(subdir="new-home", write_config=False)
-    proc = home.popen("daemon", "run", stdin=None, stdout=open(os.devnull, "wb"), stderr=open(os.devnull, "wb"),
+    proc = home.popen("daemon", "run", stdin=None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                       umask=0, start_new_session=True)
     try:
         wait_until(lambda: home.socket.exists(), 20, what="the socket")
@@ -101,7 +103,7 @@ def _as_nobody(path: str, payloads: list[bytes]) -> bytes:
                 except OSError:
                     pass
             os.write(write_end, b"OK" + data)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - report anything to the parent
             os.write(write_end, b"EX" + repr(exc).encode())
         finally:
             os._exit(0)
@@ -274,7 +276,7 @@ exit 0
 """
 
 
-def _everything_visible(home, ids: list[str]) -> dict[str, str]:  # noqa: ANN001
+def _everything_visible(home, ids: list[str]) -> dict[str, str]:
     """Every place a user or a log collector might see (the commands run four at a time)."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from botsched.daemon.store import schema as store_mod  # the schema version and migrations
 from botsched.core.errors import BotschedError
 from botsched.daemon.store import NewBot, Store
-
+from botsched.daemon.store import schema as store_mod  # the schema version and migrations
 from tests.support.home import assert_clean_error, pid_alive
 from tests.support.times import z_seconds
+
 from .relhelpers import can_chattr, can_mount, integrity, is_root, sha256
 
 URL = "https://zoom.us/j/42"
@@ -36,12 +36,12 @@ NO_AUTOSTART = {"BOTSCHED_NO_AUTOSTART": "1"}
 MOUNTABLE = can_mount()
 
 
-def _no_daemon(home) -> None:  # noqa: ANN001
+def _no_daemon(home) -> None:
     pid = home.daemon_pid()
     assert pid is None or not pid_alive(pid), "a daemon is running on a database it refused"
 
 
-def _stored(home, count: int = 3) -> list[dict]:  # noqa: ANN001
+def _stored(home, count: int = 3) -> list[dict]:
     home.ok("daemon", "start")
     for n in range(count):
         home.create(f"{URL}{n}", "--join-at", FAR, "--metadata", f"n={n}", "--bot-name", f"stored {n}")
@@ -109,7 +109,7 @@ def test_daemon_run_refusing_a_database_is_not_exit_1(home, fault):
 # -- read-only ---------------------------------------------------------------------------------
 
 
-def _make_read_only(make_home, home, method: str) -> None:  # noqa: ANN001
+def _make_read_only(make_home, home, method: str) -> None:
     db = str(home.db)
     if method == "bind-mount-ro":
         if not MOUNTABLE:
@@ -122,12 +122,11 @@ def _make_read_only(make_home, home, method: str) -> None:  # noqa: ANN001
             pytest.skip("chattr +i is not available here")
         subprocess.run(["chattr", "+i", db], check=True, timeout=10)
         make_home.immutable.append(home.db)
-    with pytest.raises(OSError):
-        with open(db, "r+b"):
-            pass
+    with pytest.raises(OSError), open(db, "r+b"):
+        pass
 
 
-def _undo_read_only(make_home, home, method: str) -> None:  # noqa: ANN001
+def _undo_read_only(make_home, home, method: str) -> None:
     if method == "bind-mount-ro":
         subprocess.run(["umount", str(home.db)], check=True, timeout=10)
         make_home.mounts.remove(home.db)

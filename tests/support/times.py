@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 S = 1_000_000  # microseconds in a second, the store's unit
 
-__all__ = ["S", "UTC", "in_s", "iso_ms", "parse_z", "z_seconds"]
+__all__ = ["UTC", "S", "in_s", "iso_ms", "parse_z", "z_seconds"]
 
 
 def iso_ms(moment: datetime) -> str:

@@ -68,7 +68,8 @@ def _socket_of(home: Path) -> Path:
 ])
 def test_the_fast_path_imports_nothing_heavy(home: Path, args: list[str]) -> None:
     env = {**os.environ, "BOTSCHED_HOME": str(home), "BOTSCHED_NO_AUTOSTART": "1"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
     assert done.returncode == 0, done.stderr
     assert "bot_AAAAAAAAAAAAAAAA" in done.stdout
     modules = json.loads(done.stderr.rsplit("MODULES ", 1)[1])

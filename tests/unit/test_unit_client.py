@@ -70,7 +70,9 @@ def _dial(server: TinyServer) -> Connection:
     return Connection(sock)
 
 
-def test_a_call_sends_one_versioned_request_and_returns_result_and_warnings(serve: Callable[[Handler], TinyServer]) -> None:
+def test_a_call_sends_one_versioned_request_and_returns_result_and_warnings(
+    serve: Callable[[Handler], TinyServer],
+) -> None:
     server = serve(lambda request: protocol.reply({"echo": request["args"]}, ["mind the gap"]))
     with _dial(server) as conn:
         result, warnings = conn.call("list", states=["scheduled"], limit=3)

@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from botsched.core import errors
-
-from botsched.core import protocol
+from botsched.core import errors, protocol
 from botsched.core.errors import BotschedError, Conflict, DaemonUnavailable, InvalidInput, NotFound, WaitTimeout
 from botsched.core.protocol import ProtocolError, decode, encode, parse_request
 

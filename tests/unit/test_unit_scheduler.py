@@ -6,7 +6,7 @@ No event loop, no sleeping: every test calls ``tick()`` at chosen fake times.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from tests.support.fakes import FakeClock, RecordingRunner
 S = 1_000_000
 LEAD = 10 * S
 GRACE = 300 * S
-T0 = to_us(datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc))
+T0 = to_us(datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC))
 URL = "https://meet.example.com/abc"
 
 
@@ -48,7 +48,8 @@ class Harness:
 
     def add(self, join_us: int | None, now: int | None = None) -> str:
         text = None if join_us is None else format_instant(join_us)
-        [bot_id] = self.store.insert([NewBot(URL, "bot", text, join_us, {}, None)], self.clock.t if now is None else now)
+        at = self.clock.t if now is None else now
+        [bot_id] = self.store.insert([NewBot(URL, "bot", text, join_us, {}, None)], at)
         return bot_id
 
     def add_many(self, join_us: int, count: int) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from botsched.daemon.store import Store
 from tests.support.fakes import FakeClock, RecordingRunner
 
 S = 1_000_000
-T0 = to_us(datetime(2026, 5, 4, 9, 30, 15, 250000, tzinfo=timezone.utc))
+T0 = to_us(datetime(2026, 5, 4, 9, 30, 15, 250000, tzinfo=UTC))
 URL = "https://meet.google.com/gvy-zzra-ktd"
 FUTURE = "2026-05-04T12:00:00Z"
 
@@ -55,7 +55,8 @@ def create(svc: BotService, **fields: Any) -> dict[str, Any]:
 
 def test_create_scheduled_bot(svc: BotService) -> None:
     bot, warnings = svc.create(
-        {"meeting_url": URL, "bot_name": "Notes", "join_at": FUTURE, "metadata": {"team": "sales"}, "deduplication_key": "k"}
+        {"meeting_url": URL, "bot_name": "Notes", "join_at": FUTURE, "metadata": {"team": "sales"},
+         "deduplication_key": "k"}
     )
     assert warnings == []
     assert re.fullmatch(r"bot_[A-Za-z0-9]{16}", bot["id"])
@@ -104,7 +105,7 @@ def test_create_inside_stage_lead_warns(svc: BotService) -> None:
 
 def test_create_ambiguous_local_time_warns(tmp_path: Path) -> None:
     svc = build(tmp_path, **{"defaults.timezone": "Europe/Berlin"})
-    svc.clock.t = to_us(datetime(2026, 10, 1, tzinfo=timezone.utc))
+    svc.clock.t = to_us(datetime(2026, 10, 1, tzinfo=UTC))
     bot, warnings = svc.create({"meeting_url": URL, "join_at": "2026-10-25T02:30:00"})
     assert bot["join_at"] == "2026-10-25T00:30:00Z"
     assert any("twice" in w for w in warnings)

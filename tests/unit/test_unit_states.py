@@ -127,9 +127,9 @@ def test_unknown_states_are_never_legal() -> None:
 
 
 def test_state_groups() -> None:
-    assert states.TERMINAL == {"ended", "fatal_error"}
-    assert states.IN_MEETING == {"joining", "waiting_room", "joined_not_recording", "joined_recording"}
+    assert {"ended", "fatal_error"} == states.TERMINAL
+    assert {"joining", "waiting_room", "joined_not_recording", "joined_recording"} == states.IN_MEETING
     # a runner may only report states after the join was signalled
     assert not states.RUNNER_REPORTABLE & {"scheduled", "ready", "staged", "joining"}
-    assert states.RUNNER_REPORTABLE <= set(ALL_STATES)
+    assert set(ALL_STATES) >= states.RUNNER_REPORTABLE
     assert set(states.TRANSITIONS) == set(ALL_STATES)

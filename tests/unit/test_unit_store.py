@@ -4,6 +4,7 @@ tests/contract/test_store_contract.py."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import sqlite3
 from datetime import UTC, datetime
@@ -55,7 +56,7 @@ def one(store: Store, new: NewBot, now: int = T0) -> str:
 def finish(store: Store, bot_id: str, now: int, final: str = "ended") -> None:
     """Walk a scheduled bot through the lifecycle to a terminal state."""
     path = ["scheduled", "staged", "joining", "joined_recording", final]
-    for old, new in zip(path, path[1:]):
+    for old, new in itertools.pairwise(path):
         assert store.transition(bot_id, old, new, now)
 
 

@@ -187,7 +187,8 @@ def test_a_hanging_receiver_times_out_and_slows_no_other_endpoint(
         started = time.monotonic()
         Bots(conn).change([(f"bot_{i}", "scheduled") for i in range(20)])
         worker.poke()
-        fast = "SELECT count(*) FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE e.url LIKE '%fast' AND d.state = 'delivered'"
+        fast = ("SELECT count(*) FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id"
+                " WHERE e.url LIKE '%fast' AND d.state = 'delivered'")
         await _until(lambda: conn.execute(fast).fetchone()[0] == 20)
         # the fast endpoint never waited out a hanging send (0.6 s each)
         assert time.monotonic() - started < 0.5

@@ -96,7 +96,8 @@ def test_first_event_has_empty_old_state(tmp_path: Path) -> None:
 def test_a_hanging_hook_and_its_children_are_killed(tmp_path: Path) -> None:
     marker = tmp_path / "child-lived"
     # the hook starts a grandchild that would write the marker after 2 s, then hangs itself
-    script = f"import subprocess, sys, time\nsubprocess.Popen(['sh', '-c', 'sleep 2; touch {marker}'])\ntime.sleep(60)\n"
+    script = (f"import subprocess, sys, time\nsubprocess.Popen(['sh', '-c', 'sleep 2; touch {marker}'])\n"
+              "time.sleep(60)\n")
 
     async def main() -> tuple[hooks.HookResult, float, float]:
         loop_lag = 0.0
