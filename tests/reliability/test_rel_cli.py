@@ -150,6 +150,8 @@ BAD = [
     P(["create", "--from", "{FILE:bad-relative}"], 2, lines=2, id="from-bad-relative"),
     P(["create", "--from", "{FILE:unknown-field}"], 2, lines=2, id="from-unknown-field", mentions="colour"),
     P(["create", "--from", "{FILE:join-at-nan}"], 2, lines=2, id="from-join-at-nan"),
+    P(["create", "--from", "{FILE:join-at-number}"], 2, lines=2, id="from-join-at-number", mentions="join_at"),
+    P(["create", "--from", "{FILE:bad-url}"], 2, lines=2, id="from-bad-url", mentions="ftp://x.example.com"),
     P(["create", "--from", "{FILE:metadata-not-strings}"], 2, lines=2, id="from-metadata-not-strings"),
     P(["create", "--from", "{FILE:long-line}"], 2, lines=2, id="from-line-over-128k"),
     P(["create", "--from", "{FILE:surrogate-name}"], 2, lines=2, id="from-lone-surrogate-name"),
