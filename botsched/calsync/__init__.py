@@ -48,6 +48,8 @@ from botsched.core.timeparse import parse_instant
 __all__ = [
     "ACTIONS", "ALL_DAY", "CANCELLED", "CANCELS_BOT", "DUPLICATE", "JOIN_PASSED", "KEY_PREFIX", "LEFT_ALONE",
     "MAX_SUMMARY", "MAX_UID_IN_KEY", "MAX_UID_META", "NO_URL", "STARTED", "TERMINAL", "Action", "Expansion",
-    "Skipped", "Wanted", "calendar_of", "counts", "declined_by", "event_key", "expand", "find_meeting_url", "instant_text",
-    "key_base", "key_prefix", "links_in_text", "meeting_platform", "parse_calendars", "parse_instant", "plan", "uid_part", "validate_calendar_name",
+    "Skipped", "Wanted", "calendar_of", "counts", "declined_by", "event_key", "expand", "find_meeting_url",
+    "instant_text",
+    "key_base", "key_prefix", "links_in_text", "meeting_platform", "parse_calendars", "parse_instant", "plan",
+    "uid_part", "validate_calendar_name",
 ]

@@ -498,9 +498,9 @@ def _fix_event(reader: _Reader, block: _Block) -> None:
                 continue
             prop, params, value = reader.split(index)
             new_params, changed = [], False
-            is_date = any(k == "VALUE" and v.strip('"').upper() == "DATE" for k, v in params) or all(
+            is_date = any(k == "VALUE" and v.strip('"').upper() == "DATE" for k, v in params) or (all(
                 _ONLY_DATE.fullmatch(item.strip()) for item in value.split(",") if item.strip()
-            ) and bool(value.strip())
+            ) and bool(value.strip()))
             for key, raw in params:
                 if key == "TZID":
                     clean = raw.strip().strip('"').strip()
@@ -922,7 +922,7 @@ def _parse_events(reader: _Reader, blocks: list[_Block]) -> list[Any]:
             found = icalendar.Calendar.from_ical(text).subcomponents
             if len(found) == len(blocks):
                 return list(found)
-        except Exception:  # noqa: BLE001, S110  # one bad VALARM, say: find out which event it is
+        except Exception:  # noqa: BLE001  # one bad VALARM, say: find out which event it is
             pass
         events: list[Any] = []
         for block in blocks:
@@ -946,7 +946,7 @@ def _add_text(reader: _Reader, block: _Block, component: Any) -> None:
             value = raw if hasattr(factory, "get_value_from_content_line") else unescape_backslash(raw)
             try:
                 component.add(prop, factory(factory.from_ical(value)), encode=False)
-            except Exception:  # noqa: BLE001, S112  # text does not fail to parse; if it did, it is not read
+            except Exception:  # noqa: BLE001  # text does not fail to parse; if it did, it is not read
                 continue
 
 
@@ -1159,7 +1159,8 @@ def _expand_calendar(reader: _Reader, raw: _RawCalendar, low: date, high: date, 
 
 def _unreadable(reader: _Reader, item: _Event, reason: str) -> Skipped:
     uid = item.uid or _unreadable_uid(reader, item.block)
-    return Skipped(event_key(uid, None, reader.calendar), uid, _summary_of_block(reader, item.block, item.component), None, reason,
+    summary = _summary_of_block(reader, item.block, item.component)
+    return Skipped(event_key(uid, None, reader.calendar), uid, summary, None, reason,
                    unreadable=True)
 
 
@@ -1292,7 +1293,7 @@ def _judge(
     uid = _uid_of(event)
     summary = _summary_text(_first(event, "SUMMARY"))
     original = None
-    if uid in recurring or uid.startswith("nouid-") and any(n in event for n in ("RRULE", "RDATE", "RECURRENCE-ID")):
+    if uid in recurring or (uid.startswith("nouid-") and any(n in event for n in ("RRULE", "RDATE", "RECURRENCE-ID"))):
         rid = event.get("RECURRENCE-ID")
         moment = rid.dt if rid is not None else start
         if rid is not None and str(rid.params.get("RANGE", "")).upper() == "THISANDFUTURE":
@@ -1328,7 +1329,7 @@ def _original_of_later(uid: str, rid: Any, start: Any, this_and_future: dict[tup
     """The original start of an occurrence that a ``RANGE=THISANDFUTURE`` override moved.
 
     ``recurring_ical_events`` gives every later occurrence the override's RECURRENCE-ID;
-    each was moved by the override's shift (new start − RECURRENCE-ID, on the wall
+    each was moved by the override's shift (new start - RECURRENCE-ID, on the wall
     clock), so its own original start is its start minus that shift. The override itself
     keeps its RECURRENCE-ID.
     """

@@ -18,7 +18,9 @@ from botsched.core.validation import url_host, validate_meeting_url
 _URL = re.compile(r"""https?://[^\s<>"'`{}|\\^\[\]]+""", re.IGNORECASE)
 _HREF = re.compile(r"""href\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
-_LOOKS_HTML = re.compile(r"<(?:a|p|br|div|span|html|body|b|i|u|table|td|tr|font|strong|em)\b[^>]*>|</[a-z]+>", re.IGNORECASE)
+_LOOKS_HTML = re.compile(
+    r"<(?:a|p|br|div|span|html|body|b|i|u|table|td|tr|font|strong|em)\b[^>]*>|</[a-z]+>", re.IGNORECASE
+)
 _MEET_CODE = re.compile(r"^/(?:[a-z]{3}-[a-z]{4}-[a-z]{3}|lookup/)", re.IGNORECASE)
 
 #: Properties whose value is the meeting's link by definition, best first.

@@ -159,7 +159,9 @@ def cancel(
 
 @app.command(rich_help_panel=BOTS, epilog="Example: botsched leave bot_HiXYgjyeWmTVOaII")
 def leave(
-    bot_id: Annotated[str, typer.Argument(help="A bot in a meeting.", autocompletion=bots.complete_ids(*bots.IN_MEETING))],
+    bot_id: Annotated[
+        str, typer.Argument(help="A bot in a meeting.", autocompletion=bots.complete_ids(*bots.IN_MEETING))
+    ],
 ) -> None:
     """Ask a bot that is in a meeting to leave."""
     bots.leave(bot_id)
@@ -169,7 +171,9 @@ def leave(
              epilog="Example: botsched wait bot_HiXYgjyeWmTVOaII --state joined_recording --timeout 300")
 def wait(
     bot_id: Annotated[str, typer.Argument(help="The bot to wait for.", autocompletion=bots.complete_ids())],
-    state: Annotated[str | None, typer.Option("--state", help="Wait for this state (default: any terminal state).")] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", help="Wait for this state (default: any terminal state).")
+    ] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", metavar="SECONDS",
                                                      help="Give up after SECONDS (exit 124).")] = None,
     as_json: JsonOpt = False,
@@ -181,7 +185,9 @@ def wait(
 @app.command(rich_help_panel=BOTS,
              epilog="Example: botsched events --follow --json | jq -c 'select(.state == \"fatal_error\")'")
 def events(
-    bot_id: Annotated[str | None, typer.Argument(help="Only this bot's events.", autocompletion=bots.complete_ids())] = None,
+    bot_id: Annotated[
+        str | None, typer.Argument(help="Only this bot's events.", autocompletion=bots.complete_ids())
+    ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming new events.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -201,7 +207,9 @@ def logs(bot_id: Annotated[str, typer.Argument(help="The bot.", autocompletion=b
 @calendar_app.command("sync", epilog="Example: botsched calendar sync ~/Downloads/work.ics --join-offset -1m --dry-run")
 def calendar_sync(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="An iCalendar (.ics) file, or '-' for stdin.")],
-    days: Annotated[int, typer.Option("--days", metavar="N", help="Look this many days ahead from now.")] = calendar.DEFAULT_DAYS,
+    days: Annotated[
+        int, typer.Option("--days", metavar="N", help="Look this many days ahead from now.")
+    ] = calendar.DEFAULT_DAYS,
     join_offset: Annotated[
         str | None,
         typer.Option("--join-offset", metavar="DURATION", help="Join relative to the start: -1m is a minute early."),

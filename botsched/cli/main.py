@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import sys
 
+from botsched.cli.output import changes_text, fail, warn
+from botsched.core.errors import BotschedError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, NoReturn
-
-from botsched.cli.output import changes_text, fail, warn
-from botsched.core.errors import BotschedError
 
 
 class _ClosedStdout:

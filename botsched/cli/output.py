@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC
+
+from botsched.core.errors import BotschedError, InvalidInput
 
 #: ``typing`` costs ~5 ms of start-up; type checkers read these imports, Python skips them.
 TYPE_CHECKING = False
@@ -20,10 +23,6 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn, TypeVar
 
     T = TypeVar("T")
-
-from datetime import UTC
-
-from botsched.core.errors import BotschedError, InvalidInput
 
 # -- text that reaches a terminal -------------------------------------------------------
 

@@ -11,11 +11,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-#: ``typing`` costs ~5 ms of start-up; type checkers read these imports, Python skips them.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Self
-
 from botsched.core import protocol
 from botsched.core.errors import BotschedError, DaemonUnavailable, from_code
 from botsched.core.paths import (
@@ -26,6 +21,11 @@ from botsched.core.paths import (
     socket_path,
 )
 from botsched.core.protocol import Op
+
+#: ``typing`` costs ~5 ms of start-up; type checkers read these imports, Python skips them.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Self
 
 #: How long a plain request may take before we call the daemon unresponsive.
 REPLY_TIMEOUT_S = 120.0

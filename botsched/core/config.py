@@ -84,7 +84,9 @@ MASK = "***"
 SCHEMA: dict[str, Key] = {
     "daemon.autostart": Key(True, "a boolean (true or false)", _bool, "start the daemon when a command needs it"),
     "defaults.bot_name": Key("Meeting Bot", "a bot name (1-100 printable characters)", _bot_name, "name of new bots"),
-    "defaults.timezone": Key("", "an IANA time zone name (like Europe/Berlin) or empty", _zone_name, "zone of --join-at without offset"),
+    "defaults.timezone": Key(
+        "", "an IANA time zone name (like Europe/Berlin) or empty", _zone_name, "zone of --join-at without offset"
+    ),
     "scheduler.stage_lead_seconds": Key(120, "a number of seconds >= 0", _number, "stage this long before join_at"),
     "scheduler.misfire_grace_seconds": Key(300, "a number of seconds >= 0", _number, "join late at most this much"),
     "runner.kind": Key("simulate", "one of simulate, command", lambda v: v in RUNNER_KINDS, "what joins"),
@@ -92,7 +94,9 @@ SCHEMA: dict[str, Key] = {
     "runner.env": Key({}, "a table of string values", _env_table, "extra environment for the runner"),
     "runner.simulate_join_seconds": Key(1, "a number of seconds >= 0", _number, "simulated time to get in"),
     "runner.simulate_duration_seconds": Key(60, "a number of seconds >= 0", _number, "simulated meeting length"),
-    "runner.max_in_meeting_seconds": Key(4 * 3600, "a number of seconds >= 0", _number, "then the bot is told to leave"),
+    "runner.max_in_meeting_seconds": Key(
+        4 * 3600, "a number of seconds >= 0", _number, "then the bot is told to leave"
+    ),
     "runner.leave_grace_seconds": Key(30, "a number of seconds >= 0", _number, "then a leaving runner is killed"),
     "runner.max_concurrent": Key(50, "a whole number > 0", _positive_int, "at most this many runners at once"),
     "calendar.email": Key("", "a string", _string, "your address, to skip declined events"),

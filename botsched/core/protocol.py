@@ -27,12 +27,12 @@ import json
 import re
 from enum import StrEnum  # ``re`` imports ``enum`` already: no start-up cost
 
+from botsched.core.errors import BotschedError, InvalidInput
+
 #: ``typing`` costs ~5 ms of start-up; type checkers read these imports, Python skips them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-from botsched.core.errors import BotschedError, InvalidInput
 
 VERSION = 1
 #: A JSON escape of a UTF-16 surrogate; only lines with one need the full check.

@@ -307,7 +307,8 @@ def _split_phrase(raw: str) -> tuple[str | None, tuple[int, int]] | None:
         return None
     for day_first in (True, False):
         day_words, time_words = (words[:1], words[1:]) if day_first else (words[-1:], words[:-1])
-        day = day_words[0] if day_words and (day_words[0] in _WEEKDAYS or day_words[0] in ("today", "tomorrow")) else None
+        named_day = bool(day_words) and (day_words[0] in _WEEKDAYS or day_words[0] in ("today", "tomorrow"))
+        day = day_words[0] if named_day else None
         if day is None or not time_words:
             continue
         clock = _time_of_day(" ".join(time_words)) or _time_of_day("".join(time_words))

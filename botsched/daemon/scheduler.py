@@ -314,7 +314,8 @@ class Scheduler:
         ``scheduled`` and ``ready`` bots need nothing: ``tick`` handles them, including the
         misfire rule for joins missed while the daemon was down.
         """
-        active = [s for s in states.ALL_STATES if s not in states.TERMINAL and s not in (states.SCHEDULED, states.READY)]
+        waiting = (states.SCHEDULED, states.READY)
+        active = [s for s in states.ALL_STATES if s not in states.TERMINAL and s not in waiting]
         for due in self.store.in_states(active):
             since = self.store.state_since(due.id)
             if since is None:

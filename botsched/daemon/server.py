@@ -323,7 +323,9 @@ class Server:
         writer.write(protocol.reply({"pid": os.getpid(), "version": protocol.VERSION}))
         return True
 
-    async def _stop_op(self, _args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _stop_op(
+        self, _args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         writer.write(protocol.reply({"stopping": True}))
         asyncio.get_running_loop().call_soon(self._stop)
         return False

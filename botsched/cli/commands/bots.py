@@ -11,12 +11,6 @@ from __future__ import annotations
 import sys
 import time
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
-    from botsched.client.connection import Connection
-
 from botsched.cli.fast import FLAG, INT, MANY, Opt, Spec
 from botsched.cli.output import (
     changed,
@@ -32,6 +26,12 @@ from botsched.cli.output import (
 from botsched.core import states
 from botsched.core.errors import BotschedError, InvalidInput, WaitTimeout
 from botsched.core.protocol import Op
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from botsched.client.connection import Connection
 
 #: ``list`` shows this many bots unless told otherwise (0 = all).
 LIST_LIMIT = 100

@@ -104,11 +104,13 @@ def bot_card(bot: dict[str, Any]) -> None:
     grid.add_row("meeting", Text.assemble(bot["meeting_url"], "  ", (f"({platform_of(bot['meeting_url'])})", "dim")))
     grid.add_row("name", Text(bot["bot_name"]))
     if bot["join_at"]:
-        grid.add_row("join at", Text.assemble(clock.local(bot["join_at"], zone), "  ", (clock.relative(bot["join_at"]), "bold"),
+        grid.add_row("join at", Text.assemble(clock.local(bot["join_at"], zone), "  ",
+                                              (clock.relative(bot["join_at"]), "bold"),
                                               "  ", (f"({bot['join_at']})", "dim")))
     else:
         grid.add_row("join at", Text("ad-hoc: joins as soon as it is created"))
-    grid.add_row("created", Text.assemble(clock.local(bot["created_at"], zone), "  ", (clock.relative(bot["created_at"]), "dim")))
+    grid.add_row("created", Text.assemble(clock.local(bot["created_at"], zone), "  ",
+                                          (clock.relative(bot["created_at"]), "dim")))
     if bot.get("updated_at") and bot["updated_at"] != bot["created_at"]:
         grid.add_row("updated", Text.assemble(clock.local(bot["updated_at"], zone), "  ",
                                               (clock.relative(bot["updated_at"]), "dim")))

@@ -671,7 +671,9 @@ class CommandRunner(Runner):
                 self._remove_files(bot_id)
                 return
             status = "killed, no exit status" if code is None else f"exit code {code}"
-            raise RunnerError(f"its runner died while the daemon was not running ({status}; the bot was {bot['state']})")
+            raise RunnerError(
+                f"its runner died while the daemon was not running ({status}; the bot was {bot['state']})"
+            )
         self._reattach(bot, *live)
 
     def _live_shim(self, bot_id: str) -> tuple[int, str] | None:

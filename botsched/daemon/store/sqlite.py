@@ -281,7 +281,7 @@ class SqliteStore:
                 _metadata_json(bot.metadata) if bot.metadata else "{}",
                 bot.dedup_key,
             )
-            for bot_id, bot in zip(ids, bots)
+            for bot_id, bot in zip(ids, bots, strict=True)
         ]
         bot_rows.sort()  # random ids, inserted in key order: far fewer B-tree page visits
         try:
@@ -290,7 +290,8 @@ class SqliteStore:
                     self._db.executemany(f"INSERT INTO bots ({_BOT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", bot_rows)
                 except sqlite3.IntegrityError:
                     raise _DuplicateKey() from None
-                self._add_events(pending, [(bot_id, bot.initial_state, now_us, None) for bot_id, bot in zip(ids, bots)])
+                firsts = [(bot_id, bot.initial_state, now_us, None) for bot_id, bot in zip(ids, bots, strict=True)]
+                self._add_events(pending, firsts)
         except _DuplicateKey:
             raise DuplicateKeys(self._key_clashes(bots)) from None  # asked after the rollback
         if len(bots) >= CHECKPOINT_AFTER_INSERT:
