@@ -31,6 +31,7 @@ from botsched.core.timeparse import format_instant
 from botsched.daemon.runners.base import Runner
 from botsched.daemon.scheduler import Scheduler
 from botsched.daemon.store import NewBot, StorageError, Store
+from tests.support.fakes import FakeClock
 from tests.support.home import Client, wait_until
 from tests.support.times import in_s, z_seconds
 
@@ -47,14 +48,6 @@ URL = "https://zoom.us/j/42"
 
 class Killed(BaseException):
     """Stands for a SIGKILL of the daemon: nothing after it runs."""
-
-
-class Clock:
-    def __init__(self, t: int) -> None:
-        self.t = t
-
-    def now_us(self) -> int:
-        return self.t
 
 
 class SendingRunner(Runner):
@@ -93,15 +86,15 @@ def _config() -> Config:
     return Config({**config_mod.defaults(), "scheduler.stage_lead_seconds": 10})
 
 
-def _rig(path: Path, sent: list[str]) -> tuple[Store, SendingRunner, Scheduler, Clock]:
+def _rig(path: Path, sent: list[str]) -> tuple[Store, SendingRunner, Scheduler, FakeClock]:
     store = Store(path)
     config = _config()
     runner = SendingRunner(config, store, sent)
-    clock = Clock(T0)
+    clock = FakeClock(T0)
     return store, runner, Scheduler(store, runner, config, clock), clock
 
 
-def _staged(store: Store, clock: Clock, sched: Scheduler, join_us: int, count: int) -> list[str]:
+def _staged(store: Store, clock: FakeClock, sched: Scheduler, join_us: int, count: int) -> list[str]:
     ids = store.insert([NewBot(URL, "bot", format_instant(join_us), join_us, {}, None)] * count, clock.t)
     clock.t = join_us - 5 * S
     sched.tick()
