@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.foreign import talk_as_nobody
 from tests.support.home import ALL_STATES, assert_clean_error, make_short_dir, pid_alive, wait_until
 
 URL = "https://zoom.us/j/7"
@@ -243,40 +243,7 @@ def test_a_peer_with_another_uid_is_refused(home):
     bot_id = home.create(URL, "--join-at", FAR)
     os.chmod(home.path, 0o755)
     os.chmod(home.socket, 0o666)
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the forked child
-        try:
-            os.close(read_end)
-            os.setgid(65534)
-            os.setuid(65534)
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(5)
-                sock.connect(str(home.socket))
-                try:  # the daemon may refuse and close before we even send: that is fine
-                    sock.sendall(b'{"v":1,"op":"list","args":{"states":[],"limit":0}}\n')
-                except OSError:
-                    pass
-                data = b""
-                try:
-                    while not data.endswith(b"\n"):
-                        chunk = sock.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                except OSError:
-                    pass
-            os.write(write_end, b"OK" + data)
-        except BaseException as exc:  # noqa: BLE001 - report anything to the parent
-            os.write(write_end, b"EX" + repr(exc).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    out = b""
-    while chunk := os.read(read_end, 65536):
-        out += chunk
-    os.close(read_end)
-    os.waitpid(child, 0)
+    out = talk_as_nobody(str(home.socket), [b'{"v":1,"op":"list","args":{"states":[],"limit":0}}\n'])
     assert out.startswith(b"OK"), f"the foreign client could not even connect: {out!r}"
     assert bot_id.encode() not in out, "a client of another uid was served"
     reply = out[2:]

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from botsched.daemon.store import NewBot, StorageError, Store
 from tests.support.fakes import FakeClock
 from tests.support.home import Client, wait_until
 from tests.support.times import in_s, z_seconds
+from tests.support.tmpfs import fill_disk, mount_small_tmpfs
 
 from .relhelpers import can_mount, record_figures, retry
 
@@ -334,28 +334,17 @@ def test_a_full_disk_at_join_time_sends_join_once_and_does_not_claim_lateness(ma
     """Item 3 as reported: the home on a full disk at join_at."""
     home, config, rec_dir = _command_home(make_home, tmp_path, subdir="home")
     home.path.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(home.path)], check=True,
-                   timeout=10)
+    mount_small_tmpfs(home.path)
     make_home.mounts.append(home.path)
     home.write_config(config)
     home.launch()
-    filler = home.path / "filler"
     with home.client() as client:
         bot_id = client.ok("create", meeting_url=URL, join_at=in_s(3))["id"]
         wait_until(lambda: client.ok("show", id=bot_id)["state"] == "staged", 10, what="staged")
         # the runner is up: its shim's interpreter may start after the state says staged
         wait_until(lambda: _starts_and_joins(rec_dir)[0].get(bot_id) == 1, 10, what="the runner's start")
         join_at = client.ok("show", id=bot_id)["join_at"]
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:  # fill the disk to the last byte
-            for size in (1 << 16, 1 << 10, 1):
-                try:
-                    while True:
-                        os.write(fd, b"\0" * size)
-                except OSError:
-                    pass
-        finally:
-            os.close(fd)
+        filler = fill_disk(home.path)
         time.sleep(max(0.0, z_seconds(join_at) + 4 - time.time()))
         _, joins = _starts_and_joins(rec_dir)
         filler.unlink()

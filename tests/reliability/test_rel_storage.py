@@ -27,6 +27,7 @@ from botsched.daemon.store import NewBot, Store
 from botsched.daemon.store import schema as store_mod  # the schema version and migrations
 from tests.support.home import assert_clean_error, pid_alive
 from tests.support.times import z_seconds
+from tests.support.tmpfs import fill_disk, mount_small_tmpfs
 
 from .relhelpers import can_chattr, can_mount, integrity, is_root, sha256
 
@@ -197,25 +198,14 @@ def test_a_read_only_database_does_not_leave_due_bots_silently_stuck(make_home, 
 def test_a_full_disk_fails_creates_clearly_and_keeps_serving(make_home):
     home = make_home(write_config=False, subdir="home")
     home.path.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(home.path)], check=True,
-                   timeout=10)
+    mount_small_tmpfs(home.path)
     make_home.mounts.append(home.path)
     home.write_config({"scheduler": {"stage_lead_seconds": 1}})
     home.ok("daemon", "start")
     pid = home.daemon_pid()
     stored = [home.create(f"{URL}{n}", "--join-at", FAR, "--bot-name", f"before {n}") for n in range(5)]
     baseline = home.list_all()
-    filler = home.path / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:  # fill the disk to the last byte
-        for size in (1 << 16, 1 << 10, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
+    filler = fill_disk(home.path)
     big = "v" * 15_000
     failure = None
     for n in range(200):  # the WAL may still have room for a few; then creates must fail
