@@ -7,6 +7,8 @@ import queue
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
@@ -104,17 +106,24 @@ def _reader(stream, sink: queue.Queue) -> None:
     sink.put((datetime.now(UTC), None))
 
 
-def _follow(home, *args: str) -> tuple[subprocess.Popen, queue.Queue]:
-    """Start ``events --follow`` and return once it is streaming (a sentinel bot's past
-    event has arrived), so no sleep is needed before creating the bot under test."""
+@contextmanager
+def _following(home, *args: str) -> Iterator[tuple[subprocess.Popen, queue.Queue]]:
+    """``events --follow`` running, once it is streaming (a sentinel bot's past event has
+    arrived, so no sleep is needed before creating the bot under test); stopped afterwards."""
     sentinel = home.create(URL, "--join-at", FAR)
     proc = home.popen("events", "--follow", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                       stdin=subprocess.DEVNULL)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
-    past = _collect(lines, lambda g: sentinel.encode() in g[-1][1], timeout=10)
-    assert past and sentinel.encode() in past[-1][1], f"events --follow did not print past events: {past}"
-    return proc, lines
+    try:
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
+        past = _collect(lines, lambda g: sentinel.encode() in g[-1][1], timeout=10)
+        assert past and sentinel.encode() in past[-1][1], f"events --follow did not print past events: {past}"
+        yield proc, lines
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def _collect(lines: queue.Queue, until, timeout: float) -> list[tuple[datetime, bytes]]:
@@ -135,17 +144,11 @@ def _collect(lines: queue.Queue, until, timeout: float) -> list[tuple[datetime, 
 
 def test_events_follow_json_streams_live_into_a_pipe(module_home):
     home = module_home
-    proc, lines = _follow(home, "--json")
-    try:
+    with _following(home, "--json") as (proc, lines):
         join_at = in_s(2.0)
         bot_id = home.create(URL, "--join-at", join_at)
         got = _collect(lines, lambda g: bot_id.encode() in g[-1][1] and b'"ended"' in g[-1][1], timeout=15)
         assert proc.poll() is None, "events --follow must keep running"
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        proc.stdout.close()
-        proc.stderr.close()
     events = [(arrived, json.loads(line)) for arrived, line in got]
     assert all("bot_id" in e for _, e in events), "events of every bot must say which bot"
     mine = [(arrived, e) for arrived, e in events if e["bot_id"] == bot_id]
@@ -157,17 +160,11 @@ def test_events_follow_json_streams_live_into_a_pipe(module_home):
 
 def test_events_follow_human_streams_live_into_a_pipe(module_home):
     home = module_home
-    proc, lines = _follow(home)
-    try:
+    with _following(home) as (proc, lines):
         bot_id = home.create(URL)
         started = datetime.now(UTC)
         got = _collect(lines, lambda g: bot_id.encode() in g[-1][1] and b"ended" in g[-1][1], timeout=15)
         assert proc.poll() is None, "events --follow must keep running"
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        proc.stdout.close()
-        proc.stderr.close()
     got = [(arrived, line) for arrived, line in got if bot_id.encode() in line]
     text = [line.decode() for _, line in got]
     assert any("joining" in line for line in text), text
