@@ -15,7 +15,7 @@ import os
 import sys
 
 from botsched.cli.output import changes_text, fail, warn
-from botsched.core.errors import BotschedError
+from botsched.core.errors import BotschedError, ExitStatus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -99,10 +99,10 @@ def _output_lost(exc: OSError) -> NoReturn:
     if exc.errno == errno.EPIPE:
         if done:
             warn([f"{done}, but the rest of the output went to a closed pipe"])
-        sys.exit(141)
+        sys.exit(ExitStatus.BROKEN_PIPE)
     if done:
         warn([f"{done}, but stdout is closed: the output was not written"])
-        sys.exit(0)
+        sys.exit(ExitStatus.SUCCESS)
     fail(1, "cannot write the output: stdout is closed (Bad file descriptor)")
 
 
@@ -116,7 +116,7 @@ def run(body: Callable[[], Any]) -> NoReturn:
     except BotschedError as exc:
         fail(exc.exit_code, exc.message)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitStatus.INTERRUPTED)
     except SystemExit as exc:  # click turns EPIPE into exit(1): undo that
         if _is_output_error(exc.__context__):
             _output_lost(exc.__context__)  # type: ignore[arg-type]
@@ -126,7 +126,7 @@ def run(body: Callable[[], Any]) -> NoReturn:
             _output_lost(exc)  # type: ignore[arg-type]
         if changes_text():  # the change was made: showing it failed, that is all
             warn([f"{changes_text()}, but showing the result failed: {type(exc).__name__}: {exc}"])
-            sys.exit(0)
+            sys.exit(ExitStatus.SUCCESS)
         fail(1, f"internal error: {type(exc).__name__}: {exc} (please report this)")
     sys.exit(code if isinstance(code, int) else 0)
 

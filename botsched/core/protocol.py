@@ -27,7 +27,7 @@ import json
 import re
 from enum import StrEnum  # ``re`` imports ``enum`` already: no start-up cost
 
-from botsched.core.errors import BotschedError, InvalidInput
+from botsched.core.errors import BotschedError, ExitStatus, InvalidInput
 
 #: ``typing`` costs ~5 ms of start-up; type checkers read these imports, Python skips them.
 TYPE_CHECKING = False
@@ -69,7 +69,7 @@ class Refused(BotschedError):
     ``DaemonUnavailable``: ``daemon status`` must not call a running daemon "not running",
     and nothing should try to start a second one."""
 
-    exit_code = 5
+    exit_code = ExitStatus.UNAVAILABLE
     code = "refused"
 
 

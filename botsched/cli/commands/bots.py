@@ -24,7 +24,7 @@ from botsched.cli.output import (
     warn,
 )
 from botsched.core import states
-from botsched.core.errors import BotschedError, InvalidInput, WaitTimeout
+from botsched.core.errors import BotschedError, ExitStatus, InvalidInput, WaitTimeout
 from botsched.core.protocol import Op
 
 TYPE_CHECKING = False
@@ -156,7 +156,7 @@ def cancel(bot_ids: list[str]) -> int:
             try:
                 conn.call(Op.CANCEL, id=bot_id)
             except BotschedError as exc:
-                if exc.exit_code in (1, 5):
+                if exc.exit_code in (ExitStatus.INTERNAL, ExitStatus.UNAVAILABLE):
                     raise
                 print_errors(exc.message)
                 failure = failure or exc
@@ -170,7 +170,7 @@ def cancel(bot_ids: list[str]) -> int:
                     lost = exc
     if lost is not None and failure is None:
         raise lost
-    return failure.exit_code if failure is not None else 0
+    return failure.exit_code if failure is not None else ExitStatus.SUCCESS
 
 
 def leave(bot_id: str) -> None:

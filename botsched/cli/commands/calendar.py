@@ -19,7 +19,7 @@ from botsched.cli.output import (
     warn,
 )
 from botsched.core import states
-from botsched.core.errors import BotschedError, InvalidInput
+from botsched.core.errors import BotschedError, ExitStatus, InvalidInput
 from botsched.core.protocol import Op
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,7 +87,7 @@ def sync(source: str, days: int, join_offset: str | None, bot_name: str | None, 
         from botsched.cli.render.calendar import sync_table
 
         sync_table(actions, dry_run, days)
-    return failure.exit_code if failure is not None else 0
+    return failure.exit_code if failure is not None else ExitStatus.SUCCESS
 
 
 def _apply(conn: Any, actions: list[Action], bot_name: str | None, warnings: list[str]) -> BotschedError | None:
@@ -126,7 +126,7 @@ def _apply(conn: Any, actions: list[Action], bot_name: str | None, warnings: lis
                     item.state = bot["state"]
                     warnings.extend(f"{item.summary}: {note}" for note in notes)
             except BotschedError as exc:
-                if exc.exit_code in (1, 5):
+                if exc.exit_code in (ExitStatus.INTERNAL, ExitStatus.UNAVAILABLE):
                     raise
                 print_errors(f"{kind} {item.key}: {exc.message}")
                 if kind == "cancel":
@@ -161,7 +161,7 @@ def _create_together(conn: Any, actions: list[Action], bot_name: str | None, ski
     try:
         ids, notes = conn.call_bulk(Op.CREATE_MANY, chunks, bots=False)
     except BotschedError as exc:
-        if exc.exit_code in (1, 5):
+        if exc.exit_code in (ExitStatus.INTERNAL, ExitStatus.UNAVAILABLE):
             raise
         return
     for item, bot_id in zip(items, ids, strict=True):

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from botsched.cli.output import emit, emit_json, warn
-from botsched.core.errors import DaemonUnavailable
+from botsched.core.errors import DaemonUnavailable, ExitStatus
 from botsched.core.protocol import Op
 
 
@@ -52,10 +52,10 @@ def status(as_json: bool) -> int:
             emit_json({"running": False})
         else:
             sys.stdout.write("botsched daemon is not running\n")
-        return DaemonUnavailable.exit_code
+        return ExitStatus.UNAVAILABLE
     warn(warnings)  # e.g. the database file was deleted: changes are refused
     emit(info, as_json, _status_screen)
-    return 0
+    return ExitStatus.SUCCESS
 
 
 def _status_screen(info: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol
 
-from botsched.core.errors import BotschedError
+from botsched.core.errors import BotschedError, ExitStatus
 from botsched.core.model import Bot, Due, Event, NewBot
 
 #: (bot_id, from_state, to_state, detail): one compare-and-set for ``transition_many``.
@@ -39,7 +39,7 @@ class DatabaseGone(StorageError):
     """The database file (or its WAL) was deleted or replaced under the running daemon:
     commits would go to a file no one can open again, so changes are refused (exit 5)."""
 
-    exit_code = 5
+    exit_code = ExitStatus.UNAVAILABLE
     code = "unavailable"
 
 
