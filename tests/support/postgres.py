@@ -136,13 +136,16 @@ class PostgresServer:
                     raise RuntimeError(f"PostgreSQL did not listen on port {self.port}: see {self.log}") from None
                 time.sleep(0.1)
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """``fast`` writes out what was committed (``synchronous_commit=off`` leaves the last
+        commits in memory for a moment); ``immediate`` is for the end, when nothing matters."""
         if (self.data / "postmaster.pid").exists():
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
     def restart(self) -> None:
-        """Stop and start again on the same port (a database restart in the middle of a run)."""
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        """Stop (if running) and start again on the same port (a database restart mid-run)."""
+        if (self.data / "postmaster.pid").exists():
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
         self._pg_ctl_start()
 
     # -- what tests use ------------------------------------------------------------------
@@ -205,7 +208,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         yield server
     finally:
-        server.stop()
+        server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
 
 

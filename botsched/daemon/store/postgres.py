@@ -54,6 +54,9 @@ CHECKPOINT_AFTER_COMMITS = 200
 _MIGRATION_LOCK = 0x626F7473_0001
 _EVENTS_LOCK = 0x626F7473_0002
 CONNECT_TIMEOUT_S = 10
+#: A request waits at most this long for a pooled connection (while the server is away the
+#: pool reconnects in the background, and the request fails with exit 5).
+POOL_WAIT_S = 5.0
 
 _metadata_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
@@ -140,7 +143,7 @@ class PostgresStore:
             kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "botsched"},
             # a connection broken by a server restart is found out (and replaced) before use
             check=psycopg_pool.ConnectionPool.check_connection,
-            timeout=CONNECT_TIMEOUT_S,
+            timeout=POOL_WAIT_S,
             open=False,
         )
         self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
