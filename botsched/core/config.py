@@ -135,6 +135,10 @@ SCHEMA: dict[str, Key] = {
         "", "empty (the local SQLite file) or a postgresql:// URL", _store_url,
         "a shared PostgreSQL database: cluster mode (BOTSCHED_STORE_URL overrides)",
     ),
+    "cluster.agent_name": Key("", "a string (empty: the host name)", _string, "this agent's name in cluster mode"),
+    "cluster.lease_seconds": Key(
+        15, "a number of seconds > 0", lambda v: _number(v) and v > 0, "an agent silent this long loses its bots"
+    ),
 }
 
 

@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import psycopg_pool
@@ -44,7 +44,7 @@ from botsched.daemon.store.base import (
     StorageError,
 )
 
-__all__ = ["SCHEMA_VERSION", "DatabaseUnreachable", "PostgresStore"]
+__all__ = ["SCHEMA_VERSION", "Claim", "DatabaseUnreachable", "FencedChange", "PostgresStore"]
 
 log = logging.getLogger("botsched.daemon.store")
 
@@ -61,7 +61,7 @@ POOL_WAIT_S = 5.0
 _metadata_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: version -> the statements that bring the schema from version - 1 to it (one transaction each).
 MIGRATIONS: dict[int, list[str]] = {
@@ -94,6 +94,15 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX events_by_bot ON events (bot_id, seq)",
         "CREATE SEQUENCE events_seq AS bigint",
     ],
+    # claims (cluster mode): who holds a bot, until when (the database's clock), and the
+    # fencing epoch, bumped at every claim, that each write of the holder must still match
+    2: [
+        "ALTER TABLE bots ADD COLUMN agent text",
+        "ALTER TABLE bots ADD COLUMN lease_until_us bigint",
+        "ALTER TABLE bots ADD COLUMN epoch bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE events ADD COLUMN agent text",
+        "CREATE INDEX bots_by_lease ON bots (lease_until_us) WHERE lease_until_us IS NOT NULL",
+    ],
 }
 
 
@@ -103,6 +112,30 @@ class DatabaseUnreachable(StorageError):
 
     exit_code = 5
     code = "unavailable"
+
+
+class Claim(NamedTuple):
+    """A bot an agent now holds: run it only while ``epoch`` is still the bot's (each write
+    about it is conditional on that); ``taken_from`` names the agent that lost it, if any."""
+
+    id: str
+    state: str
+    join_at_us: int
+    epoch: int
+    taken_from: str | None
+
+
+#: (bot_id, epoch, from_state, to_state, detail): a compare-and-set fenced on the holder's epoch.
+FencedChange = tuple[str, int, str, str, "str | None"]
+
+#: The states an agent runs a bot in (it holds a claim on it); past ``staged``, a lost agent
+#: means the meeting was lost with it.
+_HELD_STATES = (states.READY, states.STAGED, states.JOINING, states.WAITING_ROOM, states.JOINED_NOT_RECORDING,
+                states.JOINED_RECORDING, states.LEAVING, states.POST_PROCESSING)
+_PAST_JOINING = [state for state in _HELD_STATES if state not in (states.READY, states.STAGED)]
+#: The database server's clock, in microseconds: leases are all measured on this one clock,
+#: so an agent whose clock is off neither shortens nor stretches anyone's lease.
+_DB_NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 
 
 class _DuplicateKey(Exception):
@@ -205,7 +238,11 @@ class PostgresStore:
                 self._on_events(held)
 
     def _add_events(
-        self, connection: Connection, pending: list[Event], rows: Sequence[tuple[str, str, int, str | None]]
+        self,
+        connection: Connection,
+        pending: list[Event],
+        rows: Sequence[tuple[str, str, int, str | None]],
+        agent: str | None = None,
     ) -> None:
         """Insert (bot_id, state, at_us, detail) rows with sequence numbers that commit in order."""
         if not rows:
@@ -218,9 +255,9 @@ class PostgresStore:
             ).fetchall()
         ]
         seqs.sort()
-        with connection.cursor().copy("COPY events (seq, bot_id, state, at_us, detail) FROM STDIN") as copy:
+        with connection.cursor().copy("COPY events (seq, bot_id, state, at_us, detail, agent) FROM STDIN") as copy:
             for seq, row in zip(seqs, rows, strict=True):
-                copy.write_row((seq, *row))
+                copy.write_row((seq, *row, agent))
         pending.extend(Event(seq, *row) for seq, row in zip(seqs, rows, strict=True))
 
     @staticmethod
@@ -518,6 +555,124 @@ class PostgresStore:
             connection.execute("DELETE FROM events WHERE bot_id = %s", (bot_id,))
         if self._on_deleted is not None:
             self._on_deleted(bot_id)
+
+
+    # -- claims, leases and fencing (cluster mode) ---------------------------------------
+    #
+    # Not part of the ``Store`` interface: what a cluster agent adds. Event times are the
+    # caller's ``now_us`` as everywhere; lease times are the database's clock (see _DB_NOW_US).
+
+    def database_now_us(self) -> int:
+        """The database server's clock (for an agent's clock offset, and lease arithmetic)."""
+        with self._connection(writing=False) as connection:
+            row = connection.execute(f"SELECT {_DB_NOW_US}").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def claim_due(self, agent: str, until_us: int, slots: int, lease_us: int, now_us: int) -> list[Claim]:
+        """Claim at most ``slots`` bots for ``agent`` and stage them, earliest first: scheduled
+        bots due by ``until_us`` (-> staged), ad-hoc ``ready`` bots nobody holds, and staged bots
+        whose holder's lease ran out (re-staged here; the event says from whom). ``SKIP LOCKED``:
+        agents claiming at once never wait for each other, and each bot has exactly one winner.
+        A bot being rescheduled or cancelled at that moment is skipped (it is locked): the
+        change wins, and the next tick sees the bot as it then is."""
+        if slots <= 0:
+            return []
+        with self._transaction() as (connection, pending):
+            rows = connection.execute(
+                f"""WITH picked AS (
+                    SELECT b.id, b.agent AS previous, b.state AS was FROM bots b
+                    WHERE (b.state = 'scheduled' AND b.sort_us <= %(until)s)
+                       OR (b.state = 'ready' AND (b.agent IS NULL OR b.lease_until_us < {_DB_NOW_US}))
+                       OR (b.state = 'staged' AND b.lease_until_us < {_DB_NOW_US})
+                    ORDER BY b.sort_us LIMIT %(slots)s
+                    FOR UPDATE OF b SKIP LOCKED
+                )
+                UPDATE bots b SET state = CASE WHEN b.state = 'scheduled' THEN 'staged' ELSE b.state END,
+                    updated_us = %(now)s, agent = %(agent)s, lease_until_us = {_DB_NOW_US} + %(lease)s,
+                    epoch = b.epoch + 1
+                FROM picked WHERE b.id = picked.id
+                RETURNING b.id, b.state, b.sort_us, b.epoch, picked.previous, picked.was""",
+                {"until": until_us, "slots": slots, "now": now_us, "agent": agent, "lease": lease_us},
+            ).fetchall()
+            claims: list[Claim] = []
+            events: list[tuple[str, str, int, str | None]] = []
+            for bot_id, state, sort_us, epoch, previous, was in sorted(rows, key=lambda row: (row[2], row[0])):
+                claims.append(Claim(bot_id, state, int(sort_us), int(epoch), None if was == "scheduled" else previous))
+                if was == states.SCHEDULED:
+                    events.append((bot_id, states.STAGED, now_us, None))
+                elif was == states.STAGED:
+                    events.append((bot_id, states.STAGED, now_us, f"re-staged: agent {previous} lost its lease"))
+            self._add_events(connection, pending, events, agent)
+        return claims
+
+    def renew(self, agent: str, held: Sequence[tuple[str, int]], lease_us: int) -> set[str]:
+        """Heartbeat: extend the leases of the (bot_id, epoch) claims ``agent`` still holds; the
+        ids returned are those. A runner whose bot is not among them must stop: its bot was
+        taken over (another agent runs it) or given up, and none of its writes is accepted."""
+        if not held:
+            return set()
+        with self._transaction() as (connection, _pending):
+            rows = connection.execute(
+                f"""UPDATE bots b SET lease_until_us = {_DB_NOW_US} + %s
+                FROM unnest(%s::text[], %s::bigint[]) AS h(id, epoch)
+                WHERE b.id = h.id AND b.epoch = h.epoch AND b.agent = %s AND b.state = ANY(%s)
+                RETURNING b.id""",
+                (lease_us, [bot_id for bot_id, _ in held], [epoch for _, epoch in held], agent, list(_HELD_STATES)),
+            ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    def transition_held(self, agent: str, changes: Sequence[FencedChange], now_us: int) -> list[str]:
+        """Compare-and-sets that also need ``agent`` to still hold each bot at that epoch (the
+        fence: an agent that lost its lease cannot write for the bots it ran). In order, one
+        transaction; the ids that really moved. A bot reaching a final state is let go."""
+        for bot_id, _epoch, old, new, _detail in changes:
+            if not states.is_legal(old, new):
+                raise IllegalTransition(f"illegal transition {old} -> {new} for {bot_id}")
+        moved: list[str] = []
+        with self._transaction() as (connection, pending):
+            rows: list[tuple[str, str, int, str | None]] = []
+            for bot_id, epoch, old, new, detail in changes:
+                cursor = connection.execute(
+                    "UPDATE bots SET state = %s, updated_us = %s, "
+                    "lease_until_us = CASE WHEN %s THEN NULL ELSE lease_until_us END "
+                    "WHERE id = %s AND state = %s AND epoch = %s AND agent = %s",
+                    (new, now_us, states.is_terminal(new), bot_id, old, epoch, agent),
+                )
+                if cursor.rowcount == 1:
+                    moved.append(bot_id)
+                    rows.append((bot_id, new, now_us, detail))
+            self._add_events(connection, pending, rows, agent)
+        return moved
+
+    def fail_lost(self, now_us: int, limit: int = 1000) -> list[str]:
+        """Bots past ``staged`` whose holder's lease ran out: the meeting went with that agent,
+        so they become ``fatal_error`` ("agent NAME lost"), and its epoch moves on (the lost
+        agent, if it comes back, can write nothing for them). Any agent may run this."""
+        with self._transaction() as (connection, pending):
+            rows = connection.execute(
+                f"""WITH lost AS (
+                    SELECT id, agent FROM bots
+                    WHERE state = ANY(%s) AND lease_until_us < {_DB_NOW_US}
+                    ORDER BY lease_until_us LIMIT %s
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE bots b SET state = 'fatal_error', updated_us = %s, lease_until_us = NULL,
+                    epoch = b.epoch + 1
+                FROM lost WHERE b.id = lost.id
+                RETURNING b.id, lost.agent""",
+                (_PAST_JOINING, limit, now_us),
+            ).fetchall()
+            failed = sorted((str(bot_id), str(agent)) for bot_id, agent in rows)
+            lost = [(bot_id, states.FATAL_ERROR, now_us, f"agent {agent} lost") for bot_id, agent in failed]
+            self._add_events(connection, pending, lost)
+        return [bot_id for bot_id, _ in failed]
+
+    def holder(self, bot_id: str) -> tuple[str | None, int] | None:
+        """(agent, epoch) of a bot; ``None`` if there is no such bot."""
+        with self._connection(writing=False) as connection:
+            row = connection.execute("SELECT agent, epoch FROM bots WHERE id = %s", (bot_id,)).fetchone()
+        return None if row is None else (row[0], int(row[1]))
 
 
 # -- the schema ---------------------------------------------------------------------------
