@@ -37,6 +37,7 @@ def test_daemon_on_postgres_creates_reschedules_cancels_and_joins(
     assert states == ["scheduled", "staged", "joining", "joined_recording", "ended"], states
     joining = next(event for event in final["events"] if event["state"] == "joining")
     late_ms = (parse_z(joining["at"]) - parse_z(join_at)).total_seconds() * 1000
+    print(f"\njoining happened {late_ms:+.3f} ms after join_at (PostgreSQL store)")
     assert -1.0 <= late_ms <= 200.0, f"joined {late_ms:+.1f} ms off join_at"
 
     # it is all in PostgreSQL (another agent would see it), and no SQLite file was made

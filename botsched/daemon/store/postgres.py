@@ -173,7 +173,8 @@ class PostgresStore:
             url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "botsched"},
+            # autocommit: a one-statement read is one round trip; transactions are explicit
+            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "botsched", "autocommit": True},
             # a connection broken by a server restart is found out (and replaced) before use
             check=psycopg_pool.ConnectionPool.check_connection,
             timeout=POOL_WAIT_S,
@@ -225,6 +226,13 @@ class PostgresStore:
                     self._held.extend(pending)
                 else:
                     self._on_events(pending)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """Reads of several statements (a bot and its events) from one consistent snapshot."""
+        with self._connection(writing=False) as connection, connection.transaction():
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield connection
 
     @contextmanager
     def hold_announcements(self) -> Iterator[None]:
@@ -360,7 +368,7 @@ class PostgresStore:
         return found
 
     def get(self, bot_id: str) -> Bot | None:
-        with self._connection(writing=False) as connection, connection.transaction():
+        with self._snapshot() as connection:
             row = connection.execute(f"SELECT {_BOT_COLUMNS} FROM bots WHERE id = %s", (bot_id,)).fetchone()
             if row is None:
                 return None
@@ -369,7 +377,7 @@ class PostgresStore:
     def get_many(self, bot_ids: Sequence[str]) -> list[Bot]:
         if not bot_ids:
             return []
-        with self._connection(writing=False) as connection, connection.transaction():
+        with self._snapshot() as connection:
             rows = {
                 row[0]: row
                 for row in connection.execute(
@@ -397,7 +405,7 @@ class PostgresStore:
         if limit > 0:
             query += " LIMIT %s"
             params.append(limit + 1)
-        with self._connection(writing=False) as connection, connection.transaction():
+        with self._snapshot() as connection:
             rows = connection.execute(query, params).fetchall()
             more = limit > 0 and len(rows) > limit
             rows = rows[:limit] if limit > 0 else rows
