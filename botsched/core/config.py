@@ -84,19 +84,25 @@ STORE_URL_ENV = "BOTSCHED_STORE_URL"
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) shown as ``***``: a URL may be shown, a password never."""
-    from urllib.parse import urlsplit, urlunsplit
+    """``url`` with its password (if any, also a ``?password=`` parameter) shown as ``***``:
+    a URL may be shown, a password never."""
+    from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
         return MASK  # not parseable: show nothing of it
-    if not password:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+    netloc = parts.netloc
+    if password:
+        netloc = f"{parts.username or ''}:{MASK}@{netloc.rpartition('@')[2]}"
+    query = re.sub(r"(^|&)password=[^&]*", rf"\1password={MASK}", parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing secret in it
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
 def store_url(config: Config) -> str:

@@ -150,6 +150,11 @@ def test_an_unreachable_server_is_exit_5_and_the_password_is_never_said(
     assert password not in info.value.message
     assert "botsched:***@127.0.0.1" in info.value.message
 
+    in_query = f"postgresql://botsched@127.0.0.1:{_free_port()}/postgres?password={password}"
+    with pytest.raises(DaemonUnavailable) as info:
+        PostgresStore(in_query)
+    assert password not in info.value.message and "password=***" in info.value.message
+
     store = PostgresStore(postgres_server.url(password=password, schema=postgres_server.fresh_schema()))
     try:
         assert password not in store.describe() and "***" in store.describe()

@@ -720,10 +720,13 @@ def migrate(connection: Connection, shown_url: str) -> None:
 
 
 def _password_of(url: str) -> str | None:
-    from urllib.parse import unquote, urlsplit
+    """The URL's password (in its user part, or a ``?password=`` parameter), to mask it."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
 
     try:
-        password = urlsplit(url).password
+        parts = urlsplit(url)
+        password = unquote(parts.password) if parts.password else None
+        query = dict(parse_qsl(parts.query))
     except ValueError:
         return None
-    return unquote(password) if password else None
+    return password or query.get("password") or None
