@@ -73,6 +73,43 @@ def _bot_name(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 100 and value.isprintable()
 
 
+def _store_url(value: Any) -> bool:
+    return isinstance(value, str) and (value == "" or value.startswith(POSTGRES_SCHEMES))
+
+
+#: URL schemes that select the PostgreSQL store (cluster mode, SPEC §10).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: Set, it overrides ``store.url`` (the daemon reads it at start-up).
+STORE_URL_ENV = "BOTSCHED_STORE_URL"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any, also a ``?password=`` parameter) shown as ``***``:
+    a URL may be shown, a password never."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return MASK  # not parseable: show nothing of it
+    netloc = parts.netloc
+    if password:
+        netloc = f"{parts.username or ''}:{MASK}@{netloc.rpartition('@')[2]}"
+    query = re.sub(r"(^|&)password=[^&]*", rf"\1password={MASK}", parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing secret in it
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
+
+
+def store_url(config: Config) -> str:
+    """Which store the daemon opens: ``BOTSCHED_STORE_URL``, else ``store.url``; empty is SQLite."""
+    return os.environ.get(STORE_URL_ENV) or str(config["store.url"])
+
+
 RUNNER_KINDS = ("simulate", "command")
 #: Keys whose values never appear in output, errors or logs (API tokens live here).
 SECRET_KEYS = frozenset({"runner.env"})
@@ -100,6 +137,14 @@ SCHEMA: dict[str, Key] = {
     "runner.leave_grace_seconds": Key(30, "a number of seconds >= 0", _number, "then a leaving runner is killed"),
     "runner.max_concurrent": Key(50, "a whole number > 0", _positive_int, "at most this many runners at once"),
     "calendar.email": Key("", "a string", _string, "your address, to skip declined events"),
+    "store.url": Key(
+        "", "empty (the local SQLite file) or a postgresql:// URL", _store_url,
+        "a shared PostgreSQL database: cluster mode (BOTSCHED_STORE_URL overrides)",
+    ),
+    "cluster.agent_name": Key("", "a string (empty: the host name)", _string, "this agent's name in cluster mode"),
+    "cluster.lease_seconds": Key(
+        15, "a number of seconds > 0", lambda v: _number(v) and v > 0, "an agent silent this long loses its bots"
+    ),
 }
 
 
@@ -137,6 +182,8 @@ def masked(key: str, value: Any) -> Any:
         return {name: MASK for name in value}
     if key.startswith(ENV_PREFIX):
         return MASK
+    if key == "store.url" and isinstance(value, str):
+        return redact_url(value)
     return value
 
 
@@ -146,6 +193,8 @@ def validate_value(key: str, value: Any) -> Any:
         raise InvalidInput(f"unknown config key {key!r} (known: {', '.join(SCHEMA)}, runner.env.NAME)")
     if not spec.check(value):
         shown = "what was given (its values are not shown: they may be secrets)" if key in SECRET_KEYS else repr(value)
+        if key == "store.url" and isinstance(value, str):
+            shown = repr(redact_url(value))  # a URL's password is never shown
         raise InvalidInput(f"config {key} must be {spec.kind}, not {shown}")
     return value
 
@@ -194,6 +243,7 @@ class Config:
         values = copy.deepcopy(self.values)
         if mask_secrets:
             values["runner.env"] = {name: "***" for name in values["runner.env"]}
+            values["store.url"] = redact_url(values["store.url"])
         return values
 
 

@@ -40,8 +40,9 @@ from botsched.daemon.scheduler import Clock, Scheduler, SystemClock
 from botsched.daemon.server import MAX_CONNECTIONS, Server, listen
 from botsched.daemon.service import BotService
 from botsched.daemon.store import SqliteStore
+from botsched.daemon.store.base import Store
 
-__all__ = ["FILES_CHECK_S", "MAX_CONNECTIONS", "Daemon", "PidLock", "run"]
+__all__ = ["FILES_CHECK_S", "MAX_CONNECTIONS", "Daemon", "PidLock", "open_store", "run"]
 
 log = logging.getLogger("botsched.daemon.main")
 
@@ -70,6 +71,32 @@ class PidLock:
         os.close(self.fd)
 
 
+def open_store(
+    config: config_module.Config,
+    paths: Paths,
+    on_events: Callable[[list[Event]], None],
+    on_deleted: Callable[[str], None],
+) -> Store:
+    """The store the URL names (``BOTSCHED_STORE_URL``, else ``store.url``): a ``postgresql://``
+    URL is the shared PostgreSQL database (cluster mode, SPEC §10); empty is the home's SQLite
+    file, the embedded default. The PostgreSQL store is imported only here, only then."""
+    url = config_module.store_url(config)
+    if not url:
+        return SqliteStore(paths.database, on_events=on_events, on_deleted=on_deleted)
+    if not url.startswith(config_module.POSTGRES_SCHEMES):
+        shown = config_module.redact_url(url)
+        raise InvalidInput(f"{config_module.STORE_URL_ENV} must be a postgresql:// URL (or empty), not {shown!r}")
+    try:
+        from botsched.daemon.store.postgres import PostgresStore
+    except ImportError:
+        raise BotschedError(
+            "a postgresql:// store needs the PostgreSQL driver: pip install 'botsched[postgres]'"
+        ) from None
+    store = PostgresStore(url, on_events=on_events, on_deleted=on_deleted)
+    log.info("store: %s", store.describe())
+    return store
+
+
 def _setup_logging(path: Path, foreground: bool) -> None:
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 1024 * 1024, backupCount=3)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -93,7 +120,7 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.hub = EventHub()
         self.config = config_module.load(paths.config)
-        self.store = SqliteStore(paths.database, on_events=self._published, on_deleted=self.hub.gone)
+        self.store = open_store(self.config, paths, on_events=self._published, on_deleted=self.hub.gone)
         self.runner = make_runner(self.config, self._report, paths.runner_logs)
         self.scheduler = Scheduler(self.store, self.runner, self.config, self.clock)
         self.service = BotService(self.store, self.scheduler, self.runner, self.hub, self.config, self.clock, paths)

@@ -1,7 +1,9 @@
 """The store contract: every ``Store`` implementation must pass this whole suite.
 
 Parametrized over implementations the way apscheduler's conftest does it: ``STORES`` lists
-a factory per implementation (only SQLite today); the PostgreSQL store adds its own line.
+a factory per implementation: SQLite (a file in ``tmp_path``) and PostgreSQL (a fresh schema
+on the session's private server, ``tests/support/postgres.py``; skipped only where PostgreSQL
+is not installed at all).
 Only the interface (``botsched.daemon.store.base.Store``) is used here; what is specific to
 one implementation (files, schema, WAL) is tested in that implementation's unit tests.
 """
@@ -37,15 +39,27 @@ ID_RE = re.compile(r"bot_[A-Za-z0-9]{16}")
 TIME_US_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 URL = "https://meet.google.com/gvy-zzra-ktd"
 
-#: (directory, on_events, on_deleted) -> a fresh, empty store.
-StoreFactory = Callable[[Path, "EventListener | None", "DeleteListener | None"], Store]
+#: (request, directory, on_events, on_deleted) -> a fresh, empty store. A second store made in
+#: one test by the same factory opens the *same* storage (two handles on one database).
+StoreFactory = Callable[[pytest.FixtureRequest, Path, "EventListener | None", "DeleteListener | None"], Store]
 
 
-def _sqlite(directory: Path, on_events: EventListener | None, on_deleted: DeleteListener | None) -> Store:
+def _sqlite(
+    request: pytest.FixtureRequest, directory: Path, on_events: EventListener | None, on_deleted: DeleteListener | None
+) -> Store:
     return SqliteStore(directory / "botsched.db", on_events=on_events, on_deleted=on_deleted)
 
 
-STORES = [pytest.param(_sqlite, id="sqlite")]
+def _postgres(
+    request: pytest.FixtureRequest, directory: Path, on_events: EventListener | None, on_deleted: DeleteListener | None
+) -> Store:
+    from botsched.daemon.store.postgres import PostgresStore
+
+    url: str = request.getfixturevalue("postgres_url")  # this test's own schema
+    return PostgresStore(url, on_events=on_events, on_deleted=on_deleted)
+
+
+STORES = [pytest.param(_sqlite, id="sqlite"), pytest.param(_postgres, id="postgres")]
 
 
 @pytest.fixture(params=STORES)
@@ -54,7 +68,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     opened: list[Store] = []
 
     def make(on_events: EventListener | None = None, on_deleted: DeleteListener | None = None) -> Store:
-        store = factory(tmp_path, on_events, on_deleted)
+        store = factory(request, tmp_path, on_events, on_deleted)
         opened.append(store)
         return store
 

@@ -1,0 +1,732 @@
+"""The PostgreSQL store (cluster mode, SPEC §10): the same ``Store`` as the SQLite one, on a
+database that several agents share.
+
+Synchronous, like the interface: psycopg 3 with a small connection pool, so reads from one
+thread and writes from another (the daemon's writer) each have a connection of their own.
+Every state change is a compare-and-set (``UPDATE ... WHERE id = ... AND state = ...``):
+under READ COMMITTED a second writer waits for the first's row lock and then re-checks the
+``WHERE``, so racing actors, in one agent or several, have exactly one winner.
+
+Event sequence numbers come from a PostgreSQL sequence (never reused, not even after a
+cancel), taken under a transaction-scoped advisory lock, so they also *commit* in order:
+a reader that follows ``after_seq`` never skips an event that commits late.
+
+Only the daemon imports this module, and only when ``store.url`` is a ``postgresql://``
+URL: it needs the ``postgres`` extra, and the CLI's start-up path never loads it. A password
+in the URL is never logged or shown (``describe()`` and every error message mask it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+
+from botsched.core import states
+from botsched.core.config import redact_url
+from botsched.core.errors import DaemonUnavailable
+from botsched.core.model import Bot, Due, Event, NewBot, make_bot, new_bot_id
+from botsched.daemon.store.base import (
+    Change,
+    DeleteListener,
+    DuplicateKeys,
+    EventListener,
+    IllegalTransition,
+    KeyClash,
+    NotScheduled,
+    StorageError,
+)
+
+__all__ = ["SCHEMA_VERSION", "Claim", "DatabaseUnreachable", "FencedChange", "PostgresStore"]
+
+log = logging.getLogger("botsched.daemon.store")
+
+#: Pool housekeeping (checking idle connections, replacing broken ones) after this many commits.
+CHECKPOINT_AFTER_COMMITS = 200
+#: Advisory lock keys (any two numbers this database's other users are unlikely to take).
+_MIGRATION_LOCK = 0x626F7473_0001
+_EVENTS_LOCK = 0x626F7473_0002
+CONNECT_TIMEOUT_S = 10
+#: A request waits at most this long for a pooled connection (while the server is away the
+#: pool reconnects in the background, and the request fails with exit 5).
+POOL_WAIT_S = 5.0
+
+_metadata_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
+
+SCHEMA_VERSION = 2
+
+#: version -> the statements that bring the schema from version - 1 to it (one transaction each).
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        # ids sort and match (LIKE 'prefix%') bytewise, as in SQLite: the "C" collation
+        """CREATE TABLE bots (
+            id          text COLLATE "C" PRIMARY KEY,
+            meeting_url text NOT NULL,
+            bot_name    text NOT NULL,
+            state       text NOT NULL,
+            join_at     text,
+            join_at_us  bigint,
+            created_us  bigint NOT NULL,
+            updated_us  bigint NOT NULL,
+            metadata    text NOT NULL DEFAULT '{}',
+            dedup_key   text,
+            sort_us     bigint GENERATED ALWAYS AS (coalesce(join_at_us, created_us)) STORED
+        )""",
+        "CREATE INDEX bots_by_state ON bots (state, sort_us)",
+        "CREATE INDEX bots_by_time ON bots (sort_us)",
+        "CREATE UNIQUE INDEX bots_live_dedup ON bots (dedup_key) "
+        "WHERE dedup_key IS NOT NULL AND state NOT IN ('ended', 'fatal_error')",
+        """CREATE TABLE events (
+            seq     bigint PRIMARY KEY,
+            bot_id  text COLLATE "C" NOT NULL,
+            state   text NOT NULL,
+            at_us   bigint NOT NULL,
+            detail  text
+        )""",
+        "CREATE INDEX events_by_bot ON events (bot_id, seq)",
+        "CREATE SEQUENCE events_seq AS bigint",
+    ],
+    # claims (cluster mode): who holds a bot, until when (the database's clock), and the
+    # fencing epoch, bumped at every claim, that each write of the holder must still match
+    2: [
+        "ALTER TABLE bots ADD COLUMN agent text",
+        "ALTER TABLE bots ADD COLUMN lease_until_us bigint",
+        "ALTER TABLE bots ADD COLUMN epoch bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE events ADD COLUMN agent text",
+        "CREATE INDEX bots_by_lease ON bots (lease_until_us) WHERE lease_until_us IS NOT NULL",
+    ],
+}
+
+
+class DatabaseUnreachable(StorageError):
+    """The PostgreSQL server cannot be reached (down, restarting, failing over, network):
+    the request fails with exit 5; the pool reconnects by itself once it is back."""
+
+    exit_code = 5
+    code = "unavailable"
+
+
+class Claim(NamedTuple):
+    """A bot an agent now holds: run it only while ``epoch`` is still the bot's (each write
+    about it is conditional on that); ``taken_from`` names the agent that lost it, if any."""
+
+    id: str
+    state: str
+    join_at_us: int
+    epoch: int
+    taken_from: str | None
+
+
+#: (bot_id, epoch, from_state, to_state, detail): a compare-and-set fenced on the holder's epoch.
+FencedChange = tuple[str, int, str, str, "str | None"]
+
+#: The states an agent runs a bot in (it holds a claim on it); past ``staged``, a lost agent
+#: means the meeting was lost with it.
+_HELD_STATES = (states.READY, states.STAGED, states.JOINING, states.WAITING_ROOM, states.JOINED_NOT_RECORDING,
+                states.JOINED_RECORDING, states.LEAVING, states.POST_PROCESSING)
+_PAST_JOINING = [state for state in _HELD_STATES if state not in (states.READY, states.STAGED)]
+#: The database server's clock, in microseconds: leases are all measured on this one clock,
+#: so an agent whose clock is off neither shortens nor stretches anyone's lease.
+_DB_NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
+
+class _DuplicateKey(Exception):
+    """A live bot already holds a dedup key (the unique index said so)."""
+
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+class PostgresStore:
+    """``Store`` on a PostgreSQL database (``postgresql://USER@HOST/DB``)."""
+
+    def __init__(
+        self,
+        url: str,
+        on_events: EventListener | None = None,
+        on_deleted: DeleteListener | None = None,
+        pool_size: int = 4,
+    ) -> None:
+        self.url = url
+        self.shown_url = redact_url(url)
+        self._password = _password_of(url)
+        self._on_events = on_events
+        self._on_deleted = on_deleted
+        self._held: list[Event] | None = None  # see hold_announcements()
+        #: one writer at a time in this process: listeners hear commits in commit order
+        self._write_lock = threading.RLock()
+        self.commits_since_checkpoint = 0
+        try:
+            with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as first:
+                migrate(first, self.shown_url)
+        except psycopg.Error as exc:
+            raise DaemonUnavailable(f"cannot use the database {self.shown_url}: {self._said(exc)}") from None
+        self._pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            # autocommit: a one-statement read is one round trip; transactions are explicit
+            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "botsched", "autocommit": True},
+            # a connection broken by a server restart is found out (and replaced) before use
+            check=psycopg_pool.ConnectionPool.check_connection,
+            timeout=POOL_WAIT_S,
+            open=False,
+        )
+        self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+
+    def describe(self) -> str:
+        """The store for ``daemon status`` and the log: the URL without its password."""
+        return f"postgresql {self.shown_url}"
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _said(self, exc: BaseException) -> str:
+        """The driver's message, first line only, with the password (if any) masked."""
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text
+
+    @contextmanager
+    def _connection(self, writing: bool) -> Iterator[Connection]:
+        """A pooled connection; driver failures become the store's typed errors."""
+        suffix = "; nothing was changed" if writing else ""
+        try:
+            with self._pool.connection() as connection:
+                yield connection
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            raise DatabaseUnreachable(
+                f"the database {self.shown_url} cannot be reached: {self._said(exc)}{suffix}"
+            ) from None
+        except psycopg.Error as exc:
+            raise StorageError(f"database {self.shown_url}: {self._said(exc)}{suffix}") from None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[tuple[Connection, list[Event]]]:
+        """One transaction; events appended to the yielded list are announced to the
+        listener only once the commit is done (and in commit order: one writer at a time)."""
+        with self._write_lock:
+            pending: list[Event] = []
+            with self._connection(writing=True) as connection, connection.transaction():
+                yield connection, pending
+            self.commits_since_checkpoint += 1
+            if pending and self._on_events is not None:
+                if self._held is not None:
+                    self._held.extend(pending)
+                else:
+                    self._on_events(pending)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """Reads of several statements (a bot and its events) from one consistent snapshot."""
+        with self._connection(writing=False) as connection, connection.transaction():
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield connection
+
+    @contextmanager
+    def hold_announcements(self) -> Iterator[None]:
+        """Announce the events committed inside only at the end (see the SQLite store)."""
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held and self._on_events is not None:
+                self._on_events(held)
+
+    def _add_events(
+        self,
+        connection: Connection,
+        pending: list[Event],
+        rows: Sequence[tuple[str, str, int, str | None]],
+        agent: str | None = None,
+    ) -> None:
+        """Insert (bot_id, state, at_us, detail) rows with sequence numbers that commit in order."""
+        if not rows:
+            return
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENTS_LOCK,))
+        seqs = [
+            int(row[0])
+            for row in connection.execute(
+                "SELECT nextval('events_seq') FROM generate_series(1, %s)", (len(rows),)
+            ).fetchall()
+        ]
+        seqs.sort()
+        with connection.cursor().copy("COPY events (seq, bot_id, state, at_us, detail, agent) FROM STDIN") as copy:
+            for seq, row in zip(seqs, rows, strict=True):
+                copy.write_row((seq, *row, agent))
+        pending.extend(Event(seq, *row) for seq, row in zip(seqs, rows, strict=True))
+
+    @staticmethod
+    def _state_of(connection: Connection, bot_id: str) -> str | None:
+        row = connection.execute("SELECT state FROM bots WHERE id = %s", (bot_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    # -- life and health ------------------------------------------------------------
+
+    def check_files(self) -> str | None:
+        """Nothing to watch: the database is not a file of ours (an outage is per request)."""
+        return None
+
+    def checkpoint_due(self) -> bool:
+        return self.commits_since_checkpoint >= CHECKPOINT_AFTER_COMMITS
+
+    def checkpoint(self) -> None:
+        """PostgreSQL vacuums and checkpoints by itself; ours is the pool's idle connections
+        (broken ones, e.g. after a server restart, are replaced). Safe in a worker thread."""
+        self.commits_since_checkpoint = 0
+        self._pool.check()
+
+    # -- creating -----------------------------------------------------------------
+
+    def insert(self, bots: Sequence[NewBot], now_us: int) -> list[str]:
+        """All in one transaction (``DuplicateKeys`` and nothing otherwise); the new ids."""
+        ids = [new_bot_id() for _ in bots]
+        bot_rows = sorted(
+            (
+                bot_id,
+                bot.meeting_url,
+                bot.bot_name,
+                bot.initial_state,
+                bot.join_at,
+                bot.join_at_us,
+                now_us,
+                now_us,
+                _metadata_json(bot.metadata) if bot.metadata else "{}",
+                bot.dedup_key,
+            )
+            for bot_id, bot in zip(ids, bots, strict=True)
+        )
+        try:
+            with self._transaction() as (connection, pending):
+                try:
+                    with connection.cursor().copy(f"COPY bots ({_BOT_COLUMNS}) FROM STDIN") as copy:
+                        for row in bot_rows:
+                            copy.write_row(row)
+                except psycopg.errors.UniqueViolation:
+                    raise _DuplicateKey() from None
+                firsts = [(bot_id, bot.initial_state, now_us, None) for bot_id, bot in zip(ids, bots, strict=True)]
+                self._add_events(connection, pending, firsts)
+        except _DuplicateKey:
+            raise DuplicateKeys(self._key_clashes(bots)) from None  # asked after the rollback
+        return ids
+
+    def _key_clashes(self, bots: Sequence[NewBot]) -> list[KeyClash]:
+        """Every batch item whose key a live bot (or an earlier item) already holds."""
+        keys = sorted({bot.dedup_key for bot in bots if bot.dedup_key is not None})
+        with self._connection(writing=True) as connection:
+            holders = {
+                str(key): (str(bot_id), str(state))
+                for key, bot_id, state in connection.execute(
+                    "SELECT dedup_key, id, state FROM bots WHERE dedup_key = ANY(%s) "
+                    "AND state NOT IN ('ended', 'fatal_error')",
+                    (keys,),
+                )
+            }
+        seen: dict[str, int] = {}
+        clashes: list[KeyClash] = []
+        for index, bot in enumerate(bots):
+            if bot.dedup_key is None:
+                continue
+            if bot.dedup_key in holders:
+                holder_id, holder_state = holders[bot.dedup_key]
+                clashes.append(KeyClash(index, bot.dedup_key, holder_id, holder_state, None))
+            elif bot.dedup_key in seen:
+                clashes.append(KeyClash(index, bot.dedup_key, None, None, seen[bot.dedup_key]))
+            else:
+                seen[bot.dedup_key] = index
+        return clashes
+
+    # -- reading ------------------------------------------------------------------
+
+    @staticmethod
+    def _bot(row: Sequence[Any], events: list[Event]) -> Bot:
+        bot_id, url, name, state, join_at, _join_us, created_us, updated_us, metadata, dedup = row
+        return make_bot(bot_id, url, name, state, join_at, created_us, updated_us, metadata, dedup, events)
+
+    @staticmethod
+    def _events_for(connection: Connection, bot_ids: Sequence[str]) -> dict[str, list[Event]]:
+        found: dict[str, list[Event]] = {bot_id: [] for bot_id in bot_ids}
+        if not bot_ids:
+            return found
+        for row in connection.execute(
+            "SELECT seq, bot_id, state, at_us, detail FROM events WHERE bot_id = ANY(%s) ORDER BY seq",
+            (list(bot_ids),),
+        ):
+            found[row[1]].append(Event(*row))
+        return found
+
+    def get(self, bot_id: str) -> Bot | None:
+        with self._snapshot() as connection:
+            row = connection.execute(f"SELECT {_BOT_COLUMNS} FROM bots WHERE id = %s", (bot_id,)).fetchone()
+            if row is None:
+                return None
+            return self._bot(row, self._events_for(connection, [bot_id])[bot_id])
+
+    def get_many(self, bot_ids: Sequence[str]) -> list[Bot]:
+        if not bot_ids:
+            return []
+        with self._snapshot() as connection:
+            rows = {
+                row[0]: row
+                for row in connection.execute(
+                    f"SELECT {_BOT_COLUMNS} FROM bots WHERE id = ANY(%s)", (list(bot_ids),)
+                )
+            }
+            events = self._events_for(connection, list(rows))
+        return [self._bot(rows[bot_id], events[bot_id]) for bot_id in bot_ids if bot_id in rows]
+
+    def list_bots(
+        self, state_filter: Iterable[str] = (), limit: int = 100, dedup_prefix: str | None = None
+    ) -> tuple[list[Bot], bool]:
+        """A page ordered by join_at (ad-hoc bots by created_at), and whether more match."""
+        wanted = sorted(set(state_filter))
+        clauses: list[str] = []
+        params: list[Any] = []
+        if wanted:
+            clauses.append("state = ANY(%s)")
+            params.append(wanted)
+        if dedup_prefix is not None:
+            clauses.append("left(dedup_key, %s) = %s")
+            params.extend([len(dedup_prefix), dedup_prefix])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT {_BOT_COLUMNS} FROM bots {where} ORDER BY sort_us, created_us, id"
+        if limit > 0:
+            query += " LIMIT %s"
+            params.append(limit + 1)
+        with self._snapshot() as connection:
+            rows = connection.execute(query, params).fetchall()
+            more = limit > 0 and len(rows) > limit
+            rows = rows[:limit] if limit > 0 else rows
+            events = self._events_for(connection, [row[0] for row in rows])
+        return [self._bot(row, events[row[0]]) for row in rows], more
+
+    def ids(self, state_filter: Iterable[str] = (), prefix: str = "", limit: int = 1000) -> list[str]:
+        wanted = sorted(set(state_filter))
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = "SELECT id FROM bots WHERE id LIKE %s ESCAPE '\\'"
+        params: list[Any] = [pattern]
+        if wanted:
+            query += " AND state = ANY(%s)"
+            params.append(wanted)
+        query += " ORDER BY sort_us LIMIT %s"
+        params.append(limit)
+        with self._connection(writing=False) as connection:
+            return [str(row[0]) for row in connection.execute(query, params)]
+
+    def counts(self) -> dict[str, int]:
+        result = {state: 0 for state in states.ALL_STATES}
+        with self._connection(writing=False) as connection:
+            for state, count in connection.execute("SELECT state, count(*) FROM bots GROUP BY state"):
+                result[state] = int(count)
+        return result
+
+    def events(self, bot_id: str | None = None, after_seq: int = 0, limit: int = 0) -> list[Event]:
+        query = "SELECT seq, bot_id, state, at_us, detail FROM events WHERE seq > %s"
+        params: list[Any] = [after_seq]
+        if bot_id is not None:
+            query += " AND bot_id = %s"
+            params.append(bot_id)
+        query += " ORDER BY seq"
+        if limit:
+            query += " LIMIT %s"
+            params.append(limit)
+        with self._connection(writing=False) as connection:
+            return [Event(*row) for row in connection.execute(query, params)]
+
+    def last_seq(self) -> int:
+        with self._connection(writing=False) as connection:
+            row = connection.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        return int(row[0]) if row else 0
+
+    def state_since(self, bot_id: str) -> tuple[str, int] | None:
+        """The bot's state and when it entered it (its last event)."""
+        with self._connection(writing=False) as connection:
+            row = connection.execute(
+                "SELECT b.state, e.at_us FROM bots b JOIN events e ON e.bot_id = b.id "
+                "WHERE b.id = %s ORDER BY e.seq DESC LIMIT 1",
+                (bot_id,),
+            ).fetchone()
+        return (str(row[0]), int(row[1])) if row else None
+
+    # -- the queue ----------------------------------------------------------------
+
+    def next_time(self, state: str) -> int | None:
+        with self._connection(writing=False) as connection:
+            row = connection.execute("SELECT min(sort_us) FROM bots WHERE state = %s", (state,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def due(self, state: str, until_us: int, limit: int = 10_000) -> list[Due]:
+        with self._connection(writing=False) as connection:
+            rows = connection.execute(
+                "SELECT id, state, sort_us FROM bots WHERE state = %s AND sort_us <= %s ORDER BY sort_us LIMIT %s",
+                (state, until_us, limit),
+            ).fetchall()
+        return [Due(*row) for row in rows]
+
+    def in_states(self, wanted: Iterable[str]) -> list[Due]:
+        with self._connection(writing=False) as connection:
+            rows = connection.execute(
+                "SELECT id, state, sort_us FROM bots WHERE state = ANY(%s) ORDER BY sort_us", (list(wanted),)
+            ).fetchall()
+        return [Due(*row) for row in rows]
+
+    # -- changing -----------------------------------------------------------------
+
+    def transition_many(self, changes: Sequence[Change], now_us: int) -> list[str]:
+        """Compare-and-sets in one transaction, in order; the ids that really moved."""
+        groups: list[tuple[tuple[str, str, str | None], dict[str, None]]] = []
+        for bot_id, old, new, detail in changes:
+            if not states.is_legal(old, new):
+                raise IllegalTransition(f"illegal transition {old} -> {new} for {bot_id}")
+            if groups and groups[-1][0] == (old, new, detail) and bot_id not in groups[-1][1]:
+                groups[-1][1][bot_id] = None  # an ordered set
+            else:
+                groups.append(((old, new, detail), {bot_id: None}))
+        moved: list[str] = []
+        with self._transaction() as (connection, pending):
+            rows: list[tuple[str, str, int, str | None]] = []
+            for (old, new, detail), id_set in groups:
+                bot_ids = list(id_set)
+                won = {
+                    row[0]
+                    for row in connection.execute(
+                        "UPDATE bots SET state = %s, updated_us = %s WHERE state = %s AND id = ANY(%s) RETURNING id",
+                        (new, now_us, old, bot_ids),
+                    )
+                }
+                for bot_id in bot_ids:
+                    if bot_id in won:
+                        moved.append(bot_id)
+                        rows.append((bot_id, new, now_us, detail))
+            self._add_events(connection, pending, rows)
+        return moved
+
+    def transition(self, bot_id: str, old: str, new: str, now_us: int, detail: str | None = None) -> bool:
+        return bool(self.transition_many([(bot_id, old, new, detail)], now_us))
+
+    def note(self, bot_id: str, now_us: int, detail: str) -> None:
+        with self._transaction() as (connection, pending):
+            state = self._state_of(connection, bot_id)
+            if state is not None:
+                self._add_events(connection, pending, [(bot_id, state, now_us, detail)])
+
+    def stage_many(self, due: Sequence[Due], now_us: int) -> list[str]:
+        """scheduled -> staged in one transaction, each fenced on its join_at: a cancel or
+        reschedule that slipped in wins. Returns the ids that were staged, in the order asked."""
+        if not due:
+            return []
+        with self._transaction() as (connection, pending):
+            won = {
+                row[0]
+                for row in connection.execute(
+                    "UPDATE bots SET state = 'staged', updated_us = %s "
+                    "FROM unnest(%s::text[], %s::bigint[]) AS d(id, join_at_us) "
+                    "WHERE bots.id = d.id AND bots.state = 'scheduled' AND bots.join_at_us = d.join_at_us "
+                    "RETURNING bots.id",
+                    (now_us, [bot.id for bot in due], [bot.join_at_us for bot in due]),
+                )
+            }
+            staged = list(dict.fromkeys(bot.id for bot in due if bot.id in won))
+            self._add_events(connection, pending, [(bot_id, states.STAGED, now_us, None) for bot_id in staged])
+        return staged
+
+    def stage(self, bot_id: str, join_at_us: int, now_us: int) -> bool:
+        return bool(self.stage_many([Due(bot_id, states.SCHEDULED, join_at_us)], now_us))
+
+    def reschedule(self, bot_id: str, join_at: str, join_at_us: int, now_us: int) -> None:
+        with self._transaction() as (connection, _pending):
+            cursor = connection.execute(
+                "UPDATE bots SET join_at = %s, join_at_us = %s, updated_us = %s WHERE id = %s AND state = 'scheduled'",
+                (join_at, join_at_us, now_us, bot_id),
+            )
+            if cursor.rowcount != 1:
+                raise NotScheduled(bot_id, self._state_of(connection, bot_id))
+
+    def delete_scheduled(self, bot_id: str) -> None:
+        """Cancel: a scheduled bot and its history are deleted for good."""
+        with self._transaction() as (connection, _pending):
+            cursor = connection.execute("DELETE FROM bots WHERE id = %s AND state = 'scheduled'", (bot_id,))
+            if cursor.rowcount != 1:
+                raise NotScheduled(bot_id, self._state_of(connection, bot_id))
+            connection.execute("DELETE FROM events WHERE bot_id = %s", (bot_id,))
+        if self._on_deleted is not None:
+            self._on_deleted(bot_id)
+
+
+    # -- claims, leases and fencing (cluster mode) ---------------------------------------
+    #
+    # Not part of the ``Store`` interface: what a cluster agent adds. Event times are the
+    # caller's ``now_us`` as everywhere; lease times are the database's clock (see _DB_NOW_US).
+
+    def database_now_us(self) -> int:
+        """The database server's clock (for an agent's clock offset, and lease arithmetic)."""
+        with self._connection(writing=False) as connection:
+            row = connection.execute(f"SELECT {_DB_NOW_US}").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def claim_due(self, agent: str, until_us: int, slots: int, lease_us: int, now_us: int) -> list[Claim]:
+        """Claim at most ``slots`` bots for ``agent`` and stage them, earliest first: scheduled
+        bots due by ``until_us`` (-> staged), ad-hoc ``ready`` bots nobody holds, and staged bots
+        whose holder's lease ran out (re-staged here; the event says from whom). ``SKIP LOCKED``:
+        agents claiming at once never wait for each other, and each bot has exactly one winner.
+        A bot being rescheduled or cancelled at that moment is skipped (it is locked): the
+        change wins, and the next tick sees the bot as it then is."""
+        if slots <= 0:
+            return []
+        with self._transaction() as (connection, pending):
+            rows = connection.execute(
+                f"""WITH picked AS (
+                    SELECT b.id, b.agent AS previous, b.state AS was FROM bots b
+                    WHERE (b.state = 'scheduled' AND b.sort_us <= %(until)s)
+                       OR (b.state = 'ready' AND (b.agent IS NULL OR b.lease_until_us < {_DB_NOW_US}))
+                       OR (b.state = 'staged' AND b.lease_until_us < {_DB_NOW_US})
+                    ORDER BY b.sort_us LIMIT %(slots)s
+                    FOR UPDATE OF b SKIP LOCKED
+                )
+                UPDATE bots b SET state = CASE WHEN b.state = 'scheduled' THEN 'staged' ELSE b.state END,
+                    updated_us = %(now)s, agent = %(agent)s, lease_until_us = {_DB_NOW_US} + %(lease)s,
+                    epoch = b.epoch + 1
+                FROM picked WHERE b.id = picked.id
+                RETURNING b.id, b.state, b.sort_us, b.epoch, picked.previous, picked.was""",
+                {"until": until_us, "slots": slots, "now": now_us, "agent": agent, "lease": lease_us},
+            ).fetchall()
+            claims: list[Claim] = []
+            events: list[tuple[str, str, int, str | None]] = []
+            for bot_id, state, sort_us, epoch, previous, was in sorted(rows, key=lambda row: (row[2], row[0])):
+                claims.append(Claim(bot_id, state, int(sort_us), int(epoch), None if was == "scheduled" else previous))
+                if was == states.SCHEDULED:
+                    events.append((bot_id, states.STAGED, now_us, None))
+                elif was == states.STAGED:
+                    events.append((bot_id, states.STAGED, now_us, f"re-staged: agent {previous} lost its lease"))
+            self._add_events(connection, pending, events, agent)
+        return claims
+
+    def renew(self, agent: str, held: Sequence[tuple[str, int]], lease_us: int) -> set[str]:
+        """Heartbeat: extend the leases of the (bot_id, epoch) claims ``agent`` still holds; the
+        ids returned are those. A runner whose bot is not among them must stop: its bot was
+        taken over (another agent runs it) or given up, and none of its writes is accepted."""
+        if not held:
+            return set()
+        with self._transaction() as (connection, _pending):
+            rows = connection.execute(
+                f"""UPDATE bots b SET lease_until_us = {_DB_NOW_US} + %s
+                FROM unnest(%s::text[], %s::bigint[]) AS h(id, epoch)
+                WHERE b.id = h.id AND b.epoch = h.epoch AND b.agent = %s AND b.state = ANY(%s)
+                RETURNING b.id""",
+                (lease_us, [bot_id for bot_id, _ in held], [epoch for _, epoch in held], agent, list(_HELD_STATES)),
+            ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    def transition_held(self, agent: str, changes: Sequence[FencedChange], now_us: int) -> list[str]:
+        """Compare-and-sets that also need ``agent`` to still hold each bot at that epoch (the
+        fence: an agent that lost its lease cannot write for the bots it ran). In order, one
+        transaction; the ids that really moved. A bot reaching a final state is let go."""
+        for bot_id, _epoch, old, new, _detail in changes:
+            if not states.is_legal(old, new):
+                raise IllegalTransition(f"illegal transition {old} -> {new} for {bot_id}")
+        moved: list[str] = []
+        with self._transaction() as (connection, pending):
+            rows: list[tuple[str, str, int, str | None]] = []
+            for bot_id, epoch, old, new, detail in changes:
+                cursor = connection.execute(
+                    "UPDATE bots SET state = %s, updated_us = %s, "
+                    "lease_until_us = CASE WHEN %s THEN NULL ELSE lease_until_us END "
+                    "WHERE id = %s AND state = %s AND epoch = %s AND agent = %s",
+                    (new, now_us, states.is_terminal(new), bot_id, old, epoch, agent),
+                )
+                if cursor.rowcount == 1:
+                    moved.append(bot_id)
+                    rows.append((bot_id, new, now_us, detail))
+            self._add_events(connection, pending, rows, agent)
+        return moved
+
+    def fail_lost(self, now_us: int, limit: int = 1000) -> list[str]:
+        """Bots past ``staged`` whose holder's lease ran out: the meeting went with that agent,
+        so they become ``fatal_error`` ("agent NAME lost"), and its epoch moves on (the lost
+        agent, if it comes back, can write nothing for them). Any agent may run this."""
+        with self._transaction() as (connection, pending):
+            rows = connection.execute(
+                f"""WITH lost AS (
+                    SELECT id, agent FROM bots
+                    WHERE state = ANY(%s) AND lease_until_us < {_DB_NOW_US}
+                    ORDER BY lease_until_us LIMIT %s
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE bots b SET state = 'fatal_error', updated_us = %s, lease_until_us = NULL,
+                    epoch = b.epoch + 1
+                FROM lost WHERE b.id = lost.id
+                RETURNING b.id, lost.agent""",
+                (_PAST_JOINING, limit, now_us),
+            ).fetchall()
+            failed = sorted((str(bot_id), str(agent)) for bot_id, agent in rows)
+            lost = [(bot_id, states.FATAL_ERROR, now_us, f"agent {agent} lost") for bot_id, agent in failed]
+            self._add_events(connection, pending, lost)
+        return [bot_id for bot_id, _ in failed]
+
+    def holder(self, bot_id: str) -> tuple[str | None, int] | None:
+        """(agent, epoch) of a bot; ``None`` if there is no such bot."""
+        with self._connection(writing=False) as connection:
+            row = connection.execute("SELECT agent, epoch FROM bots WHERE id = %s", (bot_id,)).fetchone()
+        return None if row is None else (row[0], int(row[1]))
+
+
+# -- the schema ---------------------------------------------------------------------------
+
+
+def schema_version(connection: Connection) -> int:
+    """The schema's version (0: none yet) from ``botsched_schema``."""
+    exists = connection.execute("SELECT to_regclass('botsched_schema') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = connection.execute("SELECT max(version) FROM botsched_schema").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def migrate(connection: Connection, shown_url: str) -> None:
+    """Bring the schema up to ``SCHEMA_VERSION``, one version per transaction (DDL is
+    transactional here: a crash mid-way leaves the previous version whole). Agents starting
+    together take turns (an advisory lock); a schema newer than this code is refused untouched."""
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        connection.execute("CREATE TABLE IF NOT EXISTS botsched_schema (version integer NOT NULL)")
+        found = schema_version(connection)
+    if found > SCHEMA_VERSION:
+        raise DaemonUnavailable(
+            f"database {shown_url} has schema {found}, newer than this botsched knows ({SCHEMA_VERSION}): "
+            "upgrade botsched"
+        )
+    for target in range(found + 1, SCHEMA_VERSION + 1):
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            if schema_version(connection) >= target:  # another agent did it meanwhile
+                continue
+            for statement in MIGRATIONS[target]:
+                connection.execute(sql.SQL(statement))
+            connection.execute("INSERT INTO botsched_schema (version) VALUES (%s)", (target,))
+            log.info("database %s: schema migrated to version %d", shown_url, target)
+
+
+def _password_of(url: str) -> str | None:
+    """The URL's password (in its user part, or a ``?password=`` parameter), to mask it."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        password = unquote(parts.password) if parts.password else None
+        query = dict(parse_qsl(parts.query))
+    except ValueError:
+        return None
+    return password or query.get("password") or None
