@@ -40,6 +40,7 @@ from botsched.daemon.scheduler import Clock, Scheduler, SystemClock
 from botsched.daemon.server import MAX_CONNECTIONS, Server, listen
 from botsched.daemon.service import BotService
 from botsched.daemon.store import SqliteStore
+from botsched.daemon.webhooks.service import Webhooks
 
 __all__ = ["FILES_CHECK_S", "MAX_CONNECTIONS", "Daemon", "PidLock", "run"]
 
@@ -97,8 +98,10 @@ class Daemon:
         self.runner = make_runner(self.config, self._report, paths.runner_logs)
         self.scheduler = Scheduler(self.store, self.runner, self.config, self.clock)
         self.service = BotService(self.store, self.scheduler, self.runner, self.hub, self.config, self.clock, paths)
+        self.webhooks = Webhooks(str(paths.database), self.config)
         self._stopped = asyncio.Event()
-        self.server = Server(self.service, paths.socket, stop=self._stopped.set, reload=self._reload_op)
+        self.server = Server(self.service, paths.socket, stop=self._stopped.set, reload=self._reload_op,
+                             webhooks=self.webhooks)
 
     def _report(self, bot_id: str, state: str, detail: str | None) -> None:
         self.scheduler.report(bot_id, state, detail)
@@ -107,6 +110,7 @@ class Daemon:
         """Fan out first (waiters are waiting), then log: one line per change, or one per
         kind of change for a batch (a burst of 1,000 joins must not write 1,000 lines)."""
         self.hub.publish(events)
+        self.webhooks.published(events, self.store.deliveries_written)  # pokes the worker, starts hooks
         if len(events) <= 3:
             for event in events:
                 log.info("%s -> %s%s", event.bot_id, event.state, f" ({event.detail})" if event.detail else "")
@@ -125,6 +129,7 @@ class Daemon:
         if fresh["runner.kind"] != self.config["runner.kind"]:
             raise InvalidInput("runner.kind changed: restart the daemon to switch runners")
         self.config.replace(fresh)
+        self.webhooks.reconfigure()
         self.scheduler.poke()
         log.info("configuration reloaded")
 
@@ -148,6 +153,7 @@ class Daemon:
         server = await asyncio.start_unix_server(self.server.handle, sock=sock, limit=MAX_LINE)
         scheduler_task = asyncio.create_task(self.scheduler.run())
         files_task = asyncio.create_task(self._watch_files())
+        await self.webhooks.start()
         log.info("daemon %s listening on %s (runner: %s)", os.getpid(), self.paths.socket, self.runner.describe())
         if on_ready is not None:
             on_ready()
@@ -160,6 +166,7 @@ class Daemon:
         with contextlib.suppress(asyncio.CancelledError):
             await scheduler_task
         await self.runner.close()
+        await self.webhooks.close()
         self.store.close()
         log.info("stopped")
 

@@ -99,7 +99,7 @@ class DeliveryWorker:
         self._sender = sender
         self._clock = clock
         self._rng = rng or random.Random()
-        self._schedule = tuple(retry_seconds)
+        self.retry_seconds = tuple(retry_seconds)  # replaced on reload
         self._concurrency = max(1, concurrency)
         # Leave room for the other endpoints: one endpoint never holds every slot.
         self._per_endpoint = per_endpoint or max(1, self._concurrency * 3 // 4)
@@ -173,7 +173,7 @@ class DeliveryWorker:
             self.sent += 1
             now = self._clock()
             verdict = classify(
-                outcome, claim.attempts + 1, now, self._rng, self._schedule
+                outcome, claim.attempts + 1, now, self._rng, self.retry_seconds
             )
             next_us = (
                 None if verdict.next_at is None else int(verdict.next_at * 1_000_000)
