@@ -155,14 +155,14 @@ class Webhooks:
         return await self.db(outbox.list_endpoints), []
 
     async def remove(self, args: dict[str, Any]) -> Result:
-        chosen = endpoint_id(args.get("id"))
+        chosen = endpoint_id(args.get("endpoint"))
         await self.db(lambda c: outbox.remove_endpoint(c, chosen))
         log.info("webhook endpoint %s removed", chosen)
         return {"id": chosen, "removed": True}, []
 
     async def test(self, args: dict[str, Any]) -> Result:
         """Queue a ``webhook.test`` delivery and wait for its first attempt's answer."""
-        chosen = endpoint_id(args.get("id"))
+        chosen = endpoint_id(args.get("endpoint"))
         now_us = int(self.clock() * 1e6)
         queued = await self.db(lambda c: outbox.enqueue_test(c, chosen, now_us))
         self.worker.poke()
@@ -192,7 +192,7 @@ class Webhooks:
         return await self.db(lambda c: outbox.list_deliveries(c, bot, failed, limit)), []
 
     async def replay(self, args: dict[str, Any]) -> Result:
-        chosen = delivery_id(args.get("id"))
+        chosen = delivery_id(args.get("delivery"))
         now_us = int(self.clock() * 1e6)
         queued = await self.db(lambda c: outbox.replay(c, chosen, now_us))
         self.worker.poke()
