@@ -7,6 +7,7 @@ signature with the ``standardwebhooks`` package, the way a user's receiver would
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import time
@@ -105,7 +106,8 @@ def test_every_event_of_every_bot_arrives_in_order_signed(make_home: Homes, rece
     shown = {bot_id: home.show(bot_id) for bot_id in bots}
     for bot_id in bots:
         expected = [e["state"] for e in shown[bot_id]["events"]]
-        wait_until(lambda b=bot_id, n=len(expected): len(states_received(receiver, b)) >= n, 20,
+        count = len(expected)
+        wait_until(lambda b=bot_id, n=count: len(states_received(receiver, b)) >= n, 20,
                    what=f"all deliveries of {bot_id}")
         assert states_received(receiver, bot_id) == expected, "not every event arrived, or not in order"
     bodies = [verified(item, endpoint["secret"]) for item in receiver.snapshot()]
@@ -160,7 +162,7 @@ def test_500_twice_then_200_same_webhook_id_and_order_kept(make_home: Homes, rec
         assert attempts[1].at - attempts[0].at >= 0.15  # 0.2 s -20 %
     # in order: an event is not sent before the previous one was delivered
     ordered = sorted(by_id.values(), key=lambda a: a[0].at)
-    for before, after in zip(ordered, ordered[1:]):
+    for before, after in itertools.pairwise(ordered):
         assert after[0].at >= before[-1].at
     assert states_received(receiver, bot_id) == expected
     for row in deliveries(home, "--bot", bot_id):
