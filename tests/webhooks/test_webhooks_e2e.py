@@ -341,3 +341,42 @@ def test_cli_add_list_remove_replay_and_bad_input(make_home: Homes, receivers: A
     assert_clean_error(home.run("webhook", "remove", endpoint_id), 3)
     home.stop()
     assert secret not in home.log.read_text(), "the secret reached the log"
+
+
+def test_the_readme_receiver_verifies_a_real_delivery(make_home: Homes) -> None:
+    """The README's ten-line receiver, run as it is written, accepts our signature (and a
+    wrong secret gets a 400, so the delivery is retried, then failed)."""
+    import os
+    import re
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Webhooks\n", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None, "README's Webhooks section has no receiver example"
+    assert len(code.group(1).strip().splitlines()) <= 12
+    home = make(make_home, retry=[0.2])
+    port = free_port()
+    right = add_endpoint(home, f"http://127.0.0.1:{port}/")
+    script = home.path / "receiver.py"
+    script.write_text(code.group(1))
+    env = {**os.environ, "WEBHOOK_SECRET": right["secret"], "PORT": str(port)}
+    receiver = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_until(lambda: subprocess.run([sys.executable, "-c", f"import socket; socket.create_connection("
+                                           f"('127.0.0.1', {port}), 1)"], capture_output=True).returncode == 0,
+                   10, what="the README receiver to listen")
+        delivered = home.json("webhook", "test", right["id"])
+        assert delivered["state"] == "delivered" and delivered["last_status"] == 204
+        assert receiver.stdout is not None
+        assert receiver.stdout.readline().startswith("webhook.test ")
+        home.ok("webhook", "remove", right["id"])
+        wrong = add_endpoint(home, f"http://127.0.0.1:{port}/")  # a new secret the receiver does not know
+        refused = home.run("webhook", "test", wrong["id"], "--json")
+        assert json.loads(refused.stdout)["last_status"] == 400
+        wait_until(lambda: deliveries(home)[0]["state"] == "failed", 10, what="the refused delivery to fail")
+    finally:
+        receiver.kill()
+        receiver.wait()
