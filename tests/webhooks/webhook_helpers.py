@@ -15,8 +15,8 @@ from aiohttp import web
 
 from botsched.daemon.webhooks import outbox
 
-#: The columns of the store's ``bots`` and ``events`` tables that the outbox reads. Once the
-#: outbox is wired into the store these tests should open the real store instead.
+#: The columns of the store's ``bots`` and ``events`` tables that the outbox reads: the
+#: worker's unit tests need no whole store (``test_store_outbox.py`` uses the real one).
 BOTS_DDL = """
 CREATE TABLE bots (id TEXT PRIMARY KEY, meeting_url TEXT NOT NULL, bot_name TEXT NOT NULL, state TEXT NOT NULL,
                    join_at TEXT, metadata TEXT NOT NULL DEFAULT '{}', dedup_key TEXT);
