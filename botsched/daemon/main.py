@@ -98,7 +98,7 @@ class Daemon:
         self.runner = make_runner(self.config, self._report, paths.runner_logs)
         self.scheduler = Scheduler(self.store, self.runner, self.config, self.clock)
         self.service = BotService(self.store, self.scheduler, self.runner, self.hub, self.config, self.clock, paths)
-        self.webhooks = Webhooks(str(paths.database), self.config)
+        self.webhooks = Webhooks(str(paths.database), self.config, next_join_us=self.scheduler.next_join_us)
         self._stopped = asyncio.Event()
         self.server = Server(self.service, paths.socket, stop=self._stopped.set, reload=self._reload_op,
                              webhooks=self.webhooks)

@@ -38,6 +38,10 @@ _DELIVERY_ID = re.compile(r"dlv_[A-Za-z0-9]{20}", re.ASCII)
 MAX_LIMIT = 1_000_000_000
 #: ``webhook test`` waits this long beyond the send timeout for the first attempt's answer.
 TEST_WAIT_MARGIN_S = 3.0
+#: The worker writes nothing when a join is due within this long...
+WRITE_GUARD_S = 0.05
+#: ...until this long after it (the join's record commits right at join_at).
+WRITE_GUARD_AFTER_S = 0.01
 
 
 def endpoint_id(value: object) -> str:
@@ -56,16 +60,36 @@ def delivery_id(value: object) -> str:
 class Webhooks:
     """Owns the outbox's thread, the sender, the worker task and the hooks of one daemon."""
 
-    def __init__(self, database: str, config: Config, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        database: str,
+        config: Config,
+        clock: Callable[[], float] = time.time,
+        next_join_us: Callable[[], int | None] | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self._next_join_us = next_join_us
         self.db = ThreadDb(database)
         self.sender = Sender()
         self.hooks = HookRunner(parse_hooks(config["hooks"]), float(config["hooks_timeout_seconds"]))
-        self.worker = DeliveryWorker(self.db, self.sender, clock=clock, retry_seconds=self._retry_seconds())
+        self.worker = DeliveryWorker(
+            self.db, self.sender, clock=clock, retry_seconds=self._retry_seconds(), hold=self._before_write
+        )
         self._task: asyncio.Task[None] | None = None
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._written = 0
+
+    def _before_write(self) -> float:
+        """How long the worker waits before a write: through the next join when it is due
+        within ``WRITE_GUARD_S`` (its record must not wait for our lock), else not at all."""
+        if self._next_join_us is None:
+            return 0.0
+        due = self._next_join_us()
+        if due is None:
+            return 0.0
+        ahead = (due - self.clock() * 1e6) / 1e6
+        return ahead + WRITE_GUARD_AFTER_S if 0 <= ahead < WRITE_GUARD_S else 0.0
 
     def _retry_seconds(self) -> tuple[float, ...]:
         return tuple(float(s) for s in self.config["webhooks.retry_seconds"])
