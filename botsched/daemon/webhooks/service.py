@@ -38,6 +38,8 @@ _DELIVERY_ID = re.compile(r"dlv_[A-Za-z0-9]{20}", re.ASCII)
 MAX_LIMIT = 1_000_000_000
 #: ``webhook test`` waits this long beyond the send timeout for the first attempt's answer.
 TEST_WAIT_MARGIN_S = 3.0
+#: A failed worker is started again after this long.
+RESTART_S = 1.0
 #: The worker writes nothing when a join is due within this long...
 WRITE_GUARD_S = 0.05
 #: ...until this long after it (the join's record commits right at join_at).
@@ -98,7 +100,19 @@ class Webhooks:
 
     async def start(self) -> None:
         await self.sender.__aenter__()
-        self._task = asyncio.create_task(self.worker.run(), name="webhook worker")
+        self._task = asyncio.create_task(self._supervise(), name="webhook worker")
+
+    async def _supervise(self) -> None:
+        """The worker, restarted if it ever fails (say the database was briefly unreadable):
+        deliveries wait in the outbox meanwhile, none is lost."""
+        while True:
+            try:
+                await self.worker.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the webhook worker failed; restarting it in %g s", RESTART_S)
+                await asyncio.sleep(RESTART_S)
 
     async def close(self, drain_s: float = 2.0) -> None:
         """At shutdown: sends in flight get ``drain_s`` to land; what is left stays pending
