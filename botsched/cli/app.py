@@ -52,6 +52,10 @@ calendar_app = typer.Typer(help="Keep one bot per meeting of a calendar.",
 app.add_typer(calendar_app, name="calendar", rich_help_panel=CALENDAR)
 app.add_typer(daemon_app, name="daemon", rich_help_panel=SETUP)
 app.add_typer(config_app, name="config", rich_help_panel=SETUP)
+webhook_app = typer.Typer(help="Send state changes to HTTP endpoints (signed, retried, in order per bot).",
+                          epilog="Example: botsched webhook add https://example.com/hooks/botsched --state fatal_error",
+                          no_args_is_help=True)
+app.add_typer(webhook_app, name="webhook", rich_help_panel=SETUP)
 
 
 def _option(spec: Spec, dest: str, **extra: Any) -> Any:
@@ -311,3 +315,71 @@ def config_set(
     runner.env.NAME sets one variable of the runner's environment (shown as ***).
     """
     config.set_value(key, value)
+
+
+# -- webhooks (SPEC section 8) ------------------------------------------------------
+
+
+@webhook_app.command("add", epilog="Example: botsched webhook add https://example.com/hook --state ended "
+                     "--state fatal_error")
+def webhook_add(
+    url: Annotated[str, typer.Argument(metavar="URL", help="https://..., or http:// to a loopback host.")],
+    state: Annotated[list[str] | None, typer.Option("--state", metavar="STATE",
+                                                    help="Only changes into this state (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register an endpoint; prints its id and its signing secret (shown only once)."""
+    from botsched.cli.commands import webhook
+
+    webhook.add(url, state or [], as_json)
+
+
+@webhook_app.command("list", epilog="Example: botsched webhook list --json")
+def webhook_list(as_json: JsonOpt = False) -> None:
+    """The endpoints: active or disabled (by 410 Gone), delivery counts, secrets masked."""
+    from botsched.cli.commands import webhook
+
+    webhook.list_endpoints(as_json)
+
+
+@webhook_app.command("remove", epilog="Example: botsched webhook remove wh_Ab12Cd34Ef56Gh78")
+def webhook_remove(endpoint: Annotated[str, typer.Argument(metavar="ID", help="The endpoint's wh_ id.")]) -> None:
+    """Delete an endpoint and its deliveries (pending ones are not sent)."""
+    from botsched.cli.commands import webhook
+
+    webhook.remove(endpoint)
+
+
+@webhook_app.command("test", epilog="Example: botsched webhook test wh_Ab12Cd34Ef56Gh78")
+def webhook_test(
+    endpoint: Annotated[str, typer.Argument(metavar="ID", help="The endpoint's wh_ id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a webhook.test event now and show the answer."""
+    from botsched.cli.commands import webhook
+
+    webhook.test(endpoint, as_json)
+
+
+@webhook_app.command("deliveries", epilog="Example: botsched webhook deliveries --failed --bot bot_HiXYgjyeWmTVOaII")
+def webhook_deliveries(
+    bot: Annotated[str | None, typer.Option("--bot", metavar="BOT_ID", help="Only this bot's deliveries.")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Only deliveries that were given up.")] = False,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", help="At most N, newest first (0 = all).")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """What was sent, when, with which answer, and the next attempt."""
+    from botsched.cli.commands import webhook
+
+    webhook.deliveries(bot, failed, limit, as_json)
+
+
+@webhook_app.command("replay", epilog="Example: botsched webhook replay dlv_Ab12Cd34Ef56Gh78Ij90")
+def webhook_replay(
+    delivery: Annotated[str, typer.Argument(metavar="DELIVERY_ID", help="The delivery's dlv_ id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a delivery again (same webhook-id and body, so receivers can deduplicate)."""
+    from botsched.cli.commands import webhook
+
+    webhook.replay(delivery, as_json)

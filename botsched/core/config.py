@@ -110,6 +110,26 @@ def store_url(config: Config) -> str:
     return os.environ.get(STORE_URL_ENV) or str(config["store.url"])
 
 
+def _seconds_list(value: Any) -> bool:
+    return isinstance(value, list) and len(value) <= 100 and all(_number(item) for item in value)
+
+
+def _hook_tables(value: Any) -> bool:
+    """``[[hooks]]``: tables with ``command`` (a non-empty argv) and optional ``states``."""
+    from botsched.core.states import ALL_STATES
+
+    return isinstance(value, list) and all(
+        isinstance(table, dict)
+        and set(table) <= {"command", "states"}
+        and isinstance(table.get("command"), list)
+        and bool(table["command"])
+        and all(isinstance(arg, str) and arg for arg in table["command"])
+        and isinstance(table.get("states", []), list)
+        and all(state in ALL_STATES for state in table.get("states", []))
+        for table in value
+    )
+
+
 RUNNER_KINDS = ("simulate", "command")
 #: Keys whose values never appear in output, errors or logs (API tokens live here).
 SECRET_KEYS = frozenset({"runner.env"})
@@ -145,6 +165,16 @@ SCHEMA: dict[str, Key] = {
     "cluster.lease_seconds": Key(
         15, "a number of seconds > 0", lambda v: _number(v) and v > 0, "an agent silent this long loses its bots"
     ),
+    # SPEC section 8: webhook retries (seconds after each failed attempt, +-20 %) and [[hooks]]
+    "webhooks.retry_seconds": Key(
+        [5, 300, 1800, 7200, 18000, 36000, 36000], "a list of numbers of seconds >= 0", _seconds_list,
+        "retry a failed webhook delivery after these delays, then give up",
+    ),
+    "hooks": Key(
+        [], "a list of [[hooks]] tables with command = [argv...] and optional states = [...]", _hook_tables,
+        "local commands run on matching state changes",
+    ),
+    "hooks_timeout_seconds": Key(30, "a number of seconds >= 0", _number, "then a hook is killed"),
 }
 
 

@@ -57,6 +57,13 @@ class Op(StrEnum):
     PING = "ping"
     STOP = "stop"
     RELOAD = "reload"
+    # SPEC section 8: ``botsched webhook ...``
+    WEBHOOK_ADD = "webhook_add"
+    WEBHOOK_LIST = "webhook_list"
+    WEBHOOK_REMOVE = "webhook_remove"
+    WEBHOOK_TEST = "webhook_test"
+    WEBHOOK_DELIVERIES = "webhook_deliveries"
+    WEBHOOK_REPLAY = "webhook_replay"
 
 
 class ProtocolError(InvalidInput):

@@ -41,6 +41,7 @@ from botsched.daemon.server import MAX_CONNECTIONS, Server, listen
 from botsched.daemon.service import BotService
 from botsched.daemon.store import SqliteStore
 from botsched.daemon.store.base import Store
+from botsched.daemon.webhooks.service import Webhooks
 
 __all__ = ["FILES_CHECK_S", "MAX_CONNECTIONS", "Daemon", "PidLock", "open_store", "run"]
 
@@ -124,8 +125,13 @@ class Daemon:
         self.runner = make_runner(self.config, self._report, paths.runner_logs)
         self.scheduler = Scheduler(self.store, self.runner, self.config, self.clock)
         self.service = BotService(self.store, self.scheduler, self.runner, self.hub, self.config, self.clock, paths)
+        # the outbox lives in the SQLite store only, for now: a cluster agent answers webhook ops
+        # with "runs without webhooks" rather than keep a second, unshared outbox
+        self.webhooks = (Webhooks(str(paths.database), self.config, next_join_us=self.scheduler.next_join_us)
+                         if isinstance(self.store, SqliteStore) else None)
         self._stopped = asyncio.Event()
-        self.server = Server(self.service, paths.socket, stop=self._stopped.set, reload=self._reload_op)
+        self.server = Server(self.service, paths.socket, stop=self._stopped.set, reload=self._reload_op,
+                             webhooks=self.webhooks)
 
     def _report(self, bot_id: str, state: str, detail: str | None) -> None:
         self.scheduler.report(bot_id, state, detail)
@@ -134,6 +140,8 @@ class Daemon:
         """Fan out first (waiters are waiting), then log: one line per change, or one per
         kind of change for a batch (a burst of 1,000 joins must not write 1,000 lines)."""
         self.hub.publish(events)
+        if self.webhooks is not None and isinstance(self.store, SqliteStore):
+            self.webhooks.published(events, self.store.deliveries_written)  # pokes the worker, starts hooks
         if len(events) <= 3:
             for event in events:
                 log.info("%s -> %s%s", event.bot_id, event.state, f" ({event.detail})" if event.detail else "")
@@ -152,6 +160,8 @@ class Daemon:
         if fresh["runner.kind"] != self.config["runner.kind"]:
             raise InvalidInput("runner.kind changed: restart the daemon to switch runners")
         self.config.replace(fresh)
+        if self.webhooks is not None:
+            self.webhooks.reconfigure()
         self.scheduler.poke()
         log.info("configuration reloaded")
 
@@ -175,6 +185,8 @@ class Daemon:
         server = await asyncio.start_unix_server(self.server.handle, sock=sock, limit=MAX_LINE)
         scheduler_task = asyncio.create_task(self.scheduler.run())
         files_task = asyncio.create_task(self._watch_files())
+        if self.webhooks is not None:
+            await self.webhooks.start()
         log.info("daemon %s listening on %s (runner: %s)", os.getpid(), self.paths.socket, self.runner.describe())
         if on_ready is not None:
             on_ready()
@@ -187,6 +199,8 @@ class Daemon:
         with contextlib.suppress(asyncio.CancelledError):
             await scheduler_task
         await self.runner.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()
         self.store.close()
         log.info("stopped")
 

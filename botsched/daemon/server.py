@@ -18,12 +18,15 @@ import stat
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botsched.core import protocol
-from botsched.core.errors import BotschedError, InvalidInput
+from botsched.core.errors import BotschedError, DaemonUnavailable, InvalidInput
 from botsched.core.protocol import Op
 from botsched.daemon.service import BotService, Handler
+
+if TYPE_CHECKING:
+    from botsched.daemon.webhooks.service import Webhooks
 
 log = logging.getLogger("botsched.daemon.main")
 
@@ -176,6 +179,7 @@ class Server:
         socket_path: Path,
         stop: Callable[[], None],
         reload: Callable[[], dict[str, Any]],
+        webhooks: Webhooks | None = None,
     ) -> None:
         self.service = service
         self.socket_path = socket_path
@@ -190,6 +194,15 @@ class Server:
             Op.PING: self._ping,
             Op.STOP: self._stop_op,
             Op.RELOAD: self._reload_op,
+        })
+        # SPEC section 8 (the rules: botsched/daemon/webhooks/service.py)
+        self.ops.update({
+            Op.WEBHOOK_ADD: self._webhook_op(webhooks, "add"),
+            Op.WEBHOOK_LIST: self._webhook_op(webhooks, "list"),
+            Op.WEBHOOK_REMOVE: self._webhook_op(webhooks, "remove"),
+            Op.WEBHOOK_TEST: self._webhook_op(webhooks, "test"),
+            Op.WEBHOOK_DELIVERIES: self._webhook_op(webhooks, "deliveries"),
+            Op.WEBHOOK_REPLAY: self._webhook_op(webhooks, "replay"),
         })
         missing = set(Op) - set(self.ops)
         assert not missing, f"ops without a handler: {missing}"
@@ -258,6 +271,19 @@ class Server:
 
         async def serve(args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
             result, warnings = handler(args)
+            writer.write(protocol.reply(result, warnings))
+            return True
+
+        return serve
+
+    @staticmethod
+    def _webhook_op(webhooks: Webhooks | None, name: str) -> OpHandler:
+        """A webhook op: awaits its answer (the outbox is read on its own thread)."""
+
+        async def serve(args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+            if webhooks is None:
+                raise DaemonUnavailable("this daemon runs without webhooks")
+            result, warnings = await webhooks.handlers()[name](args)
             writer.write(protocol.reply(result, warnings))
             return True
 

@@ -15,8 +15,8 @@ from aiohttp import web
 
 from botsched.daemon.webhooks import outbox
 
-#: The columns of the store's ``bots`` and ``events`` tables that the outbox reads. Once the
-#: outbox is wired into the store these tests should open the real store instead.
+#: The columns of the store's ``bots`` and ``events`` tables that the outbox reads: the
+#: worker's unit tests need no whole store (``test_store_outbox.py`` uses the real one).
 BOTS_DDL = """
 CREATE TABLE bots (id TEXT PRIMARY KEY, meeting_url TEXT NOT NULL, bot_name TEXT NOT NULL, state TEXT NOT NULL,
                    join_at TEXT, metadata TEXT NOT NULL DEFAULT '{}', dedup_key TEXT);
@@ -156,3 +156,91 @@ class Receiver:
     async def __aexit__(self, *exc: object) -> None:
         assert self._runner is not None
         await self._runner.cleanup()
+
+
+# -- a receiver in a thread, for tests that drive the real daemon (a separate process) ------
+
+
+@dataclass
+class Answer:
+    """What the threaded receiver answers one request with."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    sleep: float = 0.0
+
+
+#: (path, headers, body, number of earlier requests with this webhook-id) -> Answer
+Policy = Callable[[str, dict[str, str], bytes, int], Answer]
+
+
+class ThreadReceiver:
+    """A real HTTP/1.1 server (``http.server``) on 127.0.0.1 in a thread of its own.
+
+    ``port`` may be given to start it on a port the daemon already knows (a receiver that
+    was down); ``policy`` decides each answer (default: 200 at once)."""
+
+    def __init__(self, policy: Policy | None = None, port: int = 0) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.policy = policy
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with outer.lock:
+                    seen = sum(1 for r in outer.received if r.headers.get("webhook-id") == headers.get("webhook-id"))
+                    outer.received.append(Received(self.path, headers, body, time.time()))
+                answer = outer.policy(self.path, headers, body, seen) if outer.policy else Answer()
+                if answer.sleep:
+                    time.sleep(answer.sleep)
+                try:
+                    self.send_response(answer.status)
+                    for name, value in answer.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                except OSError:  # the client gave up (timeout): nobody to answer
+                    pass
+
+            do_GET = do_POST
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def snapshot(self) -> list[Received]:
+        with self.lock:
+            return list(self.received)
+
+    def bodies(self) -> list[dict[str, Any]]:
+        import json
+
+        return [json.loads(r.body) for r in self.snapshot()]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (yet)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -9,8 +9,9 @@ from __future__ import annotations
 import sqlite3
 
 from botsched.core.errors import DaemonUnavailable
+from botsched.daemon.webhooks import outbox
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     # version 0 -> 1: the first schema.
@@ -42,6 +43,9 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX events_by_bot ON events (bot_id, seq);
     """,
+    # version 1 -> 2: the webhook outbox (SPEC section 8): endpoints and one delivery row per
+    # (event, endpoint), written in the transaction of the event (``outbox.enqueue``).
+    2: outbox.DDL,
 }
 
 

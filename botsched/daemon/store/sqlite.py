@@ -35,6 +35,7 @@ from botsched.daemon.store.base import (
     NotScheduled,
     StorageError,
 )
+from botsched.daemon.webhooks import outbox
 
 #: The WAL is checkpointed after this many commits, or once it holds this much (a bulk
 #: create is one commit of many pages)...
@@ -87,6 +88,8 @@ class SqliteStore:
         self.files_lost: str | None = None
         self._refusals = 0
         self._refusal_logged = 0.0
+        #: webhook deliveries written so far (the daemon pokes the delivery worker when it grows)
+        self.deliveries_written = 0
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 5000")
@@ -254,7 +257,10 @@ class SqliteStore:
             "INSERT INTO events (seq, bot_id, state, at_us, detail) VALUES (?, ?, ?, ?, ?)",
             [(first + i, *row) for i, row in enumerate(rows)],
         )
-        pending.extend(Event(first + i, *row) for i, row in enumerate(rows))
+        added = [Event(first + i, *row) for i, row in enumerate(rows)]
+        pending.extend(added)
+        # the webhook outbox: its deliveries commit (or roll back) with these events
+        self.deliveries_written += outbox.enqueue(self._db, added)
 
     def _state_of(self, bot_id: str) -> str | None:
         row = self._db.execute("SELECT state FROM bots WHERE id = ?", (bot_id,)).fetchone()

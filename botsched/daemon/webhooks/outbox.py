@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -161,6 +161,14 @@ def validate_url(url: str) -> str:
     return url
 
 
+def safe_url(url: str) -> str:
+    """The URL for a log line: no user info, query or fragment (tokens live there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -299,12 +307,57 @@ def _bots(
     return found
 
 
-def _previous_state(conn: sqlite3.Connection, bot_id: str, seq: int) -> str | None:
-    row = conn.execute(
-        "SELECT state FROM events WHERE bot_id = ? AND seq < ? ORDER BY seq DESC LIMIT 1",
-        (bot_id, seq),
-    ).fetchone()
-    return None if row is None else str(row[0])
+def _previous_states(conn: sqlite3.Connection, firsts: Mapping[str, int]) -> dict[str, str]:
+    """Each bot's state just before its first event of this batch (``firsts``: bot id ->
+    that event's seq): one query per 500 bots, each an index probe, not one query per
+    event (a burst of 1,000 joins is one transaction on the join path)."""
+    found: dict[str, str] = {}
+    items = list(firsts.items())
+    for start in range(0, len(items), 500):
+        chunk = items[start : start + 500]
+        values = ",".join("(?, ?)" for _ in chunk)
+        flat = [value for pair in chunk for value in pair]
+        for bot_id, state in conn.execute(
+            f"WITH firsts(bot_id, first_seq) AS (VALUES {values}) "
+            "SELECT f.bot_id, (SELECT e.state FROM events e WHERE e.bot_id = f.bot_id AND e.seq < f.first_seq "
+            "ORDER BY e.seq DESC LIMIT 1) FROM firsts f",
+            flat,
+        ):
+            if state is not None:
+                found[bot_id] = state
+    return found
+
+
+def _describe(
+    conn: sqlite3.Connection, events: Sequence[EventLike], keep: Callable[[EventLike], bool]
+) -> Iterator[tuple[EventLike, dict[str, Any]]]:
+    """Each kept event (oldest first) with its section 8 body (a fresh ``evt_`` id).
+
+    ``events`` is the whole batch (the old state of an event is the one before it, kept or
+    not); events of a bot deleted meanwhile are left out (nothing is left to describe)."""
+    ordered = sorted(events, key=lambda e: e.seq)
+    kept = [e for e in ordered if keep(e)]
+    if not kept:
+        return
+    wanted_bots = {e.bot_id for e in kept}
+    firsts: dict[str, int] = {}
+    for event in ordered:
+        if event.bot_id in wanted_bots:
+            firsts.setdefault(event.bot_id, event.seq)
+    bots = _bots(conn, list(firsts))
+    last_state: dict[str, str | None] = dict(_previous_states(conn, firsts))
+    for event in ordered:
+        if event.bot_id not in wanted_bots:
+            continue
+        old = last_state.get(event.bot_id)
+        last_state[event.bot_id] = event.state
+        bot = bots.get(event.bot_id)
+        if bot is None or not keep(event):
+            continue
+        body = payload.state_change(
+            new_event_id(), bot, event.state, old, format_instant(event.at_us), event.detail
+        )
+        yield event, body
 
 
 def enqueue(conn: sqlite3.Connection, events: Sequence[EventLike]) -> int:
@@ -312,28 +365,22 @@ def enqueue(conn: sqlite3.Connection, events: Sequence[EventLike]) -> int:
 
     Call it inside the store's transaction, right after the events are inserted: it reads
     the ``bots`` and ``events`` tables of that transaction (the bot's fields, the state
-    before each event). With no active endpoint it costs one indexed-free tiny query."""
+    before each event). With no active endpoint it costs one tiny query."""
+    if not events:
+        return 0
     endpoints = [
         (endpoint_id, frozenset(json.loads(chosen)))
         for endpoint_id, chosen in conn.execute(
             "SELECT id, states FROM webhook_endpoints WHERE disabled_us IS NULL"
         )
     ]
-    if not endpoints or not events:
+    if not endpoints:
         return 0
-    ordered = sorted(events, key=lambda e: e.seq)
-    bots = _bots(conn, list(dict.fromkeys(e.bot_id for e in ordered)))
-    last_state: dict[str, str | None] = {}
+    def matching(event: EventLike) -> bool:
+        return any(not chosen or event.state in chosen for _, chosen in endpoints)
+
     rows: list[tuple[Any, ...]] = []
-    for event in ordered:
-        bot = bots.get(event.bot_id)
-        if bot is None:  # deleted in this very transaction: nothing left to describe
-            continue
-        if event.bot_id in last_state:
-            old = last_state[event.bot_id]
-        else:
-            old = _previous_state(conn, event.bot_id, event.seq)
-        last_state[event.bot_id] = event.state
+    for event, body in _describe(conn, events, matching):
         targets = [
             endpoint_id
             for endpoint_id, chosen in endpoints
@@ -341,26 +388,43 @@ def enqueue(conn: sqlite3.Connection, events: Sequence[EventLike]) -> int:
         ]
         if not targets:
             continue
-        event_id = new_event_id()
-        body = payload.encode(
-            payload.state_change(
-                event_id,
-                bot,
-                event.state,
-                old,
-                format_instant(event.at_us),
-                event.detail,
-            )
-        )
+        text = payload.encode(body)
         rows.extend(
             (
-                new_delivery_id(), endpoint_id, event_id, event.seq, event.bot_id, payload.STATE_CHANGE,
-                event.state, body, PENDING, event.at_us, event.at_us, None,
+                new_delivery_id(), endpoint_id, body["id"], event.seq, event.bot_id, payload.STATE_CHANGE,
+                event.state, text, PENDING, event.at_us, event.at_us, None,
             )
             for endpoint_id in targets
         )  # fmt: skip
     _insert(conn, rows)
     return len(rows)
+
+
+def bodies(
+    conn: sqlite3.Connection, events: Sequence[EventLike], keep: Callable[[EventLike], bool]
+) -> list[dict[str, Any]]:
+    """The section 8 body of each kept event of a committed batch, for ``[[hooks]]``: the
+    one already in the outbox when a webhook got it (the same ``id`` on both paths), else
+    built now."""
+    chosen = [e for e in events if keep(e)]
+    if not chosen:
+        return []
+    sent: dict[int, str] = {}
+    seqs = [e.seq for e in chosen]
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for event_seq, body in conn.execute(
+            f"SELECT event_seq, body FROM webhook_deliveries WHERE event_seq IN ({marks}) AND replay_of IS NULL",
+            chunk,
+        ):
+            sent.setdefault(event_seq, body)
+    found = {e.seq: json.loads(sent[e.seq]) for e in chosen if e.seq in sent}
+    if len(found) < len(chosen):
+        found.update(
+            (event.seq, body) for event, body in _describe(conn, events, lambda e: keep(e) and e.seq not in found)
+        )
+    return [found[e.seq] for e in sorted(chosen, key=lambda e: e.seq) if e.seq in found]
 
 
 def enqueue_test(conn: sqlite3.Connection, endpoint_id: str, now_us: int) -> str:

@@ -14,12 +14,20 @@ from standardwebhooks import Webhook
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 24
-_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+#: byte -> letter/digit for bytes < 248 (= 4 x 62); bytes >= 248 are dropped: no modulo bias.
+_TABLE = bytes(_ALPHABET[b % 62] for b in range(248)) + bytes(8)
+_REJECT = bytes(range(248, 256))
 
 
 def _random_id(prefix: str, length: int = 16) -> str:
-    """``prefix`` + ``length`` uniformly random letters and digits (``secrets.choice``: no bias)."""
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    """``prefix`` + ``length`` uniformly random letters and digits. One ``token_bytes`` call
+    and a ``translate`` (rejection sampling): a burst of 1,000 joins makes thousands of these
+    inside the join's transaction, and ``secrets.choice`` per character costs ~1 us each."""
+    while True:
+        raw = secrets.token_bytes(length + length // 2 + 4).translate(None, _REJECT)
+        if len(raw) >= length:
+            return prefix + raw[:length].translate(_TABLE).decode()
 
 
 def new_endpoint_id() -> str:

@@ -94,21 +94,37 @@ class DeliveryWorker:
         per_endpoint: int | None = None,
         lease_seconds: float = 120.0,
         release_on_start: bool = True,
+        hold: Callable[[], float] | None = None,
     ) -> None:
         self._db = db
         self._sender = sender
         self._clock = clock
         self._rng = rng or random.Random()
-        self._schedule = tuple(retry_seconds)
+        self.retry_seconds = tuple(retry_seconds)  # replaced on reload
         self._concurrency = max(1, concurrency)
         # Leave room for the other endpoints: one endpoint never holds every slot.
         self._per_endpoint = per_endpoint or max(1, self._concurrency * 3 // 4)
         self._lease_us = int(lease_seconds * 1e6)
         self._release_on_start = release_on_start
+        #: seconds to wait before a write (a join is about to commit: keep the lock free)
+        self._hold = hold
+        self._held = False
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy: dict[str, int] = {}
         self.sent = 0  # attempts made (for status and the benchmark)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """A database write, held back while ``hold`` says a join is about to commit: the
+        join's ``BEGIN IMMEDIATE`` must not find our lock and sleep in SQLite's busy handler."""
+        if self._hold is not None and not self._held:
+            delay = self._hold()
+            if delay > 0:
+                self._held = True  # the next write goes at once: joins back to back cannot starve us
+                await asyncio.sleep(delay)
+                return await self._db(fn)
+        self._held = False
+        return await self._db(fn)
 
     def poke(self) -> None:
         """New deliveries were committed (or a slot freed): look now, not at the next timer."""
@@ -137,7 +153,7 @@ class DeliveryWorker:
                 outbox.claim_due, now_us=now_us, limit=free, lease_us=self._lease_us, busy=busy,
                 per_endpoint=self._per_endpoint,
             )  # fmt: skip
-            claims = await self._db(take)
+            claims = await self._write(take)
             for claim in claims:
                 self._busy[claim.endpoint_id] = self._busy.get(claim.endpoint_id, 0) + 1
                 task = asyncio.create_task(
@@ -173,12 +189,12 @@ class DeliveryWorker:
             self.sent += 1
             now = self._clock()
             verdict = classify(
-                outcome, claim.attempts + 1, now, self._rng, self._schedule
+                outcome, claim.attempts + 1, now, self._rng, self.retry_seconds
             )
             next_us = (
                 None if verdict.next_at is None else int(verdict.next_at * 1_000_000)
             )
-            await self._db(
+            await self._write(
                 lambda c: outbox.record_attempt(
                     c,
                     claim.id,
