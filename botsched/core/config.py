@@ -100,6 +100,9 @@ SCHEMA: dict[str, Key] = {
     "runner.leave_grace_seconds": Key(30, "a number of seconds >= 0", _number, "then a leaving runner is killed"),
     "runner.max_concurrent": Key(50, "a whole number > 0", _positive_int, "at most this many runners at once"),
     "calendar.email": Key("", "a string", _string, "your address, to skip declined events"),
+    "calendar.min_every_seconds": Key(
+        60, "a number of seconds > 0", lambda v: _number(v) and v > 0, "calendar add --every at least this"
+    ),
 }
 
 

@@ -57,6 +57,10 @@ class Op(StrEnum):
     PING = "ping"
     STOP = "stop"
     RELOAD = "reload"
+    CALENDAR_ADD = "calendar_add"
+    CALENDAR_LIST = "calendar_list"
+    CALENDAR_REMOVE = "calendar_remove"
+    CALENDAR_SYNC = "calendar_sync"
 
 
 class ProtocolError(InvalidInput):

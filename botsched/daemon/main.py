@@ -33,6 +33,7 @@ from botsched.core.paths import (
     resolve_paths,
 )
 from botsched.core.protocol import MAX_LINE
+from botsched.daemon.calendars import Calendars
 from botsched.daemon.hub import EventHub
 from botsched.daemon.runners import make_runner
 from botsched.daemon.runners.base import raise_nofile_limit
@@ -97,8 +98,10 @@ class Daemon:
         self.runner = make_runner(self.config, self._report, paths.runner_logs)
         self.scheduler = Scheduler(self.store, self.runner, self.config, self.clock)
         self.service = BotService(self.store, self.scheduler, self.runner, self.hub, self.config, self.clock, paths)
+        self.calendars = Calendars(self.store, self.service, self.config, self.clock)
         self._stopped = asyncio.Event()
-        self.server = Server(self.service, paths.socket, stop=self._stopped.set, reload=self._reload_op)
+        self.server = Server(self.service, paths.socket, stop=self._stopped.set, reload=self._reload_op,
+                             calendars=self.calendars)
 
     def _report(self, bot_id: str, state: str, detail: str | None) -> None:
         self.scheduler.report(bot_id, state, detail)
@@ -148,6 +151,8 @@ class Daemon:
         server = await asyncio.start_unix_server(self.server.handle, sock=sock, limit=MAX_LINE)
         scheduler_task = asyncio.create_task(self.scheduler.run())
         files_task = asyncio.create_task(self._watch_files())
+        self.calendars.load()
+        calendars_task = asyncio.create_task(self.calendars.run())
         log.info("daemon %s listening on %s (runner: %s)", os.getpid(), self.paths.socket, self.runner.describe())
         if on_ready is not None:
             on_ready()
@@ -156,6 +161,8 @@ class Daemon:
         server.close()
         self.scheduler.stop()
         files_task.cancel()
+        await self.calendars.stop()
+        calendars_task.cancel()
         self.hub.close()
         with contextlib.suppress(asyncio.CancelledError):
             await scheduler_task

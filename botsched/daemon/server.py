@@ -18,12 +18,15 @@ import stat
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botsched.core import protocol
 from botsched.core.errors import BotschedError, InvalidInput
 from botsched.core.protocol import Op
 from botsched.daemon.service import BotService, Handler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from botsched.daemon.calendars import Calendars
 
 log = logging.getLogger("botsched.daemon.main")
 
@@ -176,6 +179,7 @@ class Server:
         socket_path: Path,
         stop: Callable[[], None],
         reload: Callable[[], dict[str, Any]],
+        calendars: Calendars | None = None,
     ) -> None:
         self.service = service
         self.socket_path = socket_path
@@ -191,6 +195,9 @@ class Server:
             Op.STOP: self._stop_op,
             Op.RELOAD: self._reload_op,
         })
+        if calendars is not None:  # the followed calendars (issue 16)
+            self.ops.update({op: self._request(handler) for op, handler in calendars.handlers().items()})
+            self.ops.update({op: self._async_request(handler) for op, handler in calendars.async_handlers().items()})
         missing = set(Op) - set(self.ops)
         assert not missing, f"ops without a handler: {missing}"
 
@@ -258,6 +265,17 @@ class Server:
 
         async def serve(args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
             result, warnings = handler(args)
+            writer.write(protocol.reply(result, warnings))
+            return True
+
+        return serve
+
+    @staticmethod
+    def _async_request(handler: Callable[[dict[str, Any]], Awaitable[tuple[Any, list[str]]]]) -> OpHandler:
+        """A request-reply op that awaits (a calendar poll): one reply line."""
+
+        async def serve(args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+            result, warnings = await handler(args)
             writer.write(protocol.reply(result, warnings))
             return True
 

@@ -10,7 +10,7 @@ import sqlite3
 
 from botsched.core.errors import DaemonUnavailable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     # version 0 -> 1: the first schema.
@@ -41,6 +41,19 @@ MIGRATIONS: dict[int, str] = {
         detail  TEXT
     );
     CREATE INDEX events_by_bot ON events (bot_id, seq);
+    """,
+    # version 1 -> 2: the calendars the daemon follows (issue 16). ``source`` and
+    # ``options`` are what ``calendar add`` was given (a password's file or variable
+    # name, never a password); ``poll`` is the poll state (validators, last success and
+    # error, next poll, failures), all JSON.
+    2: """
+    CREATE TABLE calendars (
+        name        TEXT PRIMARY KEY,
+        source      TEXT NOT NULL,
+        options     TEXT NOT NULL,
+        poll        TEXT NOT NULL,
+        created_us  INTEGER NOT NULL
+    );
     """,
 }
 
