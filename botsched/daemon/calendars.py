@@ -234,7 +234,7 @@ class Calendars:
             # A forced poll (``calendar sync NAME``), or one with no text to re-plan from,
             # asks for the whole feed: a 304 would leave nothing to plan with.
             validators = Validators() if force or cal.text is None else cal.poll.validators
-            report: dict[str, Any] = {"name": cal.name, "dry_run": dry_run, "unchanged": False}
+            report: dict[str, Any] = {"name": cal.name, "dry_run": dry_run, "unchanged": False, "days": cal.days}
             try:
                 async with self._slots:
                     fetched, expansion, text = await self._in_thread(
