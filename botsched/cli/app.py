@@ -204,7 +204,7 @@ def logs(bot_id: Annotated[str, typer.Argument(help="The bot.", autocompletion=b
 # -- calendar ---------------------------------------------------------------------
 
 
-@calendar_app.command("sync", epilog="Examples: botsched calendar sync ~/Downloads/work.ics --join-offset -1m --dry-run"
+@calendar_app.command("sync", epilog="Example: botsched calendar sync ~/Downloads/work.ics --join-offset -1m --dry-run"
                       "   |   botsched calendar sync work   (a followed calendar, now)")
 def calendar_sync(
     source: Annotated[

@@ -149,6 +149,7 @@ def test_remove_cancels_only_that_calendars_scheduled_bots_and_says_how_many(
     assert "Removed work: cancelled 2 scheduled bot(s)." in out
     assert bots_of(home, "work") == {} and set(bots_of(home, "team")) == {"t1"} and "ical:f1" in home.by_key()
     assert [c["name"] for c in home.json("calendar", "list")] == ["team"]
+    assert [r["name"] for r in home.json("calendar", "sync")] == ["team"]  # no NAME: every followed calendar
     assert_clean_error(home.run("calendar", "remove", "work"), 3)
     # the feed is no longer polled
     polled = len(server.feed.requests)

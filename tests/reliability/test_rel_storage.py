@@ -280,6 +280,10 @@ def test_a_newer_schema_is_refused_and_left_alone(home):
     _no_daemon(home)
 
 
+#: A made-up migration goes one past the real schema (whatever its version is now).
+NEXT_VERSION = store_mod.SCHEMA_VERSION + 1
+
+
 @pytest.fixture
 def v1_store(tmp_path: Path):
     path = tmp_path / "v1.db"
@@ -291,10 +295,10 @@ def v1_store(tmp_path: Path):
 
 
 def test_a_future_migration_runs_once_in_one_transaction_and_keeps_the_bots(v1_store, monkeypatch):
-    """The migration machinery (``_MIGRATIONS``, ``user_version``) with a made-up version 2."""
+    """The migration machinery (``_MIGRATIONS``, ``user_version``) with a made-up next version."""
     path, ids = v1_store
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_mod.MIGRATIONS, 2, """
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", NEXT_VERSION)
+    monkeypatch.setitem(store_mod.MIGRATIONS, NEXT_VERSION, """
         ALTER TABLE bots ADD COLUMN note TEXT;
         CREATE INDEX bots_by_note ON bots (note);
         UPDATE bots SET note = 'migrated'
@@ -306,7 +310,7 @@ def test_a_future_migration_runs_once_in_one_transaction_and_keeps_the_bots(v1_s
     finally:
         store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == NEXT_VERSION
     assert {row[0] for row in db.execute("SELECT note FROM bots")} == {"migrated"}
     db.close()
     Store(path).close()  # opening again migrates nothing twice (the index would already exist)
@@ -315,8 +319,8 @@ def test_a_future_migration_runs_once_in_one_transaction_and_keeps_the_bots(v1_s
 def test_a_failing_migration_changes_nothing(v1_store, monkeypatch):
     path, ids = v1_store
     before = sha256(path)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_mod.MIGRATIONS, 2, """
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", NEXT_VERSION)
+    monkeypatch.setitem(store_mod.MIGRATIONS, NEXT_VERSION, """
         ALTER TABLE bots ADD COLUMN note TEXT;
         UPDATE bots SET note = 'half';
         THIS IS NOT SQL
@@ -324,9 +328,9 @@ def test_a_failing_migration_changes_nothing(v1_store, monkeypatch):
     with pytest.raises(BotschedError) as raised:
         Store(path)
     assert "nothing was changed" in raised.value.message or "syntax error" in raised.value.message, raised.value
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", NEXT_VERSION - 1)
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == NEXT_VERSION - 1
     columns = [row[1] for row in db.execute("PRAGMA table_info(bots)")]
     db.close()
     assert "note" not in columns, "half a migration was committed"
