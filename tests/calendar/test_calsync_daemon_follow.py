@@ -8,6 +8,7 @@ The homes allow ``--every 1s`` (``calendar.min_every_seconds = 1`` in conftest).
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -235,3 +236,28 @@ def test_a_caldav_calendar_followed_through_radicale(home: Home, radicale: Radic
     everything = home.ok("calendar", "list", "--json").stdout + home.log.read_text()
     assert PASSWORD not in everything
     assert json.loads(home.ok("calendar", "list", "--json").stdout)[0]["source"].startswith("caldav+http://")
+
+
+def test_a_slow_feed_never_holds_a_join_back(home: Home, server: Server) -> None:
+    """The fetch runs in a worker thread: a feed that stalls for 3 s while a bot is due
+    to join leaves the join on time."""
+    (a_ics, _) = at(30)
+    server.feed.body = calendar(event("a", a_ics)).encode()
+    server.feed.stall_s = 3.0
+    home.start()
+    bot_id = home.create("https://zoom.us/j/999", "--join-at", "+2s")
+    adding = home.popen("calendar", "add", server.url(), "--name", "slow", stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+    def joined() -> dict[str, Any] | None:
+        shown = home.show(bot_id)
+        return shown if any(e["state"] == "joining" for e in shown["events"]) else None
+
+    try:
+        bot = wait_until(joined, 10, what="the join")
+    finally:
+        assert adding.wait(30) == 0
+    joining = next(e for e in bot["events"] if e["state"] == "joining")
+    late = (datetime.fromisoformat(joining["at"]) - datetime.fromisoformat(bot["join_at"])).total_seconds()
+    assert 0 <= late < 0.25, f"joined {late:.3f}s late while a feed was being fetched"
+    # (the stalling test server repeats its first bytes: the text is not a calendar, which is beside the point)
+    assert len(server.feed.requests) == 1 and listed(home, "slow")["status"] != "new"
