@@ -261,3 +261,22 @@ def test_a_slow_feed_never_holds_a_join_back(home: Home, server: Server) -> None
     assert 0 <= late < 0.25, f"joined {late:.3f}s late while a feed was being fetched"
     # (the stalling test server repeats its first bytes: the text is not a calendar, which is beside the point)
     assert len(server.feed.requests) == 1 and listed(home, "slow")["status"] != "new"
+
+
+def test_sync_name_now_and_dry_run_on_a_followed_file(home: Home, tmp_path: Path) -> None:
+    (a_ics, a_join), (moved_ics, moved_join) = at(30), at(35)
+    path = tmp_path / "team.ics"
+    path.write_text(calendar(event("a", a_ics)))
+    home.ok("calendar", "add", str(path), "--every", "1h")
+    bot = bots_of(home, "team")["a"]
+    assert bot["join_at"] == a_join
+    path.write_text(calendar(event("a", moved_ics)))
+    planned = home.json("calendar", "sync", "team", "--dry-run")
+    assert planned["name"] == "team" and planned["dry_run"] is True
+    assert [(a["action"], a["join_at"], a["previous_join_at"]) for a in planned["actions"]] == [
+        ("reschedule", moved_join, a_join)]
+    assert bots_of(home, "team")["a"]["join_at"] == a_join, "a dry run changes nothing"
+    out = home.ok("calendar", "sync", "team").stdout
+    assert "rescheduled" in out and "1 rescheduled" in out
+    assert bots_of(home, "team")["a"] == {**bot, "join_at": moved_join, "updated_at": bots_of(home, "team")["a"][
+        "updated_at"]}
