@@ -47,7 +47,7 @@ daemon_app = typer.Typer(help="Run, start, stop and inspect the local daemon.",
                          epilog="Example: botsched daemon status", no_args_is_help=True)
 config_app = typer.Typer(help="Read and write config.toml.",
                          epilog="Example: botsched config set scheduler.stage_lead_seconds 60", no_args_is_help=True)
-calendar_app = typer.Typer(help="Keep one bot per meeting of a calendar.",
+calendar_app = typer.Typer(help="One bot per meeting of a calendar: once (sync FILE) or followed by the daemon (add).",
                            epilog="Example: botsched calendar sync work.ics --dry-run", no_args_is_help=True)
 app.add_typer(calendar_app, name="calendar", rich_help_panel=CALENDAR)
 app.add_typer(daemon_app, name="daemon", rich_help_panel=SETUP)
