@@ -18,9 +18,12 @@ from botsched.calsync.ics import declined_by, expand, parse_calendars
 from botsched.calsync.keys import (
     KEY_PREFIX,
     MAX_UID_IN_KEY,
+    calendar_of,
     event_key,
     key_base,
+    key_prefix,
     uid_part,
+    validate_calendar_name,
 )
 from botsched.calsync.links import find_meeting_url, links_in_text, meeting_platform
 from botsched.calsync.model import (

@@ -18,8 +18,13 @@ can have asked for.
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from botsched.calsync.keys import MAX_NAME
 from botsched.calsync.sources import Validators
 from botsched.core.errors import InvalidInput
 from botsched.core.timeparse import parse_duration
@@ -38,12 +43,18 @@ RETRY_AFTER_CAP_US = 86_400 * US_PER_S
 MAX_ERROR = 300
 
 
-def parse_every(text: str) -> int:
-    """``--every 10m`` as microseconds, between a minute and a week."""
+def parse_every(text: str, minimum_us: int = MIN_EVERY_US) -> int:
+    """``--every 10m`` as microseconds, between a minute (config
+    ``calendar.min_every_seconds``) and a week."""
     every = parse_duration(text)
-    if not MIN_EVERY_US <= every <= MAX_EVERY_US:
-        raise InvalidInput(f"--every must be between 1m and 7d, not {text.strip()!r}")
+    check_every(every, minimum_us, text.strip())
     return every
+
+
+def check_every(every_us: int, minimum_us: int = MIN_EVERY_US, shown: str | None = None) -> None:
+    if not minimum_us <= every_us <= MAX_EVERY_US:
+        low = f"{minimum_us // US_PER_S}s" if minimum_us % (60 * US_PER_S) else f"{minimum_us // (60 * US_PER_S)}m"
+        raise InvalidInput(f"--every must be between {low} and 7d, not {shown or f'{every_us // US_PER_S}s'}")
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,14 @@ def failed(state: PollState, now_us: int, every_us: int, error: str, retry_after
     )
 
 
+def replace_error(state: PollState, now_us: int, error: str) -> PollState:
+    """A poll that read the calendar but whose changes were partly refused: the
+    success stands (no backoff), the reason is kept for ``calendar list``."""
+    line = " ".join(error.split())
+    line = line if len(line) <= MAX_ERROR else line[: MAX_ERROR - 1] + "…"
+    return replace(state, last_error=line, last_error_us=now_us)
+
+
 def poll_now(state: PollState, now_us: int) -> PollState:
     """``calendar sync NAME``: due at once, the rest kept."""
     return replace(state, next_poll_us=now_us)
@@ -117,3 +136,50 @@ def poll_now(state: PollState, now_us: int) -> PollState:
 def failing(state: PollState) -> bool:
     """Whether the last attempt failed (as opposed to an old error kept for the record)."""
     return state.failures > 0
+
+
+def state_as_json(state: PollState) -> dict[str, Any]:
+    """The poll state as the store keeps it (and ``calendar list --json`` shows it)."""
+    return {"next_poll_us": state.next_poll_us, "failures": state.failures, "last_attempt_us": state.last_attempt_us,
+            "last_success_us": state.last_success_us, "last_change_us": state.last_change_us,
+            "last_error": state.last_error, "last_error_us": state.last_error_us,
+            "validators": state.validators.as_json()}
+
+
+def state_from_json(data: Mapping[str, Any]) -> PollState:
+    def number(key: str) -> int | None:
+        value = data.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    error = data.get("last_error")
+    return PollState(next_poll_us=number("next_poll_us") or 0, failures=number("failures") or 0,
+                     last_attempt_us=number("last_attempt_us"), last_success_us=number("last_success_us"),
+                     last_change_us=number("last_change_us"), last_error=error if isinstance(error, str) else None,
+                     last_error_us=number("last_error_us"), validators=Validators.from_json(data.get("validators")))
+
+
+#: Hosts whose calendars get a name of their own when ``calendar add`` is given no ``--name``.
+_KNOWN_HOSTS = (("google.com", "google"), ("googleusercontent.com", "google"), ("outlook.office365.com", "outlook"),
+                ("outlook.live.com", "outlook"), ("office.com", "outlook"), ("icloud.com", "icloud"))
+
+
+def default_name(kind: str, location: str) -> str:
+    """A name for ``calendar add SOURCE`` without ``--name``: the file's stem, a known
+    provider (``google``, ``outlook``, ``icloud``), a CalDAV collection's last path
+    segment, or the host's main label; made to fit ``keys.validate_calendar_name``."""
+    from urllib.parse import urlsplit
+
+    if kind == "file":
+        raw = os.path.splitext(os.path.basename(location))[0]
+    else:
+        parts = urlsplit(location)
+        host = (parts.hostname or "").lower()
+        raw = next((name for suffix, name in _KNOWN_HOSTS if host == suffix or host.endswith("." + suffix)), "")
+        segments = [s for s in parts.path.split("/") if s]
+        if not raw and kind == "caldav" and segments:
+            raw = segments[-1]
+        if not raw:
+            labels = [label for label in host.split(".") if label and label not in ("www", "calendar", "cal", "dav")]
+            raw = labels[-2] if len(labels) >= 2 else (labels[0] if labels else "calendar")
+    name = re.sub(r"[^a-z0-9_-]+", "-", raw.lower()).strip("-_")[:MAX_NAME].strip("-_")
+    return name or "calendar"

@@ -47,7 +47,7 @@ daemon_app = typer.Typer(help="Run, start, stop and inspect the local daemon.",
                          epilog="Example: botsched daemon status", no_args_is_help=True)
 config_app = typer.Typer(help="Read and write config.toml.",
                          epilog="Example: botsched config set scheduler.stage_lead_seconds 60", no_args_is_help=True)
-calendar_app = typer.Typer(help="Keep one bot per meeting of a calendar.",
+calendar_app = typer.Typer(help="One bot per meeting of a calendar: once (sync FILE) or followed by the daemon (add).",
                            epilog="Example: botsched calendar sync work.ics --dry-run", no_args_is_help=True)
 app.add_typer(calendar_app, name="calendar", rich_help_panel=CALENDAR)
 app.add_typer(daemon_app, name="daemon", rich_help_panel=SETUP)
@@ -208,12 +208,18 @@ def logs(bot_id: Annotated[str, typer.Argument(help="The bot.", autocompletion=b
 # -- calendar ---------------------------------------------------------------------
 
 
-@calendar_app.command("sync", epilog="Example: botsched calendar sync ~/Downloads/work.ics --join-offset -1m --dry-run")
+@calendar_app.command("sync", epilog="Example: botsched calendar sync ~/Downloads/work.ics --join-offset -1m --dry-run"
+                      "   |   botsched calendar sync work   (a followed calendar, now)")
 def calendar_sync(
-    source: Annotated[str, typer.Argument(metavar="SOURCE", help="An iCalendar (.ics) file, or '-' for stdin.")],
+    source: Annotated[
+        str | None,
+        typer.Argument(metavar="[SOURCE|NAME]", help="An iCalendar (.ics) file, '-' for stdin, or the name of a "
+                       "followed calendar; none: every followed calendar."),
+    ] = None,
     days: Annotated[
-        int, typer.Option("--days", metavar="N", help="Look this many days ahead from now.")
-    ] = calendar.DEFAULT_DAYS,
+        int | None,
+        typer.Option("--days", metavar="N", help=f"Look this many days ahead from now ({calendar.DEFAULT_DAYS})."),
+    ] = None,
     join_offset: Annotated[
         str | None,
         typer.Option("--join-offset", metavar="DURATION", help="Join relative to the start: -1m is a minute early."),
@@ -231,6 +237,51 @@ def calendar_sync(
     Bots already staged or in a meeting are never touched.
     """
     _exit(calendar.sync(source, days, join_offset, bot_name, dry_run, as_json))
+
+
+@calendar_app.command("add", epilog="Example: botsched calendar add 'https://calendar.google.com/calendar/ical/"
+                      "me%40gmail.com/private-abc/basic.ics' --name work")
+def calendar_add(
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="An .ics file, an https:// (or webcal://) feed, "
+                                          "or a CalDAV collection (caldav+https://...).")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Its name (keys ical/NAME:...); default from SOURCE.")
+    ] = None,
+    every: Annotated[str, typer.Option("--every", metavar="DURATION", help="Poll this often.")] = "10m",
+    days: Annotated[
+        int, typer.Option("--days", metavar="N", help="Look this many days ahead.")
+    ] = calendar.DEFAULT_DAYS,
+    join_offset: Annotated[
+        str | None,
+        typer.Option("--join-offset", metavar="DURATION", help="Join relative to the start: -1m is a minute early."),
+    ] = None,
+    bot_name: Annotated[str | None, typer.Option("--bot-name", help="Name of the bots (default: config).")] = None,
+    user: Annotated[str | None, typer.Option("--caldav-user", "--user", metavar="USER",
+                                             help="User name for CalDAV (or an https feed's Basic auth).")] = None,
+    password_file: Annotated[str | None, typer.Option("--password-file", metavar="FILE",
+                                                      help="Read the password from this file (at each poll).")] = None,
+    password_env: Annotated[str | None, typer.Option("--password-env", metavar="VAR",
+                                                     help="Read the password from this variable of the daemon's "
+                                                     "environment.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Follow a calendar: the daemon syncs it now and then every --every, its bots kept apart."""
+    _exit(calendar.add(source, name, every, days, join_offset, bot_name, user, password_file, password_env, as_json))
+
+
+@calendar_app.command("list", epilog="Example: botsched calendar list")
+def calendar_list(as_json: JsonOpt = False) -> None:
+    """The followed calendars: when each last synced, and why it last failed."""
+    calendar.list_calendars(as_json)
+
+
+@calendar_app.command("remove", epilog="Example: botsched calendar remove work")
+def calendar_remove(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The followed calendar.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop following a calendar; its scheduled bots are cancelled (bots under way are left alone)."""
+    calendar.remove(name, as_json)
 
 
 # -- daemon -----------------------------------------------------------------------

@@ -175,6 +175,9 @@ SCHEMA: dict[str, Key] = {
         "local commands run on matching state changes",
     ),
     "hooks_timeout_seconds": Key(30, "a number of seconds >= 0", _number, "then a hook is killed"),
+    "calendar.min_every_seconds": Key(
+        60, "a number of seconds > 0", lambda v: _number(v) and v > 0, "calendar add --every at least this"
+    ),
 }
 
 

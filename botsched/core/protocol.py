@@ -64,6 +64,10 @@ class Op(StrEnum):
     WEBHOOK_TEST = "webhook_test"
     WEBHOOK_DELIVERIES = "webhook_deliveries"
     WEBHOOK_REPLAY = "webhook_replay"
+    CALENDAR_ADD = "calendar_add"
+    CALENDAR_LIST = "calendar_list"
+    CALENDAR_REMOVE = "calendar_remove"
+    CALENDAR_SYNC = "calendar_sync"
 
 
 class ProtocolError(InvalidInput):

@@ -33,6 +33,7 @@ from botsched.core.paths import (
     resolve_paths,
 )
 from botsched.core.protocol import MAX_LINE
+from botsched.daemon.calendars import Calendars
 from botsched.daemon.hub import EventHub
 from botsched.daemon.runners import make_runner
 from botsched.daemon.runners.base import raise_nofile_limit
@@ -129,9 +130,10 @@ class Daemon:
         # with "runs without webhooks" rather than keep a second, unshared outbox
         self.webhooks = (Webhooks(str(paths.database), self.config, next_join_us=self.scheduler.next_join_us)
                          if isinstance(self.store, SqliteStore) else None)
+        self.calendars = Calendars(self.store, self.service, self.config, self.clock)
         self._stopped = asyncio.Event()
         self.server = Server(self.service, paths.socket, stop=self._stopped.set, reload=self._reload_op,
-                             webhooks=self.webhooks)
+                             webhooks=self.webhooks, calendars=self.calendars)
 
     def _report(self, bot_id: str, state: str, detail: str | None) -> None:
         self.scheduler.report(bot_id, state, detail)
@@ -187,6 +189,8 @@ class Daemon:
         files_task = asyncio.create_task(self._watch_files())
         if self.webhooks is not None:
             await self.webhooks.start()
+        self.calendars.load()
+        calendars_task = asyncio.create_task(self.calendars.run())
         log.info("daemon %s listening on %s (runner: %s)", os.getpid(), self.paths.socket, self.runner.describe())
         if on_ready is not None:
             on_ready()
@@ -195,6 +199,8 @@ class Daemon:
         server.close()
         self.scheduler.stop()
         files_task.cancel()
+        await self.calendars.stop()
+        calendars_task.cancel()
         self.hub.close()
         with contextlib.suppress(asyncio.CancelledError):
             await scheduler_task

@@ -26,6 +26,7 @@ from botsched.core.protocol import Op
 from botsched.daemon.service import BotService, Handler
 
 if TYPE_CHECKING:
+    from botsched.daemon.calendars import Calendars
     from botsched.daemon.webhooks.service import Webhooks
 
 log = logging.getLogger("botsched.daemon.main")
@@ -180,6 +181,7 @@ class Server:
         stop: Callable[[], None],
         reload: Callable[[], dict[str, Any]],
         webhooks: Webhooks | None = None,
+        calendars: Calendars | None = None,
     ) -> None:
         self.service = service
         self.socket_path = socket_path
@@ -204,6 +206,9 @@ class Server:
             Op.WEBHOOK_DELIVERIES: self._webhook_op(webhooks, "deliveries"),
             Op.WEBHOOK_REPLAY: self._webhook_op(webhooks, "replay"),
         })
+        if calendars is not None:  # the followed calendars (issue 16)
+            self.ops.update({op: self._request(handler) for op, handler in calendars.handlers().items()})
+            self.ops.update({op: self._async_request(handler) for op, handler in calendars.async_handlers().items()})
         missing = set(Op) - set(self.ops)
         assert not missing, f"ops without a handler: {missing}"
 
@@ -277,17 +282,24 @@ class Server:
         return serve
 
     @staticmethod
-    def _webhook_op(webhooks: Webhooks | None, name: str) -> OpHandler:
-        """A webhook op: awaits its answer (the outbox is read on its own thread)."""
+    def _async_request(handler: Callable[[dict[str, Any]], Awaitable[tuple[Any, list[str]]]]) -> OpHandler:
+        """A request-reply op that awaits (a calendar poll, the outbox on its thread): one reply line."""
 
         async def serve(args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-            if webhooks is None:
-                raise DaemonUnavailable("this daemon runs without webhooks")
-            result, warnings = await webhooks.handlers()[name](args)
+            result, warnings = await handler(args)
             writer.write(protocol.reply(result, warnings))
             return True
 
         return serve
+
+    @classmethod
+    def _webhook_op(cls, webhooks: Webhooks | None, name: str) -> OpHandler:
+        """A webhook op (SPEC section 8); a daemon without an outbox says so (exit 5)."""
+
+        async def unavailable(_args: dict[str, Any]) -> tuple[Any, list[str]]:
+            raise DaemonUnavailable("this daemon runs without webhooks (they need the local SQLite store for now)")
+
+        return cls._async_request(webhooks.handlers()[name] if webhooks is not None else unavailable)
 
     async def _events(self, args: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Event lines, then a final reply; a followed stream lasts until the client leaves."""

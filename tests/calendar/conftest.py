@@ -12,6 +12,8 @@ from tests.support.home import Home, Homes
 CONFIG = f"""\
 [calendar]
 email = "{EMAIL}"
+# followed calendars may poll every second here (a minute at the least by default)
+min_every_seconds = 1
 
 [defaults]
 timezone = "Europe/Berlin"

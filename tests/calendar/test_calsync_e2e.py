@@ -222,7 +222,7 @@ def test_bad_input_is_one_error_line_and_exit_2(home: Home) -> None:
         (["calendar", "sync", "-"], "BEGIN:VCALENDAR\nbroken line\nEND:VCALENDAR\n", "not a valid iCalendar file"),
         (["calendar", "sync", "-", "--join-offset", "soon"], calendar(), "bad duration"),
         (["calendar", "sync", "-", "--days", "0"], calendar(), "--days"),
-        (["calendar", "sync"], None, ""),
+        (["calendar", "sync", "-", "--days", "many"], calendar(), ""),
         (["calendar", "sync", "-", "--nope"], calendar(), ""),
     ]
     for args, stdin, message in cases:

@@ -133,3 +133,34 @@ def test_scoped_keys_stay_within_the_dedup_key_limit() -> None:
 def test_bad_calendar_names(name: str) -> None:
     with pytest.raises(InvalidInput, match="bad calendar name"):
         keys.validate_calendar_name(name)
+
+
+def test_the_poll_state_round_trips_through_json_and_bad_fields_fall_back() -> None:
+    state = follow.failed(follow.succeeded(follow.first_state(NOW_US), NOW_US, EVERY, Validators('"e"', "Mon"),
+                                           changed=True), NOW_US + EVERY, EVERY, "boom", None)
+    assert follow.state_from_json(follow.state_as_json(state)) == state
+    odd = follow.state_from_json({"next_poll_us": "soon", "failures": True, "last_error": 5, "validators": None})
+    assert odd == follow.PollState(next_poll_us=0)
+
+
+@pytest.mark.parametrize(("kind", "location", "name"), [
+    ("http", "https://calendar.google.com/calendar/ical/me%40gmail.com/private-abc/basic.ics", "google"),
+    ("http", "https://outlook.office365.com/owa/calendar/x@example.com/y/calendar.ics", "outlook"),
+    ("http", "https://p42-caldav.icloud.com/published/2/MTIz", "icloud"),
+    ("caldav", "https://cloud.example.com/remote.php/dav/calendars/me/Personal%20Work/", "personal-20work"),
+    ("http", "https://www.meetup.com/some/events.ics", "meetup"),
+    ("file", "/home/me/Team Calendar.ics", "team-calendar"),
+    ("file", "/home/me/___.ics", "calendar"),
+])
+def test_a_default_name_from_the_source_is_a_valid_name(kind: str, location: str, name: str) -> None:
+    assert follow.default_name(kind, location) == name
+    keys.validate_calendar_name(name)
+
+
+def test_every_is_bounded_by_the_configured_minimum() -> None:
+    assert follow.parse_every("10m") == EVERY
+    assert follow.parse_every("2s", minimum_us=1_000_000) == 2_000_000
+    with pytest.raises(InvalidInput, match="between 1m and 7d"):
+        follow.parse_every("30s")
+    with pytest.raises(InvalidInput, match="between 1s and 7d"):
+        follow.check_every(8 * 86_400_000_000, 1_000_000)

@@ -3,77 +3,21 @@ events created through CalDAV, moved and deleted, read back through ``sources``.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from calsync_helpers import NOW_US, expand
+from calsync_servers import PASSWORD, USER, Radicale, free_port, ics
 
 from botsched import calsync
 from botsched.calsync import sources
 from botsched.calsync.sources import SourceError
 
 pytest.importorskip("radicale")
-caldav_client = pytest.importorskip("caldav.davclient")
+pytest.importorskip("caldav.davclient")
 
-USER, PASSWORD = "alice", "s3cret-Pa55"
-
-
-def ics(uid: str, start: str, summary: str, link: str = "https://meet.google.com/abc-defg-hij") -> str:
-    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//tests//EN\r\nBEGIN:VEVENT\r\n"
-            f"UID:{uid}\r\nDTSTAMP:20300301T000000Z\r\nDTSTART:{start}\r\nDURATION:PT30M\r\n"
-            f"SUMMARY:{summary}\r\nLOCATION:{link}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Radicale:
-    def __init__(self, root: Path) -> None:
-        (root / "users").write_text(f"{USER}:{PASSWORD}\n")
-        self.password_file = root / "password"
-        self.password_file.write_text(PASSWORD + "\n")
-        self.port = free_port()
-        self.log = open(root / "radicale.log", "wb")  # noqa: SIM115  # closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "radicale", "--config", "", "--server-hosts", f"127.0.0.1:{self.port}",
-             "--storage-filesystem-folder", str(root / "storage"), "--auth-type", "htpasswd",
-             "--auth-htpasswd-filename", str(root / "users"), "--auth-htpasswd-encryption", "plain",
-             "--auth-delay", "0", "--logging-level", "warning"],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(root)},
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"radicale did not start: {(root / 'radicale.log').read_text()}") from None
-                time.sleep(0.05)
-        self.base = f"http://127.0.0.1:{self.port}/{USER}/"
-
-    def client(self) -> Any:
-        return caldav_client.DAVClient(url=self.base, username=USER, password=PASSWORD, timeout=10)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")

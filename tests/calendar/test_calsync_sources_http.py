@@ -3,17 +3,14 @@ thread): validators and 304s, a feed that changes between polls, errors as one l
 
 from __future__ import annotations
 
-import gzip
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from calsync_helpers import NOW_US, calendar, expand
+from calsync_servers import Server
 
 from botsched import calsync
 from botsched.calsync import follow, sources
@@ -26,79 +23,6 @@ def event(uid: str, start: str, summary: str | None = None) -> str:
     return f"UID:{uid}\nSUMMARY:{summary or uid}\nDTSTART:{start}\nDURATION:PT30M\nLOCATION:{ZOOM}"
 
 
-@dataclass
-class Feed:
-    """What the server serves now; every request is recorded."""
-
-    body: bytes = b""
-    etag: str = '"v1"'
-    last_modified: str = "Mon, 17 Mar 2030 10:00:00 GMT"
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    gzip: bool = False
-    stall_s: float = 0.0
-    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location
-    requests: list[dict[str, str]] = field(default_factory=list)
-
-
-class Server:
-    def __init__(self) -> None:
-        self.feed = Feed()
-        feed_of = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                feed = feed_of.feed
-                feed.requests.append({k.lower(): v for k, v in self.headers.items()} | {"path": self.path})
-                if self.path in feed.redirects:
-                    self.send_response(302)
-                    self.send_header("Location", feed.redirects[self.path])
-                    self.end_headers()
-                    return
-                if feed.status != 200:
-                    self.send_response(feed.status)
-                    for name, value in feed.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if self.headers.get("If-None-Match") == feed.etag or (
-                        "If-None-Match" not in self.headers
-                        and self.headers.get("If-Modified-Since") == feed.last_modified):
-                    self.send_response(304)
-                    self.send_header("ETag", feed.etag)
-                    self.end_headers()
-                    return
-                body = gzip.compress(feed.body) if feed.gzip else feed.body
-                self.send_response(200)
-                self.send_header("Content-Type", "text/calendar; charset=utf-8")
-                self.send_header("ETag", feed.etag)
-                self.send_header("Last-Modified", feed.last_modified)
-                if feed.gzip:
-                    self.send_header("Content-Encoding", "gzip")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if feed.stall_s:
-                    self.wfile.write(body[:10])
-                    self.wfile.flush()
-                    time.sleep(feed.stall_s)
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/cal/private-abc123/basic.ics", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

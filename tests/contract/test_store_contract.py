@@ -614,3 +614,20 @@ def test_housekeeping_comes_due_with_commits_and_resets(store: Store) -> None:
     store.checkpoint()
     assert not store.checkpoint_due()
     assert len(store.ids()) == 300  # and nothing was lost by it
+
+
+def test_followed_calendars_are_stored_updated_and_removed(store: Store) -> None:
+    """Issue 16's subscriptions: one record per name, poll state replaced, gone after remove."""
+    source = {"kind": "https", "url": "https://calendar.example/feed.ics"}
+    assert store.add_calendar("work", source, {"every": 300}, {"failures": 0}, 1_000)
+    assert not store.add_calendar("work", {"kind": "file", "path": "/x.ics"}, {}, {}, 2_000), "the name is taken"
+    assert store.add_calendar("home", {"kind": "file", "path": "/h.ics"}, {}, {}, 3_000)
+    assert store.save_calendar_poll("work", {"failures": 2, "etag": '"abc"'})
+    assert not store.save_calendar_poll("gone", {"failures": 1})
+    listed = store.calendars()
+    assert [c["name"] for c in listed] == ["home", "work"]
+    work = listed[1]
+    assert (work["source"], work["options"], work["poll"], work["created_us"]) == (
+        source, {"every": 300}, {"failures": 2, "etag": '"abc"'}, 1_000)
+    assert store.remove_calendar("work") and not store.remove_calendar("work")
+    assert [c["name"] for c in store.calendars()] == ["home"]

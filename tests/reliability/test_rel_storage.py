@@ -270,6 +270,10 @@ def test_a_newer_schema_is_refused_and_left_alone(home):
     _no_daemon(home)
 
 
+#: A made-up migration goes one past the real schema (whatever its version is now).
+NEXT_VERSION = store_mod.SCHEMA_VERSION + 1
+
+
 @pytest.fixture
 def v1_store(tmp_path: Path):
     path = tmp_path / "v1.db"

@@ -81,3 +81,36 @@ def sync_table(actions: list[Action], dry_run: bool, days: int) -> None:
     if total["failed"]:
         parts.append(f"{total['failed']} failed")
     out.print(("Dry run: " if dry_run else "") + ", ".join(parts) + ".")
+
+
+def followed_table(calendars: list[dict[str, Any]]) -> None:
+    """``calendar list``: one row per followed calendar; when it last synced, and (one
+    line) why it last failed."""
+    from botsched.cli.render.time import duration, relative
+
+    out = console()
+    if not calendars:
+        out.print("No calendars are followed. Add one: botsched calendar add SOURCE")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name, extra in (("NAME", {"no_wrap": True}), ("SOURCE", {"overflow": "fold", "ratio": 1}),
+                        ("EVERY", {"no_wrap": True}), ("BOTS", {"no_wrap": True, "justify": "right"}),
+                        ("LAST SYNC", {"no_wrap": True}), ("NEXT", {"no_wrap": True}),
+                        ("STATUS", {"overflow": "fold", "ratio": 1})):
+        table.add_column(name, **extra)
+    for cal in calendars:
+        success = relative(cal["last_success"]) if cal["last_success"] else "never"
+        upcoming = "now" if cal.get("polling") else (relative(cal["next_poll"]) if cal["next_poll"] else "—")
+        if cal["status"] == "failing":
+            status = Text(f"failing ({cal['failures']}x, {relative(cal['last_error_at'])}): "
+                          f"{printable(cal['last_error'])}", style="red")
+        elif cal["status"] == "new":
+            status = Text("not synced yet", style="dim")
+        else:
+            status = Text("ok", style="green")
+            if cal["last_error"] and cal["last_error_at"]:
+                status.append(f" (last error {relative(cal['last_error_at'])}: {printable(cal['last_error'])})",
+                              style="dim")
+        table.add_row(Text(printable(cal["name"])), Text(printable(cal["source"])), duration(cal["every_seconds"]),
+                      str(cal["bots"]), success, upcoming, status)
+    out.print(table)

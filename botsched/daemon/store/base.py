@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from botsched.core.errors import BotschedError, ExitStatus
 from botsched.core.model import Bot, Due, Event, NewBot
@@ -163,3 +163,20 @@ class Store(Protocol):
     def due(self, state: str, until_us: int, limit: int = 10_000) -> list[Due]: ...
 
     def in_states(self, wanted: Iterable[str]) -> list[Due]: ...
+
+    # -- followed calendars (issue 16) ----------------------------------------------
+
+    def calendars(self) -> list[dict[str, Any]]:
+        """Every followed calendar: ``name``, ``source``, ``options``, ``poll``, ``created_us``."""
+        ...
+
+    def add_calendar(self, name: str, source: dict[str, Any], options: dict[str, Any], poll: dict[str, Any],
+                     now_us: int) -> bool:
+        """``False`` (nothing changed) when the name is taken."""
+        ...
+
+    def save_calendar_poll(self, name: str, poll: dict[str, Any]) -> bool:
+        """``False`` when the calendar is gone."""
+        ...
+
+    def remove_calendar(self, name: str) -> bool: ...

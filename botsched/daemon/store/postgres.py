@@ -61,7 +61,7 @@ POOL_WAIT_S = 5.0
 _metadata_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: version -> the statements that bring the schema from version - 1 to it (one transaction each).
 MIGRATIONS: dict[int, list[str]] = {
@@ -102,6 +102,16 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE bots ADD COLUMN epoch bigint NOT NULL DEFAULT 0",
         "ALTER TABLE events ADD COLUMN agent text",
         "CREATE INDEX bots_by_lease ON bots (lease_until_us) WHERE lease_until_us IS NOT NULL",
+    ],
+    # the calendars the daemon follows (issue 16), as in SQLite: JSON records, never a password
+    3: [
+        """CREATE TABLE calendars (
+            name        text PRIMARY KEY,
+            source      text NOT NULL,
+            options     text NOT NULL,
+            poll        text NOT NULL,
+            created_us  bigint NOT NULL
+        )""",
     ],
 }
 
@@ -564,6 +574,33 @@ class PostgresStore:
         if self._on_deleted is not None:
             self._on_deleted(bot_id)
 
+    # -- followed calendars (issue 16) -------------------------------------------------
+
+    def calendars(self) -> list[dict[str, Any]]:
+        with self._connection(writing=False) as connection:
+            rows = connection.execute("SELECT name, source, options, poll, created_us FROM calendars ORDER BY name")
+            return [{"name": name, "source": json.loads(source), "options": json.loads(options),
+                     "poll": json.loads(poll), "created_us": int(created)}
+                    for name, source, options, poll, created in rows.fetchall()]
+
+    def add_calendar(self, name: str, source: dict[str, Any], options: dict[str, Any], poll: dict[str, Any],
+                     now_us: int) -> bool:
+        with self._connection(writing=True) as connection, connection.transaction():
+            cursor = connection.execute(
+                "INSERT INTO calendars (name, source, options, poll, created_us) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, json.dumps(source), json.dumps(options), json.dumps(poll), now_us),
+            )
+            return cursor.rowcount == 1
+
+    def save_calendar_poll(self, name: str, poll: dict[str, Any]) -> bool:
+        with self._connection(writing=True) as connection, connection.transaction():
+            cursor = connection.execute("UPDATE calendars SET poll = %s WHERE name = %s", (json.dumps(poll), name))
+            return cursor.rowcount == 1
+
+    def remove_calendar(self, name: str) -> bool:
+        with self._connection(writing=True) as connection, connection.transaction():
+            return connection.execute("DELETE FROM calendars WHERE name = %s", (name,)).rowcount == 1
 
     # -- claims, leases and fencing (cluster mode) ---------------------------------------
     #

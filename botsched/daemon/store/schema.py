@@ -11,7 +11,7 @@ import sqlite3
 from botsched.core.errors import DaemonUnavailable
 from botsched.daemon.webhooks import outbox
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     # version 0 -> 1: the first schema.
@@ -46,6 +46,19 @@ MIGRATIONS: dict[int, str] = {
     # version 1 -> 2: the webhook outbox (SPEC section 8): endpoints and one delivery row per
     # (event, endpoint), written in the transaction of the event (``outbox.enqueue``).
     2: outbox.DDL,
+    # version 2 -> 3: the calendars the daemon follows (issue 16). ``source`` and
+    # ``options`` are what ``calendar add`` was given (a password's file or variable
+    # name, never a password); ``poll`` is the poll state (validators, last success and
+    # error, next poll, failures), all JSON.
+    3: """
+    CREATE TABLE calendars (
+        name        TEXT PRIMARY KEY,
+        source      TEXT NOT NULL,
+        options     TEXT NOT NULL,
+        poll        TEXT NOT NULL,
+        created_us  INTEGER NOT NULL
+    );
+    """,
 }
 
 

@@ -530,6 +530,35 @@ class SqliteStore:
         if self._on_deleted is not None:
             self._on_deleted(bot_id)
 
+    # -- followed calendars (issue 16): small JSON records, written by the daemon only ----
+
+    def calendars(self) -> list[dict[str, Any]]:
+        """Every followed calendar: ``name``, ``source``, ``options``, ``poll`` (decoded), ``created_us``."""
+        rows = self._db.execute("SELECT name, source, options, poll, created_us FROM calendars ORDER BY name")
+        return [{"name": name, "source": json.loads(source), "options": json.loads(options), "poll": json.loads(poll),
+                 "created_us": created} for name, source, options, poll, created in rows.fetchall()]
+
+    def add_calendar(self, name: str, source: dict[str, Any], options: dict[str, Any], poll: dict[str, Any],
+                     now_us: int) -> bool:
+        """A new followed calendar; ``False`` (nothing changed) when the name is taken."""
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO calendars (name, source, options, poll, created_us) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, json.dumps(source), json.dumps(options), json.dumps(poll), now_us),
+            )
+            return cursor.rowcount == 1
+
+    def save_calendar_poll(self, name: str, poll: dict[str, Any]) -> bool:
+        """A calendar's poll state after a poll; ``False`` when it was removed meanwhile."""
+        with self._transaction(durable=False):
+            cursor = self._db.execute("UPDATE calendars SET poll = ? WHERE name = ?", (json.dumps(poll), name))
+            return cursor.rowcount == 1
+
+    def remove_calendar(self, name: str) -> bool:
+        with self._transaction():
+            return self._db.execute("DELETE FROM calendars WHERE name = ?", (name,)).rowcount == 1
+
     def wal_bytes(self) -> int:
         try:
             return os.stat(self.path + "-wal").st_size
