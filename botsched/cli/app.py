@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from botsched import __version__
-from botsched.cli.commands import bots, calendar, config, daemon
+from botsched.cli.commands import bots, calendar, config, daemon, http
 from botsched.cli.fast import Opt, Spec
 from botsched.core import states
 from botsched.core.errors import InvalidInput
@@ -52,6 +52,10 @@ calendar_app = typer.Typer(help="Keep one bot per meeting of a calendar.",
 app.add_typer(calendar_app, name="calendar", rich_help_panel=CALENDAR)
 app.add_typer(daemon_app, name="daemon", rich_help_panel=SETUP)
 app.add_typer(config_app, name="config", rich_help_panel=SETUP)
+http_app = typer.Typer(help="The HTTP API's access token (for config http.listen).",
+                       epilog="Example: curl -H \"Authorization: Bearer $(botsched http token)\" "
+                       "http://127.0.0.1:8787/bots", no_args_is_help=True)
+app.add_typer(http_app, name="http", rich_help_panel=SETUP)
 
 
 def _option(spec: Spec, dest: str, **extra: Any) -> Any:
@@ -311,3 +315,14 @@ def config_set(
     runner.env.NAME sets one variable of the runner's environment (shown as ***).
     """
     config.set_value(key, value)
+
+
+# -- http -------------------------------------------------------------------------
+
+
+@http_app.command("token", epilog="Example: botsched http token --rotate")
+def http_token(
+    rotate: Annotated[bool, typer.Option("--rotate", help="Make a new token; the old one stops working.")] = False,
+) -> None:
+    """Print the bearer token for TCP requests to the HTTP API (made on first use)."""
+    http.token(rotate)

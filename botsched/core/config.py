@@ -73,6 +73,14 @@ def _bot_name(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 100 and value.isprintable()
 
 
+def _listen(value: Any) -> bool:
+    """``HOST:PORT`` or ``[V6]:PORT``, or empty (no TCP listener)."""
+    if not isinstance(value, str):
+        return False
+    host, _, port = value.rpartition(":")
+    return not value or (bool(host.strip("[]")) and port.isdigit() and int(port) <= 65535)
+
+
 RUNNER_KINDS = ("simulate", "command")
 #: Keys whose values never appear in output, errors or logs (API tokens live here).
 SECRET_KEYS = frozenset({"runner.env"})
@@ -100,6 +108,10 @@ SCHEMA: dict[str, Key] = {
     "runner.leave_grace_seconds": Key(30, "a number of seconds >= 0", _number, "then a leaving runner is killed"),
     "runner.max_concurrent": Key(50, "a whole number > 0", _positive_int, "at most this many runners at once"),
     "calendar.email": Key("", "a string", _string, "your address, to skip declined events"),
+    "http.listen": Key("", "HOST:PORT (like 127.0.0.1:8787) or empty", _listen,
+                       "also serve the HTTP API on TCP (restart the daemon to apply)"),
+    "http.tls_cert": Key("", "a file path or empty", _string, "TLS certificate for http.listen"),
+    "http.tls_key": Key("", "a file path or empty", _string, "TLS private key for http.listen"),
 }
 
 
