@@ -30,7 +30,7 @@ from botsched.core.http_token import (  # re-exported: the daemon's side of the 
     token_command,
     token_path,
 )
-from botsched.daemon.http.app import error_body
+from botsched.daemon.http.app import STATUS_OF_CODE_INVERSE, error_body
 
 __all__ = ["TOKEN_FILE", "HttpFront", "TokenSource", "ensure_token", "is_loopback", "parse_listen", "read_token",
            "rotate_token", "tls_context", "token_command", "token_path"]
@@ -54,8 +54,21 @@ class _Handover(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.inner.data_received(data)
 
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+    def eof_received(self) -> bool:
+        """The client sent all it will send but may still read (``shutdown(SHUT_WR)``):
+        answer the requests that arrived whole, then close. (aiohttp alone closes at once,
+        answering nothing.) A request cut short by the EOF can never complete: close now."""
+        self.inner.eof_received()
+        if not isinstance(self.inner, web.RequestHandler):
+            return False
+        parser = getattr(self.inner, "_parser", None)  # tells whether a body was cut short
+        try:
+            if parser is not None and parser.feed_eof() is not None:
+                return False  # the EOF came inside the headers
+        except Exception:  # noqa: BLE001 (ContentLengthError, TransferEncodingError, ...: inside the body)
+            return False
+        self.inner.close()
+        return True
 
     def pause_writing(self) -> None:
         self.inner.pause_writing()
@@ -77,7 +90,7 @@ class HttpFront:
     def __init__(self, app: web.Application) -> None:
         # handler_cancellation: a client that leaves a follow or a long poll frees it at once
         self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=KEEPALIVE_S)
-        self.sites: list[web.BaseSite] = []
+        self.tcp: list[asyncio.Server] = []
         self._refusal: web.Server | None = None
 
     async def start(self) -> None:
@@ -90,16 +103,14 @@ class HttpFront:
         """Serve HTTP on ``transport`` from now on; ``initial`` is what was read from it
         already. ``keep`` (e.g. the ``StreamWriter``) lives as long as the connection;
         ``on_close`` is called when it ends. ``refused``: answer 403 only."""
-        server = self._refusal if refused else self.runner.server
-        if server is None:
-            raise RuntimeError("HttpFront.start() was not awaited")
-        inner = server()
-        transport.set_protocol(_Handover(inner, keep, on_close))
+        inner = self._protocol(self._refusal if refused else self.runner.server)
+        handover = _Handover(inner, keep, on_close)
+        transport.set_protocol(handover)
         inner.connection_made(transport)
         if initial:
             inner.data_received(initial)
         if eof:
-            inner.eof_received()
+            handover.eof_received()
         transport.resume_reading()  # the sniffer's reader may have paused it
 
     def accept_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, initial: bytes, *,
@@ -122,20 +133,52 @@ class HttpFront:
         if context is None and not is_loopback(host):
             raise InvalidInput(f"http.listen = {listen!r} is not a loopback address: set http.tls_cert and "
                                "http.tls_key to serve the API off this machine (the token would travel in clear)")
-        site = web.TCPSite(self.runner, host, port, ssl_context=context, reuse_address=True)
+        server = self.runner.server
         try:
-            await site.start()
+            listener = await asyncio.get_running_loop().create_server(
+                lambda: self._protocol(server), host, port, ssl=context, reuse_address=True)
         except OSError as exc:
             raise InvalidInput(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-        self.sites.append(site)
-        bound = self.runner.addresses[-1]  # this site's socket (port 0: the one picked)
+        self.tcp.append(listener)
+        bound = listener.sockets[0].getsockname()  # (port 0: the one picked)
         log.info("HTTP API listening on %s:%s%s", bound[0], bound[1], " (TLS)" if context else "")
         return str(bound[0]), int(bound[1])
 
+    @staticmethod
+    def _protocol(server: web.Server | None) -> web.RequestHandler:
+        """aiohttp's protocol for one connection of ``server``, answering its own errors in JSON."""
+        if server is None:
+            raise RuntimeError("HttpFront.start() was not awaited")
+        return _JsonErrors(server, loop=asyncio.get_running_loop(), **getattr(server, "_kwargs", {}))
+
     async def close(self) -> None:
+        for listener in self.tcp:
+            listener.close()
         if self._refusal is not None:
             await self._refusal.shutdown(0.1)
         await self.runner.cleanup()
+
+
+class _JsonErrors(web.RequestHandler):
+    """aiohttp's protocol, whose answers to what it cannot parse (a bad request line, headers
+    over 8 KiB, a lying Content-Length) are JSON errors like every other answer, and are not
+    logged with a traceback (nor with the request's bytes: they may hold a token)."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # an answer is on its way already: the connection is broken
+            raise ConnectionError("the response was partly sent already")
+        log.info("HTTP request not served: %s (%s)", status, type(exc).__name__ if exc else "no exception")
+        if status >= 500:
+            code, text = "internal", "internal error"
+        else:
+            code = STATUS_OF_CODE_INVERSE.get(status, "invalid")
+            text = "bad HTTP request: " + (message or "").splitlines()[0][:200] if message else "bad HTTP request"
+        response = web.Response(status=status, body=error_body(code, text), content_type="application/json")
+        response.force_close()
+        return response
 
 
 async def _forbidden(request: web.BaseRequest) -> web.Response:
