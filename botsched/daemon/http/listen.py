@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import select
 import socket
 import ssl
 from collections.abc import Callable
@@ -46,8 +47,10 @@ class _Handover(asyncio.Protocol):
     ``StreamWriter`` alive until the connection ends: collecting it earlier would close
     the transport (``StreamWriter.__del__`` does)."""
 
-    def __init__(self, inner: asyncio.Protocol, keep: object, on_close: Callable[[], None] | None = None) -> None:
+    def __init__(self, inner: asyncio.Protocol, transport: asyncio.Transport, keep: object,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.inner = inner
+        self.transport = transport
         self.keep: object | None = keep
         self.on_close = on_close
 
@@ -59,8 +62,8 @@ class _Handover(asyncio.Protocol):
         answer the requests that arrived whole, then close. (aiohttp alone closes at once,
         answering nothing.) A request cut short by the EOF can never complete: close now."""
         self.inner.eof_received()
-        if not isinstance(self.inner, web.RequestHandler):
-            return False
+        if not isinstance(self.inner, web.RequestHandler) or _hung_up(self.transport):
+            return False  # closed for good (not just its sending side): nobody will read an answer
         parser = getattr(self.inner, "_parser", None)  # tells whether a body was cut short
         try:
             if parser is not None and parser.feed_eof() is not None:
@@ -84,6 +87,16 @@ class _Handover(asyncio.Protocol):
         self.inner.connection_lost(exc)
 
 
+def _hung_up(transport: asyncio.Transport) -> bool:
+    """Whether the peer closed both directions (POLLHUP), not only its sending side."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), 0)  # POLLHUP / POLLERR are always reported
+    return any(flags & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, flags in poller.poll(0))
+
+
 class HttpFront:
     """One aiohttp runner for the application, shared by the Unix socket and TCP."""
 
@@ -104,7 +117,7 @@ class HttpFront:
         already. ``keep`` (e.g. the ``StreamWriter``) lives as long as the connection;
         ``on_close`` is called when it ends. ``refused``: answer 403 only."""
         inner = self._protocol(self._refusal if refused else self.runner.server)
-        handover = _Handover(inner, keep, on_close)
+        handover = _Handover(inner, transport, keep, on_close)
         transport.set_protocol(handover)
         inner.connection_made(transport)
         if initial:
