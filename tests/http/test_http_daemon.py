@@ -259,3 +259,41 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(tcp_home: tup
     assert "Traceback" not in home.log.read_text()
     with home.client() as conn:
         assert conn.ok("ping")["pid"] == home.daemon_pid()
+
+
+# -- the sniff and the connection cap -----------------------------------------------------------
+
+
+def test_bytes_that_only_start_like_a_method_stay_json_lines(home: Home) -> None:
+    """What was read to tell HTTP apart goes back to the JSON-lines reader, byte for byte."""
+    home.start()
+    for payload in (b"GE\n", b"GET\n", b"POS" + b"T" * 3 + b"\n", b"DELETE/x\n", b"\n\n{\"v\":1,\"op\":\"ping\"}\n"):
+        with home.client(timeout=10) as conn:
+            conn.send(payload)
+            reply = json.loads(conn.read_line())
+            assert reply["v"] == 1, (payload, reply)
+            if payload.endswith(b'"ping"}\n'):
+                assert reply["ok"] is True and reply["result"]["pid"] == home.daemon_pid()
+            else:
+                assert reply["ok"] is False and reply["error"]["code"] == "invalid", (payload, reply)
+
+
+def test_http_connections_count_toward_the_cap_and_free_it(home: Home) -> None:
+    from botsched.daemon.server import MAX_CONNECTIONS
+
+    home.start()
+    held = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(home.socket))
+            sock.sendall(b"GET /bots HTTP/1.1\r\nHost: b\r\n")  # headers never finished
+            held.append(sock)
+        result = home.run("list", "--json", env={"BOTSCHED_NO_AUTOSTART": "1"})
+        assert result.returncode == 5 and "connections" in result.stderr, result.stderr
+    finally:
+        for sock in held:
+            sock.close()
+    status, body = unix(home, "http://botsched/bots")  # the slots came back
+    assert status == 200, body
+    home.ok("list", "--json")
