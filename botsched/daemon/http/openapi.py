@@ -77,8 +77,9 @@ SCHEMAS: dict[str, Any] = {
             "type": "object",
             "required": ["code", "message"],
             "properties": {
-                "code": {"type": "string", "enum": ["invalid", "unauthorized", "forbidden", "not_found", "method_not_allowed",
-                                                    "timeout", "conflict", "too_large", "unprocessable",
+                "code": {"type": "string", "enum": ["invalid", "unauthorized", "forbidden", "not_found",
+                                                    "method_not_allowed", "timeout", "conflict", "too_large",
+                                                    "unprocessable",
                                                     "internal", "unavailable"]},
                 "message": {"type": "string"},
             },
