@@ -32,6 +32,19 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.socket_path)
 
 
+class _JsonLines:
+    """What ``throughput.one_connection`` needs of a daemon: ``connect()``. (``BenchDaemon.connect``
+    imports ``botsched.client.connection.connection``, a module that no longer exists.)"""
+
+    def __init__(self, daemon: BenchDaemon) -> None:
+        self.daemon = daemon
+
+    def connect(self) -> Any:
+        from botsched.client.connection import connect
+
+        return connect(self.daemon.paths, autostart=False)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -85,7 +98,7 @@ def main() -> int:
         runs: list[dict[str, float | None]] = []
         for run in range(1, args.runs + 1):
             log(f"run {run}/{args.runs}: 3 protocols × 3 loops × {args.seconds:g}s")
-            values: dict[str, float | None] = dict(one_connection(daemon, args.seconds))
+            values: dict[str, float | None] = dict(one_connection(_JsonLines(daemon), args.seconds))  # type: ignore[arg-type]
             unix = _UnixHTTPConnection(str(daemon.home / "botsched.sock"))
             values.update(over_http(unix, {}, args.seconds, "unix"))
             unix.close()
