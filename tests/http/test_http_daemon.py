@@ -183,13 +183,14 @@ def test_tcp_needs_the_token_and_rotation_replaces_it(tcp_home: tuple[Home, str]
 
     join_at = _future(0, "%Y-%m-%dT%H:%M:%S+0000")
     auth = ["-H", f"Authorization: Bearer {token}"]
-    status, body = curl(*auth, "-X", "POST", f"{base}/bots", "-H", "content-type: application/json", "-d",
-                        '{"meeting_url": "https://zoom.us/j/123456789", "bot_name": "My scheduled bot", '
-                        f'"join_at": "{join_at}"}}')
+    # the seed document's bodies as written, over TCP with the token
+    status, body = curl(*auth, "-X", "POST", f"{base}/bots", "-H", "content-type: application/json",
+                        "--data-binary", SEED_CREATE % join_at)
     assert status == 201, body
     bot_id = json.loads(body)["id"]
+    assert json.loads(body)["join_at"] == join_at.replace("+0000", "Z") and set(json.loads(body)) >= SHAPE
     later = _future(1, "%Y-%m-%dT%H:%M:%SZ")
-    status, body = curl(*auth, "-X", "PATCH", f"{base}/api/v1/bots/{bot_id}", "-d", f'{{"join_at": "{later}"}}')
+    status, body = curl(*auth, "-X", "PATCH", f"{base}/api/v1/bots/{bot_id}", "--data-binary", SEED_PATCH % later)
     assert status == 200 and json.loads(body)["join_at"] == later, body
 
     rotated = home.ok("http", "token", "--rotate").stdout.strip()
