@@ -116,6 +116,10 @@ class HttpFront:
         """Serve HTTP on ``transport`` from now on; ``initial`` is what was read from it
         already. ``keep`` (e.g. the ``StreamWriter``) lives as long as the connection;
         ``on_close`` is called when it ends. ``refused``: answer 403 only."""
+        if transport.is_closing():  # gone while its first bytes were read: no connection_lost will come
+            if on_close is not None:
+                on_close()
+            return
         inner = self._protocol(self._refusal if refused else self.runner.server)
         handover = _Handover(inner, transport, keep, on_close)
         transport.set_protocol(handover)
