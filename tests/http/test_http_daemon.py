@@ -236,7 +236,7 @@ def test_a_bad_listen_value_is_refused_by_config_set(home: Home) -> None:
 
 
 @pytest.mark.skipif(shutil.which("st") is None, reason="schemathesis (the test extra) is not installed")
-def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(tcp_home: tuple[Home, str]) -> None:
+def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(tcp_home: tuple[Home, str], tmp_path: Path) -> None:
     """Property-based requests from /openapi.json over TCP with the token, bounded: no 5xx,
     every status and body as the document says. ``GET /events`` is left out: with
     ``follow=true`` it is a stream that never ends (its tests are in test_http_endpoints)."""
@@ -250,7 +250,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(tcp_home: tup
          "response_schema_conformance",
          "--max-examples", os.environ.get("BOTSCHED_SCHEMATHESIS_EXAMPLES", "15"), "--seed", "15",
          "--exclude-path-regex", "/events$", "--request-timeout", "10", "--workers", "1", "--no-color"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,  # (it keeps a .schemathesis/ cache there)
         env={**os.environ, "SCHEMATHESIS_HOOKS": "st_hooks", "PYTHONPATH": str(Path(__file__).parent)})
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     tested = re.search(r"Tested: (\d+)", done.stdout)
