@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from botsched import __version__
-from botsched.cli.commands import bots, calendar, config, daemon
+from botsched.cli.commands import bots, calendar, config, daemon, http
 from botsched.cli.fast import Opt, Spec
 from botsched.core import states
 from botsched.core.errors import InvalidInput
@@ -56,6 +56,10 @@ webhook_app = typer.Typer(help="Send state changes to HTTP endpoints (signed, re
                           epilog="Example: botsched webhook add https://example.com/hooks/botsched --state fatal_error",
                           no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook", rich_help_panel=SETUP)
+http_app = typer.Typer(help="The HTTP API's access token (for config http.listen).",
+                       epilog="Example: curl -H \"Authorization: Bearer $(botsched http token)\" "
+                       "http://127.0.0.1:8787/bots", no_args_is_help=True)
+app.add_typer(http_app, name="http", rich_help_panel=SETUP)
 
 
 def _option(spec: Spec, dest: str, **extra: Any) -> Any:
@@ -434,3 +438,12 @@ def webhook_replay(
     from botsched.cli.commands import webhook
 
     webhook.replay(delivery, as_json)
+# -- http -------------------------------------------------------------------------
+
+
+@http_app.command("token", epilog="Example: botsched http token --rotate")
+def http_token(
+    rotate: Annotated[bool, typer.Option("--rotate", help="Make a new token; the old one stops working.")] = False,
+) -> None:
+    """Print the bearer token for TCP requests to the HTTP API (made on first use)."""
+    http.token(rotate)

@@ -128,6 +128,12 @@ def _hook_tables(value: Any) -> bool:
         and all(state in ALL_STATES for state in table.get("states", []))
         for table in value
     )
+def _listen(value: Any) -> bool:
+    """``HOST:PORT`` or ``[V6]:PORT``, or empty (no TCP listener)."""
+    if not isinstance(value, str):
+        return False
+    host, _, port = value.rpartition(":")
+    return not value or (bool(host.strip("[]")) and port.isdigit() and int(port) <= 65535)
 
 
 RUNNER_KINDS = ("simulate", "command")
@@ -178,6 +184,10 @@ SCHEMA: dict[str, Key] = {
     "calendar.min_every_seconds": Key(
         60, "a number of seconds > 0", lambda v: _number(v) and v > 0, "calendar add --every at least this"
     ),
+    "http.listen": Key("", "HOST:PORT (like 127.0.0.1:8787) or empty", _listen,
+                       "also serve the HTTP API on TCP (restart the daemon to apply)"),
+    "http.tls_cert": Key("", "a file path or empty", _string, "TLS certificate for http.listen"),
+    "http.tls_key": Key("", "a file path or empty", _string, "TLS private key for http.listen"),
 }
 
 

@@ -34,6 +34,9 @@ from botsched.core.paths import (
 )
 from botsched.core.protocol import MAX_LINE
 from botsched.daemon.calendars import Calendars
+from botsched.daemon.http.app import build_app
+from botsched.daemon.http.listen import HttpFront, TokenSource, token_path
+from botsched.daemon.http.streams import ServiceStreams
 from botsched.daemon.hub import EventHub
 from botsched.daemon.runners import make_runner
 from botsched.daemon.runners.base import raise_nofile_limit
@@ -134,6 +137,9 @@ class Daemon:
         self._stopped = asyncio.Event()
         self.server = Server(self.service, paths.socket, stop=self._stopped.set, reload=self._reload_op,
                              webhooks=self.webhooks, calendars=self.calendars)
+        # the socket's HTTP side (SPEC §9), and TCP with [http] listen: the same service, the same rules
+        self.http = HttpFront(build_app(self.service, ServiceStreams(self.service), TokenSource(token_path(paths))))
+        self.server.http = self.http
 
     def _report(self, bot_id: str, state: str, detail: str | None) -> None:
         self.scheduler.report(bot_id, state, detail)
@@ -184,6 +190,7 @@ class Daemon:
             loop.add_signal_handler(signum, self._stopped.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_from_signal)
         self.scheduler.recover()
+        await self._start_http()
         server = await asyncio.start_unix_server(self.server.handle, sock=sock, limit=MAX_LINE)
         scheduler_task = asyncio.create_task(self.scheduler.run())
         files_task = asyncio.create_task(self._watch_files())
@@ -202,6 +209,7 @@ class Daemon:
         await self.calendars.stop()
         calendars_task.cancel()
         self.hub.close()
+        await self.http.close()
         with contextlib.suppress(asyncio.CancelledError):
             await scheduler_task
         await self.runner.close()
@@ -209,6 +217,20 @@ class Daemon:
             await self.webhooks.close()
         self.store.close()
         log.info("stopped")
+
+    async def _start_http(self) -> None:
+        """The HTTP front, and its TCP listener when ``[http] listen`` is set. A listener that
+        cannot start (off loopback without TLS, a port in use) stops the start with its reason."""
+        await self.http.start()
+        listen = self.config["http.listen"]
+        if not listen:
+            return
+        try:
+            await self.http.start_tcp(listen, self.config["http.tls_cert"] or None, self.config["http.tls_key"] or None)
+        except BotschedError:
+            await self.http.close()
+            self.store.close()
+            raise
 
     async def _watch_files(self) -> None:
         """Notice a deleted or replaced database (or WAL) even while nobody writes: the

@@ -27,6 +27,7 @@ from botsched.daemon.service import BotService, Handler
 
 if TYPE_CHECKING:
     from botsched.daemon.calendars import Calendars
+    from botsched.daemon.http.listen import HttpFront
     from botsched.daemon.webhooks.service import Webhooks
 
 log = logging.getLogger("botsched.daemon.main")
@@ -44,6 +45,10 @@ HALF_CLOSED_POLL_S = 1.0
 REFUSE_LINGER_S = 0.5
 #: Past events are flushed to a slow reader once this much is buffered.
 STREAM_BUFFER = 1 << 20
+
+#: How an HTTP request line starts (SPEC §9: the socket also answers HTTP/1.1); a JSON-lines
+#: request starts with ``{``, so one byte tells them apart, eight at most.
+HTTP_METHODS = (b"GET ", b"POST ", b"PATCH ", b"DELETE ", b"PUT ", b"HEAD ", b"OPTIONS ")
 
 #: Answers one request; returns whether the connection may carry another.
 OpHandler = Callable[[dict[str, Any], asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
@@ -114,6 +119,24 @@ async def _unless_departed(
     if task.cancelled():
         raise ClientDeparted()
     task.result()  # the stream ended by itself: its reply is written, or its error raises
+
+
+async def sniff_http(reader: asyncio.StreamReader, timeout: float) -> bytes | None:
+    """The first bytes of a connection if they start an HTTP request line (consumed: the
+    HTTP front is fed them); else ``None``, with what was read put back for the JSON-lines
+    loop. Reads byte by byte only while the bytes are a method's prefix. ``TimeoutError``
+    when the client sends nothing in time."""
+    head = b""
+    async with asyncio.timeout(timeout):
+        while not head.startswith(HTTP_METHODS) and any(m.startswith(head) for m in HTTP_METHODS):
+            byte = await reader.read(1)
+            if not byte:
+                break
+            head += byte
+    if head.startswith(HTTP_METHODS):
+        return head
+    getattr(reader, "_buffer")[:0] = head  # noqa: B009 (StreamReader has no public unread)
+    return None
 
 
 def listen(path: Path) -> socket.socket:
@@ -188,6 +211,8 @@ class Server:
         self._stop = stop
         self._reload = reload
         self._connections = 0
+        #: Serves the connections that speak HTTP (``daemon.main`` sets it); ``None``: JSON lines only.
+        self.http: HttpFront | None = None
         self.ops: dict[Op, OpHandler] = {op: self._request(handler) for op, handler in service.handlers().items()}
         self.ops.update({
             Op.EVENTS: self._events,
@@ -214,13 +239,22 @@ class Server:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections += 1
+        handed_over = False
         try:
             if self._connections > MAX_CONNECTIONS:
                 await _refuse(reader, writer, protocol.Refused(
                     f"the daemon (pid {os.getpid()}) has too many connections ({MAX_CONNECTIONS}); try again"))
                 return
             uid = peer_uid(writer)
-            if uid != os.getuid():
+            own = uid == os.getuid()
+            if self.http is not None and (head := await self._sniff(reader, own)):
+                if not own:
+                    log.warning("refused a connection from another uid (%s)", uid)
+                # the same cap and the same uid rule: the front answers a foreign peer 403, nothing else
+                self.http.accept_stream(reader, writer, head, refused=not own, on_close=self._http_closed)
+                handed_over = True
+                return
+            if not own:
                 log.warning("refused a connection from another uid (%s)", uid)
                 await _refuse(reader, writer, protocol.Refused(
                     f"the daemon at {self.socket_path} belongs to another user (uid {os.getuid()}; you are uid "
@@ -238,17 +272,32 @@ class Server:
                     return
         except OversizedLine:
             writer.write(protocol.error_reply(InvalidInput(f"request line over {protocol.MAX_LINE} bytes")))
-        except (ConnectionError, asyncio.IncompleteReadError, ClientDeparted):
+        except (ConnectionError, asyncio.IncompleteReadError, ClientDeparted, TimeoutError):
             pass
         except Exception:  # never let one connection take the daemon down
             log.exception("connection handler failed")
         finally:
-            self._connections -= 1
-            with contextlib.suppress(Exception):
-                await writer.drain()
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            if not handed_over:  # (a handed-over connection is the HTTP front's: it ends in _http_closed)
+                self._connections -= 1
+                with contextlib.suppress(Exception):
+                    await writer.drain()
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+    @staticmethod
+    async def _sniff(reader: asyncio.StreamReader, own: bool) -> bytes | None:
+        """``sniff_http``; a silent peer of ours is dropped like an idle one (``TimeoutError``),
+        a silent foreign one still gets its refusal line."""
+        try:
+            return await sniff_http(reader, IDLE_TIMEOUT_S if own else REFUSE_LINGER_S)
+        except TimeoutError:
+            if own:
+                raise
+            return None
+
+    def _http_closed(self) -> None:
+        self._connections -= 1
 
     async def _serve(self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; returns whether the connection may carry another."""

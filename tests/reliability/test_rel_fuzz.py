@@ -486,3 +486,203 @@ def test_a_client_over_the_cap_gets_exit_5_not_an_internal_error(fuzz_home) -> N
             sock.close()
     assert "connections" in result.stderr, result.stderr
     assert_clean_error(result, 5)
+
+
+# -- the same socket, spoken as HTTP (SPEC §9) -----------------------------------------------
+
+HTTP_CASES = int(os.environ.get("BOTSCHED_HTTP_FUZZ_CASES", "20000" if SOAK else "2000"))
+HTTP_PATHS = ["/bots", "/api/v1/bots", "/bots/bot_AAAAAAAAAAAAAAAA", "/bots/bulk", "/bots/x/leave",
+              "/bots/bot_AAAAAAAAAAAAAAAA/wait?timeout=0", "/events?follow=false", "/openapi.json", "/",
+              "/bots?limit=-1", "/bots?limit=x&state=nope", "/%00", "/bots/" + "a" * 5000, "/api/v2/bots"]
+HTTP_METHODS = ["GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS"]
+MIB = 1 << 20
+
+
+def _http_request(method: str, path: str, body: bytes = b"", headers: list[bytes] | None = None) -> bytes:
+    head = [f"{method} {path} HTTP/1.1".encode(), b"Host: botsched", b"Connection: close",
+            b"Content-Length: " + str(len(body)).encode(), *(headers or [])]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def make_http_cases(rng: random.Random, count: int) -> list[Case]:
+    """Bad HTTP: random bytes after a method, cut-off requests, huge headers, bodies over
+    1 MiB (declared and chunked), random JSON to every route, and silent or slow clients."""
+    cases: list[Case] = []
+    while len(cases) < count:
+        pick = rng.random()
+        method, path = rng.choice(HTTP_METHODS), rng.choice(HTTP_PATHS)
+        if pick < 0.30:
+            body = json.dumps(rand_value(rng), allow_nan=True).encode()
+            cases.append(Case("http-random-json", _http_request(method, path, body), mode="fresh"))
+        elif pick < 0.45:
+            junk = os.urandom(rng.randrange(1, 3000))
+            cases.append(Case("http-random-bytes", f"{method} ".encode() + junk, mode="fresh"))
+        elif pick < 0.60:
+            whole = _http_request(method, path, b'{"meeting_url": "https://zoom.us/j/1", "join_at": "' + FAR.encode()
+                                  + b'"}')
+            cases.append(Case("http-truncated", whole[: rng.randrange(4, len(whole))], mode="fresh"))
+        elif pick < 0.67:
+            whole = _http_request(method, path, b"{}")
+            cases.append(Case("http-disconnect-mid-request", whole[: rng.randrange(4, len(whole))], mode="abort"))
+        elif pick < 0.74:
+            size = rng.choice([9000, 70_000, 1_000_000])
+            headers = ([b"X-Big: " + b"a" * size] if rng.random() < 0.5
+                       else [f"X-H{i}: {i}".encode() for i in range(size // 100)])
+            cases.append(Case("http-huge-headers", _http_request(method, path, b"", headers), mode="fresh"))
+        elif pick < 0.78:
+            body = b'{"metadata": {"k": "' + b"v" * (MIB + rng.randrange(1, 1000)) + b'"}}'
+            if rng.random() < 0.5:
+                cases.append(Case("http-body-over-1mib", _http_request("POST", rng.choice(["/bots", "/bots/bulk"]),
+                                                                       body), mode="fresh"))
+            else:
+                chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 65536]), body[i:i + 65536])
+                                   for i in range(0, len(body), 65536)) + b"0\r\n\r\n"
+                cases.append(Case("http-chunked-over-1mib", b"POST /bots HTTP/1.1\r\nHost: b\r\nConnection: close\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n" + chunked, mode="fresh"))
+        elif pick < 0.84:
+            lying = rng.choice([b"Content-Length: 99999999999999999999", b"Content-Length: -1",
+                                b"Content-Length: 5\r\nContent-Length: 6", b"Transfer-Encoding: gzip, chunked",
+                                b"Transfer-Encoding: chunked\r\nContent-Length: 3", b"Expect: 100-continue",
+                                b"Host: \x00\xff", b"Authorization: Bearer " + b"x" * 4000, b"Idempotency-Key: \x01"])
+            cases.append(Case("http-odd-headers", f"{method} {path} HTTP/1.1\r\n".encode() + lying + b"\r\n\r\n{}",
+                              mode="fresh"))
+        elif pick < 0.90:
+            line = rng.choice([f"{method} {path} HTTP/9.9", f"{method}  {path} HTTP/1.1", f"{method} {path}",
+                               f"{method} http://evil/{path} HTTP/1.1", f"{method} * HTTP/1.1", f"{method} / HTTP/1.0"])
+            cases.append(Case("http-odd-request-line", line.encode() + b"\r\nHost: b\r\nConnection: close\r\n\r\n",
+                              mode="fresh"))
+        elif pick < 0.95:
+            lines = b"".join(json.dumps({"meeting_url": rand_value(rng), "join_at": rand_value(rng)},
+                                        allow_nan=True).encode() + b"\n" for _ in range(rng.randrange(1, 5)))
+            cases.append(Case("http-bulk-garbage", _http_request("POST", "/bots/bulk", lines + os.urandom(20)),
+                              mode="fresh"))
+        else:
+            cases.append(Case("http-silent-after-method", f"{method} ".encode(), mode="abort"))
+    rng.shuffle(cases)
+    return cases
+
+
+def _http_exchange(path: str, case: Case) -> bytes | None:
+    """Send a case on its own connection; what came back (``None``: aborted by us)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(15)
+        sock.connect(path)
+        try:
+            sock.sendall(case.payload)
+            if case.mode == "abort":
+                return None
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the daemon may answer (413) and close before we finish sending
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        return data
+
+
+def _http_fuzzer(path: str, cases: list[Case], outcomes: Counter, bad: list[str], lock: threading.Lock) -> None:
+    for case in cases:
+        try:
+            data = _http_exchange(path, case)
+        except TimeoutError:
+            with lock:
+                bad.append(f"{case.kind}: no answer and no close within 15 s: {case.payload[:100]!r}")
+            continue
+        if data is None:
+            continue
+        with lock:
+            if not data:
+                outcomes[f"closed without a reply: {case.kind}"] += 1
+                if case.kind in ("http-random-json", "http-body-over-1mib", "http-chunked-over-1mib"):
+                    bad.append(f"{case.kind}: a whole request got no answer: {case.payload[:160]!r}")
+                continue
+            status_line = data.split(b"\r\n", 1)[0]
+            parts = status_line.split(b" ")
+            if not status_line.startswith(b"HTTP/") or len(parts) < 2 or not parts[1].isdigit():  # (0.9: no version)
+                if data.startswith(b'{"v":1'):  # did not sniff as HTTP (e.g. "GET" + "\n"): a JSON-lines answer
+                    outcomes["json-lines reply"] += 1
+                else:
+                    bad.append(f"{case.kind}: not an HTTP reply {data[:120]!r} to {case.payload[:100]!r}")
+                continue
+            status = int(parts[1])
+            outcomes[f"HTTP {status}"] += 1
+            if status >= 500:
+                bad.append(f"{case.kind}: {status} {data[:300]!r} to {case.payload[:160]!r}")
+            elif status >= 400 and case.kind != "http-odd-request-line" and b"HEAD " not in case.payload[:5]:
+                body = data.split(b"\r\n\r\n", 1)[-1]
+                if body and b'"error"' not in body[:400] and b"Transfer-Encoding: chunked" not in data[:2000]:
+                    bad.append(f"{case.kind}: a {status} without a JSON error: {data[:300]!r}")
+
+
+def _slowloris(path: str, count: int) -> list[socket.socket]:
+    """Clients that start a request and then dribble one header byte at a time (or go silent)."""
+    socks = []
+    for index in range(count):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        sock.sendall(b"POST /bots HTTP/1.1\r\nHost: b\r\nX-Slow: " if index % 2 else b"GET ")
+        socks.append(sock)
+    return socks
+
+
+def test_http_fuzz_on_the_socket_the_daemon_survives_and_answers(fuzz_home) -> None:
+    home, bot_id = fuzz_home
+    path = str(home.socket)
+    pid = home.proc.pid
+    base_fds = fd_count(pid)
+    seed = int(os.environ.get("BOTSCHED_FUZZ_SEED", str(random.randrange(1 << 30))))
+    cases = make_http_cases(random.Random(seed), HTTP_CASES)
+    outcomes: Counter = Counter()
+    bad: list[str] = []
+    lock = threading.Lock()
+    result = FuzzResult()
+    stop = threading.Event()
+    slow = _slowloris(path, 40)
+    normal = threading.Thread(target=_normal_client, args=(path, bot_id, stop, result), daemon=True)
+    normal.start()
+    started = time.monotonic()
+    try:
+        threads = [threading.Thread(target=_http_fuzzer, args=(path, cases[i::4], outcomes, bad, lock), daemon=True)
+                   for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for sock in slow[1::2]:  # a byte now and then, mid-header
+            sock.sendall(b"x")
+        for thread in threads:
+            thread.join(600)
+            assert not thread.is_alive(), "an HTTP fuzz thread hung"
+        # the slow clients still hang on; a well-formed HTTP request still gets its answer
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(path)
+            sock.sendall(_http_request("GET", f"/bots/{bot_id}"))
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200") and bot_id.encode() in reply, reply[:300]
+    finally:
+        seconds = time.monotonic() - started
+        stop.set()
+        normal.join(30)
+        for sock in slow:
+            sock.close()
+    record_figures("http fuzz", seed=seed, cases_sent=len(cases), seconds=round(seconds, 1),
+                   kinds=dict(Counter(case.kind for case in cases)), outcomes=dict(outcomes),
+                   slow_clients=len(slow), normal_client_ops=result.normal_ops,
+                   normal_client_max_latency_ms=round(result.normal_max_latency_ms, 1))
+    assert not bad, f"{len(bad)} bad answers (seed {seed}):\n" + "\n".join(bad[:20])
+    assert not result.normal_failures, "the JSON-lines client failed:\n" + "\n".join(result.normal_failures[:10])
+    assert result.normal_ops >= 20
+    assert sum(n for k, n in outcomes.items() if k.startswith("HTTP 4")) >= len(cases) // 4, outcomes
+    assert outcomes["HTTP 413"] >= 1, outcomes
+    with home.client() as conn:
+        assert conn.ok("ping")["pid"] == pid, "the daemon died or was replaced"
+    log_text = "".join(p.read_text(errors="replace") for p in home.path.glob("botsched.log*"))
+    assert log_text.count("Traceback") == 0, "the daemon logged a traceback"
+    deadline = time.monotonic() + 10
+    while fd_count(pid) > base_fds + 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fd_count(pid) <= base_fds + 4, "the daemon did not release the HTTP connections"

@@ -56,6 +56,7 @@ _MAX_COMMA_FIXES = 64
 STATUS_OF_CODE = {
     "invalid": 400,
     "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "timeout": 408,

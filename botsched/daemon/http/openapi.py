@@ -77,8 +77,9 @@ SCHEMAS: dict[str, Any] = {
             "type": "object",
             "required": ["code", "message"],
             "properties": {
-                "code": {"type": "string", "enum": ["invalid", "unauthorized", "not_found", "method_not_allowed",
-                                                    "timeout", "conflict", "too_large", "unprocessable",
+                "code": {"type": "string", "enum": ["invalid", "unauthorized", "forbidden", "not_found",
+                                                    "method_not_allowed", "timeout", "conflict", "too_large",
+                                                    "unprocessable",
                                                     "internal", "unavailable"]},
                 "message": {"type": "string"},
             },
@@ -89,6 +90,7 @@ SCHEMAS: dict[str, Any] = {
 _REASONS = {
     400: "invalid: bad input, a body that is not JSON",
     401: "unauthorized: over TCP without the right bearer token",
+    403: "forbidden: on the Unix socket, a peer whose uid is not the daemon's",
     404: "not_found: no such bot (or path)",
     408: "timeout: the bot did not reach the state in time",
     409: "conflict: the bot's state does not allow this, or a duplicate deduplication_key",
@@ -97,7 +99,7 @@ _REASONS = {
     500: "internal: a bug",
     503: "unavailable: the database cannot be used, or the daemon is stopping",
 }
-_ALWAYS = (400, 401, 500, 503)
+_ALWAYS = (400, 401, 403, 500, 503)
 _WARNINGS = {"Botsched-Warning": {"description": "one per warning (e.g. the join is sooner than the stage lead)",
                                   "schema": {"type": "string"}}}
 
