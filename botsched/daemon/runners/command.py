@@ -71,6 +71,7 @@ from botsched.daemon.runners.base import (
     open_fds,
     reserved_fds,
 )
+from botsched.daemon.runners.jointimer import JoinTimer
 
 log = logging.getLogger("botsched.runner")
 
@@ -174,6 +175,7 @@ class RunnerProcess:
         self.finished = False  # the outcome was reported
         self.noted_long_line = False
         self.joined_us: int | None = None
+        self.armed_us: int | None = None  # its join is handed to the join thread for this instant
         self.leaving = False  # its kill deadline is armed (asked to leave, or it said it leaves)
         self.leave_sent = False  # it was told ``leave``: a second request stops it
         self.killed = False  # we sent it SIGKILL: its end is no mystery, even re-attached
@@ -217,6 +219,12 @@ class RunnerProcess:
             os.killpg(self.pid, signum)
 
     def close_fds(self) -> None:
+        if self.armed_us is not None and self.runner.timer.disarm(self.bot_id):
+            # before its stdin closes (the thread must never write a reused fd); not sent,
+            # so its intent goes too: a daemon started after its instant must not count it sent
+            self.armed_us = None
+            with contextlib.suppress(OSError):
+                self.runner.joined_path(self.bot_id).unlink()
         loop = asyncio.get_running_loop()
         for fd in [*self.read_fds, self.pidfd]:
             if fd >= 0:
@@ -243,6 +251,8 @@ class CommandRunner(Runner):
         self.log_dir = log_dir
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._procs: dict[str, RunnerProcess] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.timer = JoinTimer(self._fired_threadsafe, max_late_us=lambda: self.config.misfire_grace_us)
 
     def describe(self) -> str:
         argv = self.config["runner.command"]
@@ -377,13 +387,67 @@ class CommandRunner(Runner):
 
     # -- talking --------------------------------------------------------------------
 
+    arms_joins = True
+
+    def arm_joins(self, due_us: int, bot_ids: list[str]) -> list[str]:
+        """The intent first (``BOT.joined`` holding the instant: a restart after it treats
+        the join as sent, one before it re-arms), then the fd to the join thread."""
+        self._loop = asyncio.get_running_loop()
+        joins: dict[str, int] = {}
+        for bot_id in bot_ids:
+            proc = self._procs.get(bot_id)
+            if proc is None or proc.joined or proc.stdin_fd < 0 or proc.exited:
+                continue
+            try:
+                proc.record_join(due_us)
+            except OSError as exc:  # best effort, as for a join the store refused
+                log.error("cannot record the join intent of %s (%s): a daemon crash after its join_at "
+                          "could send it again", bot_id, exc.strerror or exc)
+            proc.armed_us = due_us
+            joins[bot_id] = proc.stdin_fd
+        if joins:
+            self.timer.arm(due_us, joins)
+        return list(joins)
+
+    def armed(self) -> dict[str, int]:
+        return {bot_id: proc.armed_us for bot_id, proc in self._procs.items()
+                if proc.armed_us is not None and not proc.joined}
+
+    def _fired_threadsafe(self) -> None:
+        """On the join thread, once a batch is written: the loop records it."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.collect_fired)
+
+    def collect_fired(self) -> None:
+        """Joins the thread wrote (or could not): the processes learn it, then the scheduler
+        records them. Also called before a runner's output or exit is handled, so its report
+        after ``join`` never overtakes the record of the join."""
+        fired = self.timer.take_fired()
+        if not fired:
+            return
+        for item in fired:
+            proc = self._procs.get(item.bot_id)
+            if proc is None:
+                continue
+            proc.armed_us = None
+            if item.error is None:
+                proc.joined_us = item.sent_us
+                self._arm_meeting_limit(proc)
+        if self.on_joins_sent is not None:
+            self.on_joins_sent([(f.bot_id, f.due_us, f.sent_us, f.error) for f in fired])
+
     def join(self, bot_id: str) -> None:
         proc = self._procs.get(bot_id)
         if proc is None:
             raise RunnerError("its runner is not running")
+        if proc.armed_us is not None and not self.timer.disarm(bot_id):
+            self.collect_fired()  # the thread wrote it already: never a second one
         if proc.joined:
             log.warning("join for %s was sent already; not sending it again", bot_id)
             return
+        proc.armed_us = None
         try:
             proc.write_line("join")
         except OSError as exc:
@@ -482,6 +546,8 @@ class CommandRunner(Runner):
         """One read of at most ``READ_CHUNK`` per call, on the loop's normal reader: a runner
         (or a child it left) that writes without pause shares the loop, it cannot hold it.
         Once the runner has exited, only what it left in the pipe is read."""
+        if proc.armed_us is not None:
+            self.collect_fired()  # its join may be out: record it before its reports
         want = READ_CHUNK if not proc.exited else min(READ_CHUNK, proc.drain_left.get(fd, 0))
         try:
             data = os.read(fd, want) if want > 0 else b""
@@ -585,6 +651,8 @@ class CommandRunner(Runner):
         ``yes &`` would write for ever), then its outcome is reported."""
         if proc.exited:
             return
+        if proc.armed_us is not None:
+            self.collect_fired()
         proc.exited = True
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, OSError):
@@ -687,9 +755,15 @@ class CommandRunner(Runner):
         """When ``join`` went to this bot's runner. A join the store recorded counts as sent
         (it is recorded before it is sent: a kill in between must not make a second one)."""
         try:
-            return int(self.joined_path(bot["id"]).read_text())
+            at_us = int(self.joined_path(bot["id"]).read_text())
         except (OSError, ValueError):
-            pass
+            at_us = None
+        if at_us is not None:
+            if at_us <= time.time_ns() // 1000 or bot["state"] not in (states.STAGED, states.READY):
+                return at_us  # sent, or its instant passed while armed: counts as sent
+            with contextlib.suppress(OSError):  # an intent still ahead: the old daemon cannot send it now
+                self.joined_path(bot["id"]).unlink()
+            return None
         if bot["state"] in (states.SCHEDULED, states.READY, states.STAGED):
             return None
         joining = [event["at"] for event in bot.get("events", []) if event["state"] == states.JOINING]
@@ -748,3 +822,4 @@ class CommandRunner(Runner):
         for proc in list(self._procs.values()):
             proc.close_fds()
         self._procs.clear()
+        self.timer.stop()
