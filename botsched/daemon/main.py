@@ -160,6 +160,7 @@ class Daemon:
         with contextlib.suppress(asyncio.CancelledError):
             await scheduler_task
         await self.runner.close()
+        self.service.writer.stop()  # its last group is committed first
         self.store.close()
         log.info("stopped")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import logging
 import os
 import select
@@ -182,7 +183,8 @@ class Server:
         self._stop = stop
         self._reload = reload
         self._connections = 0
-        self.ops: dict[Op, OpHandler] = {op: self._request(handler) for op, handler in service.handlers().items()}
+        self.ops: dict[Op, OpHandler] = {op: self._request(handler) for op, handler in
+                                         {**service.handlers(), **service.durable_handlers()}.items()}
         self.ops.update({
             Op.EVENTS: self._events,
             Op.WAIT: self._wait,
@@ -257,7 +259,8 @@ class Server:
         """A request-reply op of the service: one reply line."""
 
         async def serve(args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-            result, warnings = handler(args)
+            answer = handler(args)
+            result, warnings = await answer if inspect.isawaitable(answer) else answer
             writer.write(protocol.reply(result, warnings))
             return True
 

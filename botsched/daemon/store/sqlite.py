@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,8 +88,13 @@ class SqliteStore:
         self.files_lost: str | None = None
         self._refusals = 0
         self._refusal_logged = 0.0
+        #: The writer thread's own connection and group state (``group()``); every other
+        #: thread uses the main connection.
+        self._local = threading.local()
+        self._writer_db: sqlite3.Connection | None = None
+        self._savepoints = 0
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._main_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 5000")
             schema.refuse_newer(self._db, self.path)
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -109,10 +115,54 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:  # corrupt, not a database, read-only, I/O error
             raise DaemonUnavailable(f"cannot use the database {self.path}: {exc}") from None
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection of the calling thread: the writer thread's inside ``group()``."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        return self._main_db if db is None else db
+
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.close()
-        self._db.close()
+        if self._writer_db is not None:
+            self._writer_db.close()
+        self._main_db.close()
+
+    @contextmanager
+    def group(self) -> Iterator[list[Event]]:
+        """Group commit, for the writer thread (``store/writer.py``): every transaction
+        inside becomes a savepoint of one ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the writer's
+        own connection (``synchronous=FULL``): one fsync for many requests, each of which
+        fails or succeeds alone. Their events are collected in the yielded list, to be
+        announced (on the loop) once the commit is done; nothing is acknowledged before."""
+        if self._writer_db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA busy_timeout = 5000")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA cache_size = -16384")
+            db.execute("PRAGMA wal_autocheckpoint = 0")
+            self._writer_db = db
+        events: list[Event] = []
+        self._local.db = self._writer_db
+        self._local.events = events
+        try:
+            try:
+                self._writer_db.execute("BEGIN IMMEDIATE")
+                next_seq = self._next_seq
+                try:
+                    yield events
+                    self._writer_db.execute("COMMIT")
+                    self.commits_since_checkpoint += 1
+                except BaseException:
+                    self._next_seq = next_seq
+                    if self._writer_db.in_transaction:
+                        self._writer_db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:
+                raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
+        finally:
+            self._local.db = None
+            self._local.events = None
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -206,6 +256,12 @@ class SqliteStore:
         elif self._identity:
             self.check_files()  # the scheduler's own changes go on (bots keep joining), logged
         pending: list[Event] = []
+        grouped: list[Event] | None = getattr(self._local, "events", None)
+        if grouped is not None:  # inside group(): a savepoint of the writer's transaction
+            with self._savepoint(pending):
+                yield pending
+            grouped.extend(pending)
+            return
         next_seq = self._next_seq
         if durable != self._durable:
             self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
@@ -228,6 +284,30 @@ class SqliteStore:
                 self._held.extend(pending)
             else:
                 self._on_events(pending)
+
+    def announce(self, events: list[Event]) -> None:
+        """Tell the listener about events a ``group()`` committed (called on the loop)."""
+        if events and self._on_events is not None:
+            self._on_events(events)
+
+    @contextmanager
+    def _savepoint(self, pending: list[Event]) -> Iterator[None]:
+        self._savepoints += 1
+        name = f"req{self._savepoints}"
+        next_seq = self._next_seq
+        try:
+            self._db.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+                self._db.execute(f"RELEASE {name}")
+            except BaseException:
+                self._next_seq = next_seq
+                pending.clear()
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
 
     @contextmanager
     def hold_announcements(self) -> Iterator[None]:
