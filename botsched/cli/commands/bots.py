@@ -214,13 +214,15 @@ def logs(bot_id: str) -> None:
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    rotated = path.with_name(path.name + ".1")  # the daemon rotates a big log (issue 12): older part first
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(65536):
-                if terminal:
-                    sys.stdout.write(printable(decoder.decode(chunk), keep="\n\t"))
-                else:
-                    sys.stdout.buffer.write(chunk)  # into a pipe or file: the bytes as they are
+        for part in ([rotated] if rotated.exists() else []) + [path]:
+            with open(part, "rb") as handle:
+                while chunk := handle.read(65536):
+                    if terminal:
+                        sys.stdout.write(printable(decoder.decode(chunk), keep="\n\t"))
+                    else:
+                        sys.stdout.buffer.write(chunk)  # into a pipe or file: the bytes as they are
             if terminal:
                 sys.stdout.write(printable(decoder.decode(b"", final=True), keep="\n\t"))
     except FileNotFoundError:

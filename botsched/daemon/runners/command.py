@@ -92,6 +92,13 @@ DRAIN_TIMEOUT_S = 2.0
 #: Descriptors the daemon holds per runner (its log, stdin, stdout, stderr and pidfd);
 #: starting one briefly needs as many (the runner's three FIFO ends and Popen's exec pipe).
 FDS_PER_RUNNER = 5
+#: A bot's log is written from a buffer: at most one write per this many bytes, or per
+#: ``LOG_FLUSH_S`` (never a write per line or per read on the loop)...
+LOG_FLUSH_BYTES = 256 * 1024
+LOG_FLUSH_S = 0.2
+#: ...and rotated at this size: ``BOT.log`` becomes ``BOT.log.1`` (the previous one goes),
+#: so a runner printing flat out holds at most twice this on disk.
+LOG_MAX_BYTES = 16 << 20
 _STREAMS = ("in", "out", "err")
 SHIM = str(Path(__file__).with_name("shim.py"))
 
@@ -163,6 +170,9 @@ class RunnerProcess:
         self.popen = popen  # None when re-attached: a previous daemon started it
         self.start_time = _process_start_time(pid)
         self.log_fd = os.open(runner.log_path(bot_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.log_size = os.fstat(self.log_fd).st_size
+        self.log_buf = bytearray()
+        self.log_timer: asyncio.TimerHandle | None = None
         self.stdin_fd = -1
         self.read_fds: dict[int, str] = {}
         self.pidfd = -1
@@ -218,7 +228,45 @@ class RunnerProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
 
+    def log(self, blob: bytes) -> None:
+        """Into the bot's log, buffered: flushed at ``LOG_FLUSH_BYTES`` or ``LOG_FLUSH_S``."""
+        if self.log_fd < 0:
+            return
+        self.log_buf += blob
+        if len(self.log_buf) >= LOG_FLUSH_BYTES:
+            self.flush_log()
+        elif self.log_timer is None:
+            self.log_timer = asyncio.get_running_loop().call_later(LOG_FLUSH_S, self.flush_log)
+
+    def flush_log(self) -> None:
+        """One write of the buffer, rotating the log first when it would pass ``LOG_MAX_BYTES``."""
+        if self.log_timer is not None:
+            self.log_timer.cancel()
+            self.log_timer = None
+        if not self.log_buf or self.log_fd < 0:
+            self.log_buf.clear()
+            return
+        if self.log_size and self.log_size + len(self.log_buf) > LOG_MAX_BYTES:
+            self._rotate_log()
+        data = bytes(self.log_buf[-LOG_MAX_BYTES:])
+        self.log_buf.clear()
+        with contextlib.suppress(OSError):
+            self.log_size += os.write(self.log_fd, data)
+
+    def _rotate_log(self) -> None:
+        path = self.runner.log_path(self.bot_id)
+        try:
+            os.replace(path, path.with_name(path.name + ".1"))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            log.warning("cannot rotate the log of %s: %s", self.bot_id, exc.strerror or exc)
+            return
+        os.close(self.log_fd)
+        self.log_fd = fd
+        self.log_size = 0
+
     def close_fds(self) -> None:
+        self.flush_log()
         if self.armed_us is not None and self.runner.timer.disarm(self.bot_id):
             # before its stdin closes (the thread must never write a reused fd); not sent,
             # so its intent goes too: a daemon started after its instant must not count it sent
@@ -593,13 +641,12 @@ class CommandRunner(Runner):
             kept = [line for line in lines if len(line) <= MAX_LINE]
             blob = b"".join(line + b"\n" if len(line) <= MAX_LINE else self._dropped(proc, stream, line)
                             for line in lines)
-        if proc.log_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.write(proc.log_fd, blob)
+        proc.log(blob)
         if stream != "out":
             proc.stderr_tail.extend(line.decode(errors="replace").rstrip("\r") for line in kept[-STDERR_TAIL:])
             return
         if b"state " in blob:
+            proc.flush_log()  # what led up to a state change is in the log when it is announced
             for line in kept:
                 if line.startswith(b"state "):
                     self._on_state(proc, line.decode(errors="replace").rstrip("\r"))
