@@ -187,12 +187,14 @@ class Server:
                                          {**service.handlers(), **service.durable_handlers()}.items()}
         self.ops.update({
             Op.EVENTS: self._events,
+            Op.LIST: self._list,
             Op.WAIT: self._wait,
             Op.CREATE_MANY: self._create_many,
             Op.PING: self._ping,
             Op.STOP: self._stop_op,
             Op.RELOAD: self._reload_op,
         })
+        self._list_whole = self._request(service.list_bots)
         missing = set(Op) - set(self.ops)
         assert not missing, f"ops without a handler: {missing}"
 
@@ -281,6 +283,20 @@ class Server:
             await _unless_departed(reader, writer, stream())
         else:
             await stream()
+        return True
+
+    async def _list(self, args: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """``list``: one reply; with ``stream``, event lines ``{"bots": [...]}`` of a page
+        each (written as produced, drained when the client reads slowly), then the reply
+        ``{"more": BOOL}`` (issue 12: bounded memory, the loop free between pages)."""
+        if not args.get("stream"):
+            return await self._list_whole(args, reader, writer)
+        outcome = {"more": False}
+        async for page in self.service.list_pages(args, outcome):
+            writer.write(protocol.event_line({"bots": page}))
+            if writer.transport.get_write_buffer_size() > STREAM_BUFFER:
+                await writer.drain()
+        writer.write(protocol.reply(outcome))
         return True
 
     async def _wait(self, args: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:

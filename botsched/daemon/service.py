@@ -100,6 +100,10 @@ def dedup_conflict(clashes: Sequence[KeyClash], labels: Sequence[str] | None = N
     return Conflict("\n".join(problems) or "duplicate dedup key")
 
 
+#: A streamed ``list`` sends this many bots per line.
+LIST_PAGE = 500
+
+
 class BotService:
     def __init__(
         self,
@@ -300,6 +304,35 @@ class BotService:
             raise InvalidInput("dedup_prefix must be a string")
         bots, more = self.store.list_bots(wanted, limit, prefix)
         return {"bots": bots, "more": more}, []
+
+    async def list_pages(self, args: dict[str, Any], outcome: dict[str, bool]) -> AsyncIterator[list[Bot]]:
+        """``list`` with ``stream``: the same bots in the same order, a page at a time, the
+        loop free between pages (a list of 100,000 bots never holds a join back, nor the
+        daemon's memory). At the end ``outcome["more"]`` says whether the limit left some out."""
+        wanted = args.get("states") or []
+        if not isinstance(wanted, list) or any(s not in states.ALL_STATES for s in wanted):
+            raise InvalidInput(f"unknown state in {wanted!r}; states are: {', '.join(states.ALL_STATES)}")
+        limit = args.get("limit", 100)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(f"--limit must be a whole number from 0 (no limit) to {MAX_LIST_LIMIT}")
+        prefix = args.get("dedup_prefix")
+        if prefix is not None and not isinstance(prefix, str):
+            raise InvalidInput("dedup_prefix must be a string")
+        after = None
+        sent = 0
+        while True:
+            size = LIST_PAGE if limit == 0 else min(LIST_PAGE, limit - sent)
+            if size <= 0:
+                page, _ = self.store.list_page(wanted, prefix, after, 1)
+                outcome["more"] = bool(page)
+                return
+            page, after = self.store.list_page(wanted, prefix, after, size)
+            if not page:
+                outcome["more"] = False
+                return
+            sent += len(page)
+            yield page
+            await asyncio.sleep(0)
 
     def ids(self, args: dict[str, Any]) -> Result:
         requested = args.get("states") or []

@@ -128,3 +128,31 @@ def test_a_kill_after_arming_and_a_restart_before_join_at_joins_once_on_time(mak
     assert all(len(r) == 1 for r in reads.values()), "a runner read join twice"
     record_figures("armed, killed, restarted before join_at", max_ms=round(late_ms[-1], 2))
     assert late_ms[0] >= 0 and late_ms[-1] < 200, late_ms
+
+
+def test_a_big_list_streams_page_by_page_with_the_same_bots(make_home) -> None:
+    home = make_home()
+    home.launch()
+    with home.client() as client:
+        ids = _create(client, [{"meeting_url": f"{URL}{n}", "join_at": in_s(3600 + n)} for n in range(2600)])
+        whole = client.ok("list", limit=0)["bots"]
+        client.send(json.dumps({"v": 1, "op": "list", "args": {"limit": 0, "stream": True}}).encode() + b"\n")
+        lines = []
+        while True:
+            message = json.loads(client.read_line())
+            lines.append(message)
+            if "event" not in message:
+                break
+    assert sorted(b["id"] for b in whole) == sorted(ids)
+    pages = [m["event"]["bots"] for m in lines[:-1]]
+    assert len(pages) >= 5 and max(map(len, pages)) <= 500, [len(p) for p in pages]
+    assert [b for page in pages for b in page] == whole
+    assert lines[-1]["result"] == {"more": False}
+    streamed = json.loads(home.ok("list", "--json", "--limit", "0").stdout)
+    assert streamed == whole
+    partial = home.ok("list", "--limit", "1500").stdout
+    assert "Showing the first 1500 bots; more exist" in partial
+    assert sum(1 for line in partial.splitlines() if line.startswith("bot_")) == 1500
+    table = home.ok("list", "--limit", "0").stdout.splitlines()
+    assert sum(1 for line in table if line.startswith("bot_")) == 2600 and table[-1].startswith("2600 bots.")
+    assert table[0].split()[:2] == ["ID", "STATE"] and sum(1 for line in table if line.startswith("ID ")) == 1

@@ -457,6 +457,33 @@ class SqliteStore:
         events = self._events_for([row[0] for row in rows])
         return [self._bot(row, events[row[0]]) for row in rows], more
 
+    def list_page(
+        self, state_filter: Iterable[str], dedup_prefix: str | None, after: tuple[int, int, str] | None, size: int
+    ) -> tuple[list[Bot], tuple[int, int, str] | None]:
+        """One page of ``list_bots``' order after the key ``after`` (keyset paging: each page
+        is one indexed query, memory bounded by ``size``); returns the page and its last key."""
+        wanted = sorted(set(state_filter))
+        clauses: list[str] = []
+        params: list[Any] = list(wanted)
+        if wanted:
+            clauses.append(f"state IN ({','.join('?' * len(wanted))})")
+        if dedup_prefix is not None:
+            clauses.append("substr(dedup_key, 1, ?) = ?")
+            params.extend([len(dedup_prefix), dedup_prefix])
+        if after is not None:
+            clauses.append("sort_us >= ? AND (sort_us, created_us, id) > (?, ?, ?)")  # the first: the index
+            params.extend([after[0], *after])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(
+            f"SELECT {_BOT_COLUMNS}, sort_us FROM bots {where} ORDER BY sort_us, created_us, id LIMIT ?",
+            [*params, size],
+        ).fetchall()
+        if not rows:
+            return [], None
+        events = self._events_for([row[0] for row in rows])
+        last = rows[-1]
+        return [self._bot(row[:-1], events[row[0]]) for row in rows], (last[-1], last[6], last[0])
+
     def ids(self, state_filter: Iterable[str] = (), prefix: str = "", limit: int = 1000) -> list[str]:
         wanted = sorted(set(state_filter))
         where = ["id LIKE ? ESCAPE '\\'"]
