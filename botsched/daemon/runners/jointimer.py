@@ -45,6 +45,20 @@ class Fired:
     error: str | None
 
 
+def _raise_priority() -> bool:
+    """SCHED_FIFO for the join thread when the system allows it (root, CAP_SYS_NICE, or an
+    ``RLIMIT_RTPRIO`` such as systemd's ``LimitRTPRIO=1``). Each ``join`` written wakes a
+    runner, and an ordinary thread is preempted by the runner it just woke: a burst of 200
+    then takes ~20 ms to write on a loaded 2-core machine instead of ~1 ms. The thread
+    only ever sleeps or writes a few bytes, and spins at most 200 µs, so it cannot starve
+    anything. Without the privilege it stays an ordinary thread."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))  # 0: this thread
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -61,6 +75,8 @@ class JoinTimer:
         self._fired: list[Fired] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
+        #: Whether the thread runs SCHED_FIFO (``_raise_priority``).
+        self.realtime = False
 
     def start(self) -> None:
         if self._thread is not None:
@@ -119,6 +135,7 @@ class JoinTimer:
         return True
 
     def _run(self) -> None:
+        self.realtime = _raise_priority()
         while True:
             with self._cond:
                 while not self._batches and not self._stopping:
