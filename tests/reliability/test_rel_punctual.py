@@ -114,7 +114,7 @@ def test_a_kill_after_arming_and_a_restart_before_join_at_joins_once_on_time(mak
         ids = _create(client, [{"meeting_url": f"{URL}{n}", "join_at": join_at} for n in range(20)])
     t = z_seconds(join_at)
     time.sleep(max(t - time.time() - 0.7, 0))  # armed (1 s ahead), not yet sent
-    intents = list(home.path.rglob("*.joined"))
+    intents = list(home.path.rglob("*.intent"))
     home.sigkill()
     home.launch()
     wait_until(lambda: all(_reads(rec, ids).values()), 20, what="every runner to read join")

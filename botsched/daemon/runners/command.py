@@ -272,7 +272,7 @@ class RunnerProcess:
             # so its intent goes too: a daemon started after its instant must not count it sent
             self.armed_us = None
             with contextlib.suppress(OSError):
-                self.runner.joined_path(self.bot_id).unlink()
+                self.runner.intent_path(self.bot_id).unlink()
         loop = asyncio.get_running_loop()
         for fd in [*self.read_fds, self.pidfd]:
             if fd >= 0:
@@ -300,6 +300,9 @@ class CommandRunner(Runner):
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._procs: dict[str, RunnerProcess] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The instants a previous daemon fired (its journal), read before this one appends.
+        self._fired_before = self._read_journal()
+        self._journal_reset = False
         self.timer = JoinTimer(self._fired_threadsafe, max_late_us=lambda: self.config.misfire_grace_us)
 
     def describe(self) -> str:
@@ -316,6 +319,31 @@ class CommandRunner(Runner):
         """Written by the shim itself, before it starts the runner: no window in which a
         runner exists that a restarted daemon cannot find."""
         return self.log_dir / f"{bot_id}.pid"
+
+    def journal_path(self) -> Path:
+        return self.log_dir / "joins.fired"
+
+    def intent_path(self, bot_id: str) -> Path:
+        """The instant a bot's join is armed for (written before the thread gets it)."""
+        return self.log_dir / f"{bot_id}.intent"
+
+    def _read_journal(self) -> set[int]:
+        try:
+            text = self.journal_path().read_text()
+        except OSError:
+            return set()
+        return {int(line) for line in text.split() if line.isdigit()}
+
+    def _open_journal(self) -> None:
+        """At the first arm (recovery is done by then: every instant the old daemon fired
+        has been recorded): start a fresh journal."""
+        self._journal_reset = True
+        try:
+            fd = os.open(self.journal_path(), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        except OSError as exc:
+            log.error("cannot open the join journal %s: %s", self.journal_path(), exc.strerror or exc)
+            return
+        self.timer.journal_fd = fd
 
     def joined_path(self, bot_id: str) -> Path:
         return self.log_dir / f"{bot_id}.joined"
@@ -441,13 +469,17 @@ class CommandRunner(Runner):
         """The intent first (``BOT.joined`` holding the instant: a restart after it treats
         the join as sent, one before it re-arms), then the fd to the join thread."""
         self._loop = asyncio.get_running_loop()
+        if not self._journal_reset:
+            self._open_journal()
         joins: dict[str, int] = {}
         for bot_id in bot_ids:
             proc = self._procs.get(bot_id)
             if proc is None or proc.joined or proc.stdin_fd < 0 or proc.exited:
                 continue
             try:
-                proc.record_join(due_us)
+                path = self.intent_path(bot_id)
+                path.with_suffix(".itmp").write_text(str(due_us))
+                os.replace(path.with_suffix(".itmp"), path)
             except OSError as exc:  # best effort, as for a join the store refused
                 log.error("cannot record the join intent of %s (%s): a daemon crash after its join_at "
                           "could send it again", bot_id, exc.strerror or exc)
@@ -759,7 +791,8 @@ class CommandRunner(Runner):
             self.on_slot_freed()
 
     def _remove_files(self, bot_id: str) -> None:
-        paths = [self.pid_path(bot_id), self.joined_path(bot_id), self.exit_path(bot_id), self.kill_path(bot_id)]
+        paths = [self.pid_path(bot_id), self.joined_path(bot_id), self.exit_path(bot_id), self.kill_path(bot_id),
+                 self.intent_path(bot_id)]
         for path in [*paths, *(self.fifo(bot_id, s) for s in _STREAMS)]:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -780,6 +813,17 @@ class CommandRunner(Runner):
                 log.info("runner of %s is gone; re-staging it", bot_id)
                 self._remove_files(bot_id)
                 self.stage(bot)
+                return
+            if joined_us is not None and bot["state"] in (states.STAGED, states.READY):
+                # join went out, then the daemon died before recording it: record it now
+                self.report(bot_id, states.JOINING, "join was signalled just before a daemon restart")
+                status = "killed, no exit status" if code is None else f"exit code {code}"
+                if code == 0:
+                    self.report(bot_id, states.ENDED, "runner exited 0 while the daemon was not running")
+                else:
+                    self.report(bot_id, states.FATAL_ERROR,
+                                f"its runner died while the daemon was not running ({status}; after its join)")
+                self._remove_files(bot_id)
                 return
             if code == 0 and bot["state"] != states.STAGED:
                 self.report(bot_id, states.ENDED, "runner exited 0 while the daemon was not running")
@@ -802,14 +846,18 @@ class CommandRunner(Runner):
         """When ``join`` went to this bot's runner. A join the store recorded counts as sent
         (it is recorded before it is sent: a kill in between must not make a second one)."""
         try:
-            at_us = int(self.joined_path(bot["id"]).read_text())
+            return int(self.joined_path(bot["id"]).read_text())
         except (OSError, ValueError):
-            at_us = None
-        if at_us is not None:
-            if at_us <= time.time_ns() // 1000 or bot["state"] not in (states.STAGED, states.READY):
-                return at_us  # sent, or its instant passed while armed: counts as sent
-            with contextlib.suppress(OSError):  # an intent still ahead: the old daemon cannot send it now
-                self.joined_path(bot["id"]).unlink()
+            pass
+        try:
+            armed_us: int | None = int(self.intent_path(bot["id"]).read_text())
+        except (OSError, ValueError):
+            armed_us = None
+        if armed_us is not None and bot["state"] in (states.STAGED, states.READY):
+            if armed_us in self._fired_before:
+                return armed_us  # the old daemon reached its instant: maybe sent, so counted sent
+            with contextlib.suppress(OSError):  # never reached: not sent; armed (or sent late) anew
+                self.intent_path(bot["id"]).unlink()
             return None
         if bot["state"] in (states.SCHEDULED, states.READY, states.STAGED):
             return None
@@ -870,3 +918,7 @@ class CommandRunner(Runner):
             proc.close_fds()
         self._procs.clear()
         self.timer.stop()
+        if self.timer.journal_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.timer.journal_fd)
+            self.timer.journal_fd = -1

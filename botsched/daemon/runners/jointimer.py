@@ -65,8 +65,12 @@ def _now_us() -> int:
 
 class JoinTimer:
     def __init__(self, on_fired: Callable[[], None], clock: Callable[[], int] = _now_us,
-                 max_late_us: Callable[[], int] | None = None) -> None:
+                 max_late_us: Callable[[], int] | None = None, journal_fd: int = -1) -> None:
         self._on_fired = on_fired
+        #: Each instant is appended here (one write) just before its joins are written: a
+        #: restarted daemon knows which armed instants the dead one fired (maybe sent) and
+        #: which it never reached (not sent: they are sent now).
+        self.journal_fd = journal_fd
         self._clock = clock
         self._max_late_us = max_late_us
         self._cond = threading.Condition(threading.Lock())
@@ -175,6 +179,11 @@ class JoinTimer:
             return
         errors: dict[str, str] = {}
         write = os.write
+        if self.journal_fd >= 0:
+            try:
+                write(self.journal_fd, b"%d\n" % due)
+            except OSError:
+                pass  # best effort (full disk): a restart then counts this instant as not sent
         for bot_id, fd in batch.items():
             try:
                 if write(fd, JOIN_LINE) != len(JOIN_LINE):

@@ -109,11 +109,22 @@ class SqliteStore:
             self._db.execute(f"PRAGMA journal_size_limit = {32 << 20}")  # a big bulk's WAL shrinks back
             schema.migrate(self._db)
             self._probe_writable()
+            if self.path != ":memory:":  # opened now: by path later, a deleted file would be a new one
+                self._writer_db = self._connect_writer()
             self._next_seq = self.last_seq() + 1
             if self.path != ":memory:":
                 self._identity = {self.path: _identity(self.path), f"{self.path}-wal": _identity(f"{self.path}-wal")}
         except sqlite3.DatabaseError as exc:  # corrupt, not a database, read-only, I/O error
             raise DaemonUnavailable(f"cannot use the database {self.path}: {exc}") from None
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        """The writer thread's connection (``group()``), durable commits only."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout = 5000")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA cache_size = -16384")
+        db.execute("PRAGMA wal_autocheckpoint = 0")
+        return db
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -135,28 +146,27 @@ class SqliteStore:
         own connection (``synchronous=FULL``): one fsync for many requests, each of which
         fails or succeeds alone. Their events are collected in the yielded list, to be
         announced (on the loop) once the commit is done; nothing is acknowledged before."""
-        if self._writer_db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout = 5000")
+        db = self._writer_db if self._writer_db is not None else self._main_db  # (":memory:": one database)
+        if db is self._main_db and self._durable is False:
             db.execute("PRAGMA synchronous = FULL")
-            db.execute("PRAGMA cache_size = -16384")
-            db.execute("PRAGMA wal_autocheckpoint = 0")
-            self._writer_db = db
+            self._durable = True
+        if self._identity:
+            self.check_files()  # noticed (and rescued) outside the transaction; its requests are refused
         events: list[Event] = []
-        self._local.db = self._writer_db
+        self._local.db = db
         self._local.events = events
         try:
             try:
-                self._writer_db.execute("BEGIN IMMEDIATE")
+                db.execute("BEGIN IMMEDIATE")
                 next_seq = self._next_seq
                 try:
                     yield events
-                    self._writer_db.execute("COMMIT")
+                    db.execute("COMMIT")
                     self.commits_since_checkpoint += 1
                 except BaseException:
                     self._next_seq = next_seq
-                    if self._writer_db.in_transaction:
-                        self._writer_db.execute("ROLLBACK")
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
                     raise
             except sqlite3.DatabaseError as exc:
                 raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
@@ -215,7 +225,7 @@ class SqliteStore:
         try:
             copy = sqlite3.connect(target)
             try:
-                self._db.backup(copy)
+                self._main_db.backup(copy)  # (the writer's connection may be inside its transaction)
             finally:
                 copy.close()
         except (sqlite3.Error, OSError) as exc:
