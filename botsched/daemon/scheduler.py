@@ -45,6 +45,15 @@ ARM_LEAD_US = 1_000_000
 #: A join due sooner than this is not armed (the thread could not be told in time): the
 #: loop sends it, as for runners that do not arm.
 ARM_MARGIN_US = 2_000
+#: The loop re-plans at least this often, so a request only wakes it when it makes
+#: something due sooner than that.
+PLAN_HORIZON_US = 1_000_000
+#: Ticks caused by requests (a create due soon pokes the scheduler) are at least this far
+#: apart: 64 connections creating bots would otherwise cost the loop a tick each.
+POKE_COALESCE_S = 0.01
+#: Held-back staging looks again this soon at the earliest (a join being sent right now
+#: must not make the loop tick in a busy loop until the thread's report is in).
+HOLD_RECHECK_US = 1_000
 #: Staging starts runners in chunks this big, checking for a due join between chunks.
 STAGE_CHUNK = 8
 #: While the store refuses to record joins already sent (a storage fault), retry this often.
@@ -84,6 +93,8 @@ class Scheduler:
         self._unrecorded_ids: set[str] = set()
         #: Staged bots (with a runner) whose join is not handed to the runner's thread yet.
         self._to_arm: dict[str, int] = {}
+        self._next_arm_us = 0  # the earliest join_at in _to_arm (a lower bound)
+        self._last_tick = 0.0
         #: Staging waits until then: a join is due (set when the guard held staging back).
         self._stage_hold_us = 0
         runner.on_slot_freed = self.poke
@@ -98,7 +109,7 @@ class Scheduler:
         if when is not None:
             candidates.append(when)
         if self._to_arm:
-            candidates.append(min(self._to_arm.values()) - ARM_LEAD_US)
+            candidates.append(self._next_arm_us - ARM_LEAD_US)
         if self.runner.free_slots() != 0:  # when full, a freed slot pokes us
             staging = []
             when = self.store.next_time(states.SCHEDULED)
@@ -165,7 +176,7 @@ class Scheduler:
 
     def _arm_due(self, now: int) -> None:
         """Hand the joins due within ``ARM_LEAD_US`` to the runner's thread, one call per instant."""
-        if not self._to_arm:
+        if not self._to_arm or self._next_arm_us - now > ARM_LEAD_US:
             return
         by_time: dict[int, list[str]] = {}
         for bot_id, join_at in list(self._to_arm.items()):
@@ -174,8 +185,14 @@ class Scheduler:
             del self._to_arm[bot_id]
             if join_at - now > ARM_MARGIN_US:
                 by_time.setdefault(join_at, []).append(bot_id)
+        self._next_arm_us = min(self._to_arm.values(), default=0)
         for join_at, bot_ids in sorted(by_time.items()):
             self.runner.arm_joins(join_at, bot_ids)
+
+    def _want_armed(self, bot_id: str, join_at_us: int) -> None:
+        if not self._to_arm or join_at_us < self._next_arm_us:
+            self._next_arm_us = join_at_us
+        self._to_arm[bot_id] = join_at_us
 
     def joins_sent(self, fired: list[tuple[str, int, int, str | None]]) -> None:
         """The runner's thread sent these joins (or could not): staged -> joining (or
@@ -202,7 +219,7 @@ class Scheduler:
         next_join = self._next_time(states.STAGED)
         if next_join is None or next_join - now > JOIN_GUARD_US:
             return True
-        self._stage_hold_us = next_join + 1
+        self._stage_hold_us = max(next_join + 1, now + HOLD_RECHECK_US)  # never a past time: no busy loop
         candidates = [t for t in (self._next_time(states.READY),) if t is not None]
         scheduled = self.store.next_time(states.SCHEDULED)
         if scheduled is not None:
@@ -359,7 +376,7 @@ class Scheduler:
                                           f"runner could not start: {exc}")
                     continue
                 if self.runner.arms_joins:
-                    self._to_arm[bot.id] = bot.join_at_us
+                    self._want_armed(bot.id, bot.join_at_us)
             if self.runner.arms_joins:
                 self._arm_due(self.clock.now_us())
         return len(due) if len(admitted) == len(live) else 0  # capped: wait for a freed slot
@@ -372,7 +389,7 @@ class Scheduler:
         soonest = min([t for t in (next_join, *armed) if t is not None and t >= now - JOIN_GUARD_US], default=None)
         if soonest is None or soonest - now > JOIN_GUARD_US:
             return False
-        self._stage_hold_us = soonest + 1
+        self._stage_hold_us = max(soonest + 1, now + HOLD_RECHECK_US)
         return True
 
     def _bot(self, bot_id: str) -> Bot:
@@ -418,7 +435,7 @@ class Scheduler:
                 self.store.transition(due.id, due.state, states.FATAL_ERROR, self.clock.now_us(), str(exc))
                 continue
             if due.state == states.STAGED and self.runner.arms_joins:
-                self._to_arm[due.id] = due.join_at_us  # re-armed: an intent still ahead was never sent
+                self._want_armed(due.id, due.join_at_us)  # re-armed: an intent still ahead was never sent
 
     # -- the loop -----------------------------------------------------------------
 
@@ -438,7 +455,12 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         while not self._stopping:
             try:
-                self._target_us = self.tick()
+                target = self.tick()
+                self._last_tick = time.monotonic()
+                # never "until poked": a request due later than the horizon then need not wake
+                # us (re-planning costs a tick; 64 connections creating bots would cost one each)
+                horizon = self.clock.now_us() + PLAN_HORIZON_US
+                self._target_us = horizon if target is None else min(target, horizon)
                 if self.checkpoint_due():
                     self._checkpoint_in_background()
             except Exception:  # a bug or a storage fault must not kill the loop
@@ -481,4 +503,13 @@ class Scheduler:
             except TimeoutError:
                 continue
             self._wakeup.clear()
+            await self._coalesce()
             return
+
+    async def _coalesce(self) -> None:
+        """Woken by a request: wait out ``POKE_COALESCE_S`` since the last tick, so the
+        pokes of many requests share one tick (staging can wait a few ms; joins are the
+        join thread's, and do not wait for ticks)."""
+        gap = POKE_COALESCE_S - (time.monotonic() - self._last_tick)
+        if gap > 0 and not self._stopping:
+            await asyncio.sleep(gap)

@@ -176,3 +176,30 @@ def test_a_restart_rearms_a_staged_bot_whose_instant_is_ahead(tmp_path: Path) ->
     h2.sched.recover()
     h2.at(join - ARM_LEAD_US)
     assert h2.runner.armed() == {bot: join}
+
+
+def test_the_simulate_runner_sends_armed_joins_from_the_thread_and_then_simulates() -> None:
+    from botsched.core import config as config_mod
+    from botsched.core.config import Config
+    from botsched.daemon.runners.simulate import SimulateRunner
+
+    reports: list[tuple[str, str]] = []
+    sent: list[tuple[str, int, int, str | None]] = []
+    config = Config({**config_mod.defaults(), "runner.simulate_join_seconds": 0.05})
+
+    async def main() -> None:
+        runner = SimulateRunner(config, lambda bot_id, state, detail: reports.append((bot_id, state)))
+        runner.on_joins_sent = sent.extend
+        due = _now_us() + 50_000
+        assert runner.arm_joins(due, ["a", "b"]) == ["a", "b"] and runner.armed() == {"a": due, "b": due}
+        runner.discard("b")  # disarmed: never sent
+        await asyncio.sleep(0.3)
+        assert [(s[0], s[1], s[3]) for s in sent] == [("a", due, None)] and sent[0][2] >= due
+        assert runner.armed() == {}
+        assert reports == [("a", states.JOINED_RECORDING)]
+        runner.join("a")  # a late loop-side join of a sent one is harmless (simulated)
+        await runner.close()
+
+    import asyncio
+
+    asyncio.run(main())

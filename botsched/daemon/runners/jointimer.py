@@ -185,6 +185,8 @@ class JoinTimer:
             except OSError:
                 pass  # best effort (full disk): a restart then counts this instant as not sent
         for bot_id, fd in batch.items():
+            if fd < 0:
+                continue  # a simulated runner: the instant is all there is to it
             try:
                 if write(fd, JOIN_LINE) != len(JOIN_LINE):
                     errors[bot_id] = "short write to the runner's stdin"

@@ -93,6 +93,9 @@ class SqliteStore:
         self._local = threading.local()
         self._writer_db: sqlite3.Connection | None = None
         self._savepoints = 0
+        #: Held around every write transaction, the loop's and the writer thread's: SQLite's
+        #: own busy handler would make the loop sleep 1-100 ms steps behind a group commit.
+        self._write_lock = threading.Lock()
         try:
             self._main_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 5000")
@@ -155,6 +158,7 @@ class SqliteStore:
         events: list[Event] = []
         self._local.db = db
         self._local.events = events
+        self._write_lock.acquire()
         try:
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -171,6 +175,7 @@ class SqliteStore:
             except sqlite3.DatabaseError as exc:
                 raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
         finally:
+            self._write_lock.release()
             self._local.db = None
             self._local.events = None
 
@@ -272,23 +277,24 @@ class SqliteStore:
                 yield pending
             grouped.extend(pending)
             return
-        next_seq = self._next_seq
-        if durable != self._durable:
-            self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            self._durable = durable
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._write_lock:  # one writer at a time, handed over at once (SQLite's busy wait sleeps)
+            next_seq = self._next_seq
+            if durable != self._durable:
+                self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             try:
-                yield pending
-                self._db.execute("COMMIT")
-                self.commits_since_checkpoint += 1
-            except BaseException:
-                self._next_seq = next_seq
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as exc:  # disk full, read-only file, corruption, I/O error
-            raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield pending
+                    self._db.execute("COMMIT")
+                    self.commits_since_checkpoint += 1
+                except BaseException:
+                    self._next_seq = next_seq
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:  # disk full, read-only file, corruption, I/O error
+                raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
         if pending and self._on_events is not None:
             if self._held is not None:
                 self._held.extend(pending)
