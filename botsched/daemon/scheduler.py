@@ -54,6 +54,10 @@ POKE_COALESCE_S = 0.01
 #: Held-back staging looks again this soon at the earliest (a join being sent right now
 #: must not make the loop tick in a busy loop until the thread's report is in).
 HOLD_RECHECK_US = 1_000
+#: A burst is staged early by ``Runner.stage_cost_us`` per bot, looking this far ahead...
+MAX_EARLY_STAGE_US = 60_000_000
+#: ...at this many bots at most.
+EARLY_STAGE_SCAN = 1_000
 #: Staging starts runners in chunks this big, checking for a due join between chunks.
 STAGE_CHUNK = 8
 #: While the store refuses to record joins already sent (a storage fault), retry this often.
@@ -112,9 +116,9 @@ class Scheduler:
             candidates.append(self._next_arm_us - ARM_LEAD_US)
         if self.runner.free_slots() != 0:  # when full, a freed slot pokes us
             staging = []
-            when = self.store.next_time(states.SCHEDULED)
+            when = self._next_stage_us()
             if when is not None:
-                staging.append(when - self.config.stage_lead_us)
+                staging.append(when)
             when = self._next_time(states.READY)
             if when is not None:
                 staging.append(when)
@@ -356,7 +360,7 @@ class Scheduler:
     def _stage_due(self, now: int) -> int:
         """scheduled -> staged once join_at - stage_lead has come, in one transaction
         (fenced on join_at), then start their runners."""
-        due = self.store.due(states.SCHEDULED, now + self.config.stage_lead_us, BATCH)
+        due = self._stage_window(now)
         live = self._fail_missed(due, states.SCHEDULED, now)
         admitted = self._admit(live, now)
         # in order of join_at, a chunk at a time: never a runner start in the last
@@ -380,6 +384,38 @@ class Scheduler:
             if self.runner.arms_joins:
                 self._arm_due(self.clock.now_us())
         return len(due) if len(admitted) == len(live) else 0  # capped: wait for a freed slot
+
+    def _early(self) -> list[Due] | None:
+        """The scheduled bots a costly stager looks ahead at (None: staging costs nothing)."""
+        cost = self.runner.stage_cost_us
+        if not cost:
+            return None
+        horizon = self.clock.now_us() + self.config.stage_lead_us + MAX_EARLY_STAGE_US
+        return self.store.due(states.SCHEDULED, horizon, EARLY_STAGE_SCAN)
+
+    def _next_stage_us(self) -> int | None:
+        """When staging must start: join_at - stage_lead, earlier for a burst (the i-th bot
+        in join order by (i + 1) x stage_cost_us, so the whole burst is up in time)."""
+        lead = self.config.stage_lead_us
+        ahead = self._early()
+        if ahead is None:
+            when = self.store.next_time(states.SCHEDULED)
+            return None if when is None else when - lead
+        cost = self.runner.stage_cost_us
+        return min((bot.join_at_us - lead - (i + 1) * cost for i, bot in enumerate(ahead)), default=None)
+
+    def _stage_window(self, now: int) -> list[Due]:
+        """The scheduled bots to stage now, in join order (see ``_next_stage_us``)."""
+        lead = self.config.stage_lead_us
+        ahead = self._early()
+        if ahead is None:
+            return self.store.due(states.SCHEDULED, now + lead, BATCH)
+        cost = self.runner.stage_cost_us
+        count = 0
+        for i, bot in enumerate(ahead):
+            if now >= bot.join_at_us - lead - (i + 1) * cost:
+                count = i + 1
+        return ahead[:count]
 
     def _join_imminent(self) -> bool:
         """A join (armed or not) is due within ``JOIN_GUARD_US``: hold staging until it is out."""

@@ -203,3 +203,15 @@ def test_the_simulate_runner_sends_armed_joins_from_the_thread_and_then_simulate
     import asyncio
 
     asyncio.run(main())
+
+
+def test_a_burst_is_staged_early_enough_for_its_last_runner(tmp_path: Path) -> None:
+    h = _arming(tmp_path)
+    h.runner.stage_cost_us = 15_000  # as the command runner: a process per bot
+    join = T0 + 60 * S
+    ids = h.add_many(join, 100)
+    first = h.at(T0)
+    assert first == join - LEAD - 100 * 15_000  # 1.5 s before the stage lead
+    h.at(first)
+    assert len(h.runner.ops("stage")) == 100, "the whole burst starts staging at once"
+    assert {h.store.get(i)["state"] for i in ids} == {states.STAGED}

@@ -69,6 +69,9 @@ class Runner(ABC):
     #: True: ``arm_joins`` hands joins to a thread of the runner's own that sends them at
     #: their instant, off the event loop (the scheduler then records them once sent).
     arms_joins: bool = False
+    #: What staging one bot costs the loop (starting a process): a burst is staged this
+    #: much earlier per bot, so its last runner is up by join_at - stage_lead.
+    stage_cost_us: int = 0
 
     def __init__(self, config: Config, report: Report) -> None:
         self.config = config  # the daemon's one Config: a reload updates it in place

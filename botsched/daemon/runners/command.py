@@ -464,6 +464,7 @@ class CommandRunner(Runner):
     # -- talking --------------------------------------------------------------------
 
     arms_joins = True
+    stage_cost_us = 15_000  # a shim (python -I -S) started, FIFOs made, on a 2-core machine
 
     def arm_joins(self, due_us: int, bot_ids: list[str]) -> list[str]:
         """The intent first (``BOT.joined`` holding the instant: a restart after it treats
