@@ -142,6 +142,37 @@ def load_worker(socket_path: str, connections: int, seconds: float) -> int:
     return 0
 
 
+class Lister(threading.Thread):
+    """``--list-during N``: ``botsched list --json --limit 0`` (output discarded) over and
+    over from ``start_us`` until ``end_us``; its wall time and the client's peak RSS."""
+
+    def __init__(self, daemon: BenchDaemon, start_us: int, end_us: int) -> None:
+        super().__init__(daemon=True)
+        self.daemon_ = daemon
+        self.start_us, self.end_us = start_us, end_us
+        self.walls: list[float] = []
+        self.start()
+
+    def run(self) -> None:
+        import subprocess
+
+        from _common import BOTSCHED
+
+        time.sleep(max(0.0, (self.start_us - now_us()) / US))
+        while not self.walls or now_us() < self.end_us:
+            started = time.perf_counter()
+            subprocess.run([BOTSCHED, "list", "--json", "--limit", "0"], env=self.daemon_.env,
+                           stdout=subprocess.DEVNULL, check=True)
+            self.walls.append(time.perf_counter() - started)
+
+    def figures(self) -> dict[str, float | None]:
+        import resource
+
+        self.join(timeout=300)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        return {"list_s": max(self.walls, default=None), "list_rss_mb": peak}
+
+
 class Load:
     """``--load N``: N connections in up to 4 client processes, for the length of a run."""
 
@@ -175,6 +206,7 @@ class Workload:
     stage_lead_s: float = 2.0
     load: int = 0  # client connections sending create/show/list during the run
     flood: bool = False  # one more command bot that prints flat out from before the joins
+    list_during: int = 0  # this many more bots (far away), and `list --json --limit 0` of them in a loop
     probe: str | None = None  # the runner binary (the C probe), else runner_probe.py
     #: The first join_at is this long after stage_lead from now: time to create them all.
     margin_s: float = 3.0
@@ -182,7 +214,8 @@ class Workload:
     @property
     def name(self) -> str:
         name = self.mode if self.runner == "simulate" else f"{self.mode}-command"
-        return name + (f"-load{self.load}" if self.load else "") + ("-flood" if self.flood else "")
+        return (name + (f"-load{self.load}" if self.load else "") + ("-flood" if self.flood else "")
+                + (f"-list{self.list_during}" if self.list_during else ""))
 
 
 def default_workload(mode: str, runner: str, bots: int | None = None, window_s: float | None = None) -> Workload:
@@ -277,6 +310,12 @@ def run_once(work: Workload, observe: bool = False) -> dict[str, float | None]:
                           "metadata": {"flood": "yes"}})
         watcher = JoinWatcher(daemon) if observe else None
         load = None
+        lister = None
+        if work.list_during:
+            far = now_us() + 30 * 86_400 * US
+            daemon.create_many(list(bot_lines(work.list_during, far, 1000, prefix="far")))
+            first_us = max(first_us, now_us() + int((work.stage_lead_s + 1) * US))
+            items = list(bot_lines(work.bots, first_us, step_us, prefix=work.name))
         try:
             started = time.perf_counter()
             daemon.create_many(items)
@@ -289,6 +328,8 @@ def run_once(work: Workload, observe: bool = False) -> dict[str, float | None]:
                 f"{(first_us - now_us()) / US:.1f}s, over {(last_us - first_us) / US:.1f}s")
             if work.load:
                 load = Load(daemon, work.load, (last_us - now_us()) / US + 0.5)
+            if work.list_during:
+                lister = Lister(daemon, first_us - 300_000, last_us + 300_000)
             time.sleep(max(0.0, (last_us - now_us()) / US + 0.3))
             limit = 30 + work.bots * 0.05
             rate = load.requests_per_s() if load is not None else None
@@ -297,16 +338,19 @@ def run_once(work: Workload, observe: bool = False) -> dict[str, float | None]:
                            if b["meeting_url"].endswith("/999")]
                 for bot in flooder:
                     daemon.call("leave", id=bot["id"])
-            daemon.wait_until(lambda c: c["scheduled"] + c["staged"] == 0, timeout=limit)
+            daemon.wait_until(lambda c: c["scheduled"] + c["staged"] <= work.list_during, timeout=limit)
             if work.runner == "command":
                 _wait_for_probes(daemon, probe_dir, expected, limit)
-            bots = [b for b in daemon.call("list", states=[], limit=0)["bots"] if not b["meeting_url"].endswith("/999")]
+            bots = [b for b in daemon.call("list", states=[], limit=0)["bots"]
+                    if not b["meeting_url"].endswith("/999") and b["state"] != "scheduled"]
         finally:
             if watcher is not None:
                 watcher.close()
         figures = {**_figures(work, bots, probe_dir, watcher), "create_ms": create_s * 1000}
         if rate is not None:
             figures["load_rps"] = rate
+        if lister is not None:
+            figures.update(lister.figures())
         if work.flood:
             figures["flood_log_mb"] = sum(p.stat().st_size for p in daemon.paths.runner_logs.glob("*.log*")) / 1e6
         return figures
@@ -388,6 +432,10 @@ def metrics(work: Workload, observe: bool = False, control: bool = False) -> lis
             rows.append(Metric(p + "read_last", f"{work.name}: last runner reads join", "ms", digits=2))
     if work.load:
         rows.append(Metric(p + "load_rps", f"{work.name}: load served meanwhile", "req/s", digits=0))
+    if work.list_during:
+        rows.append(Metric(p + "list_s", f"{work.name}: one list --json --limit 0 (slowest)", "s", digits=2))
+        rows.append(Metric(p + "list_rss_mb", f"{work.name}: peak RSS of a child (the list client)", "MB",
+                           digits=0))
     if work.flood:
         rows.append(Metric(p + "flood_log_mb", f"{work.name}: runner logs on disk at the end", "MB", digits=1))
     rows += [
@@ -449,6 +497,8 @@ def main() -> int:
                         help="N client connections sending create/show/list flat out during each run")
     parser.add_argument("--flood", action="store_true",
                         help="--runner command: one more bot whose runner prints flat out during the joins")
+    parser.add_argument("--list-during", type=int, default=0, metavar="N",
+                        help="create N more bots far away and run list --json --limit 0 of them during the joins")
     parser.add_argument("--probe", choices=["c", "python"], default="c",
                         help="--runner command: the runner-side probe (default c: compiled with gcc; "
                              "python: bench/runner_probe.py)")
@@ -465,7 +515,8 @@ def main() -> int:
     shown: list[Metric] = []
     for mode in modes:
         work = replace(default_workload(mode, args.runner, args.bots, args.window), stage_lead_s=args.stage_lead,
-                       load=args.load, flood=args.flood, probe=str(probe) if probe else None)
+                       load=args.load, flood=args.flood, probe=str(probe) if probe else None,
+                       list_during=args.list_during)
         control = args.control and mode == "spread"
         values.update(measure(work, args.runs, args.observe, control))
         shown += metrics(work, args.observe, control)
