@@ -114,6 +114,9 @@ def build_c_probe(directory: Path) -> Path | None:
     return binary
 
 
+TOMORROW = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86_400))
+
+
 def load_worker(socket_path: str, connections: int, seconds: float) -> int:
     """``--load-worker``: ``connections`` sockets sending create, show, list flat out."""
     import json as json_mod
@@ -124,7 +127,7 @@ def load_worker(socket_path: str, connections: int, seconds: float) -> int:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             writer.write(json_mod.dumps({"v": 1, "op": "create", "args": {
-                "meeting_url": f"https://zoom.us/j/{n}{done}", "join_at": "2099-01-01T00:00:00Z"}}).encode() + b"\n")
+                "meeting_url": f"https://zoom.us/j/{n}{done}", "join_at": TOMORROW}}).encode() + b"\n")
             bot = json_mod.loads(await reader.readline())
             bot_id = bot.get("result", {}).get("id", "bot_AAAAAAAAAAAAAAAA")
             writer.write(json_mod.dumps({"v": 1, "op": "show", "args": {"id": bot_id}}).encode() + b"\n")

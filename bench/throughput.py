@@ -123,13 +123,16 @@ def many_connections(daemon: BenchDaemon, connections: int, seconds: float) -> d
     return {"conns_create": total / seconds}
 
 
+TOMORROW = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86_400))
+
+
 def create_worker(socket_path: str, connections: int, seconds: float) -> int:
     """``--create-worker``: ``connections`` sockets sending create flat out; prints the count."""
     import asyncio
     import json
 
     line = json.dumps({"v": 1, "op": "create", "args": {"meeting_url": MEETING_URL,
-                                                        "join_at": "2099-01-01T00:00:00Z"}}).encode() + b"\n"
+                                                        "join_at": TOMORROW}}).encode() + b"\n"
 
     async def one() -> int:
         reader, writer = await asyncio.open_unix_connection(socket_path, limit=1 << 24)
