@@ -341,7 +341,9 @@ def run_once(work: Workload, observe: bool = False) -> dict[str, float | None]:
                            if b["meeting_url"].endswith("/999")]
                 for bot in flooder:
                     daemon.call("leave", id=bot["id"])
-            daemon.wait_until(lambda c: c["scheduled"] + c["staged"] <= work.list_during, timeout=limit)
+            # (load and --list-during add bots far away: those stay scheduled)
+            daemon.wait_until(lambda c: c["staged"] == 0 and (work.load > 0 or c["scheduled"] <= work.list_during),
+                              timeout=limit)
             if work.runner == "command":
                 _wait_for_probes(daemon, probe_dir, expected, limit)
             bots = [b for b in daemon.call("list", states=[], limit=0)["bots"]
