@@ -323,7 +323,7 @@ class BenchDaemon:
 
     def connect(self) -> Any:
         """A ``botsched.client.connection.connection.Connection`` to this daemon (no autostart)."""
-        from botsched.client.connection.connection import connect
+        from botsched.client.connection import connect
 
         return connect(self.paths, autostart=False)
 

@@ -43,6 +43,7 @@ from _common import (
     Metric,
     bench_args,
     bot_lines,
+    iso_us,
     log,
     main_guard,
     median_of_runs,
@@ -54,6 +55,150 @@ from _common import (
 
 PROBE = BENCH_DIR / "runner_probe.py"
 
+#: The runner-side probe in C (issue 12): it notes CLOCK_REALTIME the instant its read of
+#: stdin returns ``join`` (no interpreter between the pipe and the clock), writes the same
+#: file as runner_probe.py, and with "flood" in its metadata prints lines flat out after
+#: joining until told to leave.
+C_PROBE = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+int main(void) {
+    char buf[4096]; const char *out = getenv("BENCH_OUT"), *id = getenv("BOTSCHED_BOT_ID");
+    const char *join_at = getenv("BOTSCHED_JOIN_AT"), *meta = getenv("BOTSCHED_METADATA");
+    int flood = meta && strstr(meta, "flood") != NULL;
+    for (;;) {
+        ssize_t n = read(0, buf, sizeof buf - 1);
+        if (n <= 0) return 0;
+        struct timespec ts; clock_gettime(CLOCK_REALTIME, &ts);
+        buf[n] = 0;
+        if (strstr(buf, "join")) {
+            char path[4096], tmp[4096];
+            snprintf(path, sizeof path, "%s/%s", out, id); snprintf(tmp, sizeof tmp, "%s/.%s.tmp", out, id);
+            FILE *f = fopen(tmp, "w");
+            if (f) { fprintf(f, "%lld\n%s\n", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec, join_at);
+                     fclose(f); rename(tmp, path); }
+            write(1, "state joined_recording\n", 23);
+            if (flood) {
+                char line[64 * 1024]; size_t len = 0;
+                while (len + 60 < sizeof line) len += snprintf(line + len, sizeof line - len,
+                                                               "a runner printing flat out, line %zu\n", len);
+                fcntl(0, F_SETFL, O_NONBLOCK);
+                for (;;) { if (read(0, buf, sizeof buf) > 0) return 0; if (write(2, line, len) < 0) usleep(1000); }
+            }
+            usleep(50000);
+            return 0;
+        }
+        if (strstr(buf, "leave")) return 0;
+    }
+}
+"""
+
+
+def build_c_probe(directory: Path) -> Path | None:
+    """Compile the C probe with gcc into ``directory``; None (and a note) without gcc."""
+    import shutil
+    import subprocess
+
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        log("no gcc: using the Python probe (bench/runner_probe.py)")
+        return None
+    source = directory / "probe.c"
+    source.write_text(C_PROBE)
+    binary = directory / "probe"
+    subprocess.run([gcc, "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+TOMORROW = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86_400))
+
+
+def load_worker(socket_path: str, connections: int, seconds: float) -> int:
+    """``--load-worker``: ``connections`` sockets sending create, show, list flat out."""
+    import json as json_mod
+
+    async def one(n: int) -> int:
+        reader, writer = await asyncio.open_unix_connection(socket_path, limit=1 << 24)
+        done = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            writer.write(json_mod.dumps({"v": 1, "op": "create", "args": {
+                "meeting_url": f"https://zoom.us/j/{n}{done}", "join_at": TOMORROW}}).encode() + b"\n")
+            bot = json_mod.loads(await reader.readline())
+            bot_id = bot.get("result", {}).get("id", "bot_AAAAAAAAAAAAAAAA")
+            writer.write(json_mod.dumps({"v": 1, "op": "show", "args": {"id": bot_id}}).encode() + b"\n")
+            await reader.readline()
+            writer.write(json_mod.dumps({"v": 1, "op": "list", "args": {"limit": 20}}).encode() + b"\n")
+            await reader.readline()
+            done += 3
+        writer.close()
+        return done
+
+    async def main() -> int:
+        return sum(await asyncio.gather(*(one(n) for n in range(connections))))
+
+    print(asyncio.run(main()))
+    return 0
+
+
+class Lister(threading.Thread):
+    """``--list-during N``: ``botsched list --json --limit 0`` (output discarded) over and
+    over from ``start_us`` until ``end_us``; its wall time and the client's peak RSS."""
+
+    def __init__(self, daemon: BenchDaemon, start_us: int, end_us: int) -> None:
+        super().__init__(daemon=True)
+        self.daemon_ = daemon
+        self.start_us, self.end_us = start_us, end_us
+        self.walls: list[float] = []
+        self.start()
+
+    def run(self) -> None:
+        import subprocess
+
+        from _common import BOTSCHED
+
+        time.sleep(max(0.0, (self.start_us - now_us()) / US))
+        while not self.walls or now_us() < self.end_us:
+            started = time.perf_counter()
+            subprocess.run([BOTSCHED, "list", "--json", "--limit", "0"], env=self.daemon_.env,
+                           stdout=subprocess.DEVNULL, check=True)
+            self.walls.append(time.perf_counter() - started)
+
+    def figures(self) -> dict[str, float | None]:
+        import resource
+
+        self.join(timeout=300)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        return {"list_s": max(self.walls, default=None), "list_rss_mb": peak}
+
+
+class Load:
+    """``--load N``: N connections in up to 4 client processes, for the length of a run."""
+
+    def __init__(self, daemon: BenchDaemon, connections: int, seconds: float) -> None:
+        import subprocess
+
+        self.procs: list[Any] = []
+        self.seconds = seconds
+        if connections <= 0:
+            return
+        workers = min(4, connections)
+        for w in range(workers):
+            share = connections // workers + (1 if w < connections % workers else 0)
+            self.procs.append(subprocess.Popen(
+                [sys.executable, __file__, "--load-worker", str(daemon.paths.socket), str(share), str(seconds)],
+                stdout=subprocess.PIPE, env=daemon.env))
+
+    def requests_per_s(self) -> float | None:
+        if not self.procs:
+            return None
+        total = sum(int((p.communicate(timeout=self.seconds + 60)[0] or b"0").split()[-1]) for p in self.procs)
+        return total / self.seconds
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -62,12 +207,18 @@ class Workload:
     window_s: float  # spread: join_at evenly over this many seconds
     runner: str = "simulate"  # or "command"
     stage_lead_s: float = 2.0
+    load: int = 0  # client connections sending create/show/list during the run
+    flood: bool = False  # one more command bot that prints flat out from before the joins
+    list_during: int = 0  # this many more bots (far away), and `list --json --limit 0` of them in a loop
+    probe: str | None = None  # the runner binary (the C probe), else runner_probe.py
     #: The first join_at is this long after stage_lead from now: time to create them all.
     margin_s: float = 3.0
 
     @property
     def name(self) -> str:
-        return self.mode if self.runner == "simulate" else f"{self.mode}-command"
+        name = self.mode if self.runner == "simulate" else f"{self.mode}-command"
+        return (name + (f"-load{self.load}" if self.load else "") + ("-flood" if self.flood else "")
+                + (f"-list{self.list_during}" if self.list_during else ""))
 
 
 def default_workload(mode: str, runner: str, bots: int | None = None, window_s: float | None = None) -> Workload:
@@ -85,7 +236,7 @@ def daemon_config(work: Workload, home: Path) -> dict[str, Any]:
         "runner.max_concurrent": max(50, work.bots + 10),
     }
     if work.runner == "command":
-        config["runner.command"] = [sys.executable, str(PROBE)]
+        config["runner.command"] = [work.probe] if work.probe else [sys.executable, str(PROBE)]
         config["runner.env"] = {"BENCH_OUT": str(home / "probe")}
     return config
 
@@ -124,15 +275,28 @@ def _event_at(bot: dict[str, Any], state: str, last: bool = False) -> int | None
     return found[-1] if last else found[0]
 
 
-def probe_lateness_ms(probe_dir: Path) -> list[float]:
+def probe_lateness_ms(probe_dir: Path, flood_join_at: str | None = None) -> list[float]:
     """What ``runner_probe.py`` wrote: read time (ns) and ``BOTSCHED_JOIN_AT``, per bot."""
     late: list[float] = []
     for path in probe_dir.iterdir():
         if path.name.startswith("."):
             continue
         read_ns, join_at = path.read_text().split("\n")[:2]
+        if join_at == flood_join_at:
+            continue
         late.append((int(read_ns) / 1000 - parse_iso_us(join_at)) / 1000)
     return late
+
+
+def probe_reads(probe_dir: Path) -> list[tuple[float, str]]:
+    """(lateness ms, join_at) per probe file."""
+    found: list[tuple[float, str]] = []
+    for path in probe_dir.iterdir():
+        if path.name.startswith("."):
+            continue
+        read_ns, join_at = path.read_text().split("\n")[:2]
+        found.append(((int(read_ns) / 1000 - parse_iso_us(join_at)) / 1000, join_at))
+    return found
 
 
 def run_once(work: Workload, observe: bool = False) -> dict[str, float | None]:
@@ -143,26 +307,58 @@ def run_once(work: Workload, observe: bool = False) -> dict[str, float | None]:
         first_us = now_us() + int((work.stage_lead_s + work.margin_s) * US)
         step_us = 0 if work.mode == "burst" else int(work.window_s * US / max(work.bots - 1, 1))
         items = list(bot_lines(work.bots, first_us, step_us, prefix=work.name))
+        if work.flood:  # joins before the others stage, then prints until the run ends
+            flood_at = now_us() + int(work.stage_lead_s * US) + 500_000
+            items.append({"meeting_url": "https://zoom.us/j/999", "join_at": iso_us(flood_at),
+                          "metadata": {"flood": "yes"}})
         watcher = JoinWatcher(daemon) if observe else None
+        load = None
+        lister = None
+        if work.list_during:
+            far = now_us() + 30 * 86_400 * US
+            daemon.create_many(list(bot_lines(work.list_during, far, 1000, prefix="far")))
+            first_us = max(first_us, now_us() + int((work.stage_lead_s + 1) * US))
+            items = list(bot_lines(work.bots, first_us, step_us, prefix=work.name))
         try:
             started = time.perf_counter()
             daemon.create_many(items)
+            expected = work.bots + (1 if work.flood else 0)
             create_s = time.perf_counter() - started
             if now_us() > first_us - work.stage_lead_s * US:
                 log(f"warning: creating took {create_s:.1f}s, past the first stage time; raise margin_s")
             last_us = first_us + (work.bots - 1) * step_us
             log(f"{work.name}: {work.bots} bots created in {create_s * 1000:.0f} ms; joins in "
                 f"{(first_us - now_us()) / US:.1f}s, over {(last_us - first_us) / US:.1f}s")
+            if work.load:
+                load = Load(daemon, work.load, (last_us - now_us()) / US + 0.5)
+            if work.list_during:
+                lister = Lister(daemon, first_us - 300_000, last_us + 300_000)
             time.sleep(max(0.0, (last_us - now_us()) / US + 0.3))
             limit = 30 + work.bots * 0.05
-            daemon.wait_until(lambda c: c["scheduled"] + c["staged"] == 0, timeout=limit)
+            rate = load.requests_per_s() if load is not None else None
+            if work.flood:
+                flooder = [b for b in daemon.call("list", states=["joined_recording"], limit=0)["bots"]
+                           if b["meeting_url"].endswith("/999")]
+                for bot in flooder:
+                    daemon.call("leave", id=bot["id"])
+            # (load and --list-during add bots far away: those stay scheduled)
+            daemon.wait_until(lambda c: c["staged"] == 0 and (work.load > 0 or c["scheduled"] <= work.list_during),
+                              timeout=limit)
             if work.runner == "command":
-                _wait_for_probes(daemon, probe_dir, work.bots, limit)
-            bots = daemon.call("list", states=[], limit=0)["bots"]
+                _wait_for_probes(daemon, probe_dir, expected, limit)
+            bots = [b for b in daemon.call("list", states=[], limit=0)["bots"]
+                    if not b["meeting_url"].endswith("/999") and b["state"] != "scheduled"]
         finally:
             if watcher is not None:
                 watcher.close()
-        return {**_figures(work, bots, probe_dir, watcher), "create_ms": create_s * 1000}
+        figures = {**_figures(work, bots, probe_dir, watcher), "create_ms": create_s * 1000}
+        if rate is not None:
+            figures["load_rps"] = rate
+        if lister is not None:
+            figures.update(lister.figures())
+        if work.flood:
+            figures["flood_log_mb"] = sum(p.stat().st_size for p in daemon.paths.runner_logs.glob("*.log*")) / 1e6
+        return figures
 
 
 async def _hit_instants(instants_us: list[int], spin_s: float) -> list[float]:
@@ -216,7 +412,11 @@ def _figures(work: Workload, bots: list[dict[str, Any]], probe_dir: Path,
     if work.mode == "burst" and late_ms:
         figures["last_ms"] = max(late_ms)
     if work.runner == "command":
-        figures.update(summary_ms(probe_lateness_ms(probe_dir), "read"))
+        wanted = {b["join_at"] for b in bots}
+        read = [ms for ms, at in probe_reads(probe_dir) if at in wanted]
+        figures.update(summary_ms(read, "read"))
+        if work.mode == "burst" and read:
+            figures["read_last"] = max(read)
     if watcher is not None:
         seen = [(t - join_us[i]) / 1000 for i, t in watcher.seen_us.items() if i in join_us]
         figures.update(summary_ms(seen, "seen"))
@@ -230,9 +430,19 @@ def metrics(work: Workload, observe: bool = False, control: bool = False) -> lis
     if work.runner == "command":
         rows += [
             Metric(p + "read_p50", f"{work.name}: runner reads join, p50", "ms", digits=2),
-            Metric(p + "read_p99", f"{work.name}: runner reads join, p99", "ms", at_most=10, digits=2),
+            Metric(p + "read_p99", f"{work.name}: runner reads join, p99", "ms", digits=2),
             Metric(p + "read_max", f"{work.name}: runner reads join, max", "ms", digits=2),
         ]
+        if work.mode == "burst":
+            rows.append(Metric(p + "read_last", f"{work.name}: last runner reads join", "ms", digits=2))
+    if work.load:
+        rows.append(Metric(p + "load_rps", f"{work.name}: load served meanwhile", "req/s", digits=0))
+    if work.list_during:
+        rows.append(Metric(p + "list_s", f"{work.name}: one list --json --limit 0 (slowest)", "s", digits=2))
+        rows.append(Metric(p + "list_rss_mb", f"{work.name}: peak RSS of a child (the list client)", "MB",
+                           digits=0))
+    if work.flood:
+        rows.append(Metric(p + "flood_log_mb", f"{work.name}: runner logs on disk at the end", "MB", digits=1))
     rows += [
         Metric(p + "late_p50", f"{work.name}: joining − join_at, p50", "ms", digits=2),
         Metric(p + "late_p99", f"{work.name}: joining − join_at, p99", "ms",
@@ -287,22 +497,46 @@ def main() -> int:
     parser.add_argument("--stage-lead", type=float, default=2.0, help="scheduler.stage_lead_seconds (default 2)")
     parser.add_argument("--observe", action=argparse.BooleanOptionalAction, default=True,
                         help="also time when each joining event reaches an events --follow client (default on)")
+    parser.add_argument("--burst", action="store_true", help="same as --mode burst")
+    parser.add_argument("--load", type=int, default=0,
+                        help="N client connections sending create/show/list flat out during each run")
+    parser.add_argument("--flood", action="store_true",
+                        help="--runner command: one more bot whose runner prints flat out during the joins")
+    parser.add_argument("--list-during", type=int, default=0, metavar="N",
+                        help="create N more bots far away and run list --json --limit 0 of them during the joins")
+    parser.add_argument("--probe", choices=["c", "python"], default="c",
+                        help="--runner command: the runner-side probe (default c: compiled with gcc; "
+                             "python: bench/runner_probe.py)")
     parser.add_argument("--control", action="store_true",
                         help="after each spread run, hit the same instants with a bare asyncio loop (machine floor)")
     args = parser.parse_args()
-    chosen = args.mode or ("both" if args.runner == "simulate" else "spread")
+    chosen = "burst" if args.burst else args.mode or ("both" if args.runner == "simulate" else "spread")
+    import tempfile
+
+    build = Path(tempfile.mkdtemp(prefix="botsched-probe-"))
+    probe = build_c_probe(build) if args.runner == "command" and args.probe == "c" else None
     modes = ["spread", "burst"] if chosen == "both" else [chosen]
     values: dict[str, float | None] = {}
     shown: list[Metric] = []
     for mode in modes:
-        work = replace(default_workload(mode, args.runner, args.bots, args.window), stage_lead_s=args.stage_lead)
+        work = replace(default_workload(mode, args.runner, args.bots, args.window), stage_lead_s=args.stage_lead,
+                       load=args.load, flood=args.flood, probe=str(probe) if probe else None,
+                       list_during=args.list_during)
         control = args.control and mode == "spread"
         values.update(measure(work, args.runs, args.observe, control))
         shown += metrics(work, args.observe, control)
+    import os
+    import shutil
+
+    shutil.rmtree(build, ignore_errors=True)
+    load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report("botsched punctuality", shown, values, as_json=args.json, runs=args.runs,
-           note="joining − join_at uses the event's `at`, stamped when the scheduler signals the join.")
+           note="joining − join_at uses the event's `at`, stamped when the join is sent; 'runner reads join' "
+                f"is the runner's own CLOCK_REALTIME (the honest figure). Load average at the end: {load_avg}.")
     return 0
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--load-worker":
+        sys.exit(load_worker(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
     main_guard(main)

@@ -215,6 +215,7 @@ class Daemon:
         await self.runner.close()
         if self.webhooks is not None:
             await self.webhooks.close()
+        self.service.writer.stop()  # its last group is committed first
         self.store.close()
         log.info("stopped")
 

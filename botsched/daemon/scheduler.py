@@ -37,6 +37,29 @@ JOIN_GUARD_US = 5_000
 #: ...unless staging is already this late.
 MAX_STAGE_DEFER_US = 500_000
 BATCH = 5_000
+#: A runner that arms joins (``Runner.arms_joins``) gets each staged bot's join this long
+#: before its join_at: the join thread then sends it whatever the loop is doing. Longer
+#: rides out a busier loop; shorter makes the window in which a daemon kill, then a
+#: restart after join_at, counts an unsent join as sent (docs/reliability.md, issue 12).
+ARM_LEAD_US = 1_000_000
+#: A join due sooner than this is not armed (the thread could not be told in time): the
+#: loop sends it, as for runners that do not arm.
+ARM_MARGIN_US = 2_000
+#: The loop re-plans at least this often, so a request only wakes it when it makes
+#: something due sooner than that.
+PLAN_HORIZON_US = 1_000_000
+#: Ticks caused by requests (a create due soon pokes the scheduler) are at least this far
+#: apart: 64 connections creating bots would otherwise cost the loop a tick each.
+POKE_COALESCE_S = 0.01
+#: Held-back staging looks again this soon at the earliest (a join being sent right now
+#: must not make the loop tick in a busy loop until the thread's report is in).
+HOLD_RECHECK_US = 1_000
+#: A burst is staged early by ``Runner.stage_cost_us`` per bot, looking this far ahead...
+MAX_EARLY_STAGE_US = 60_000_000
+#: ...at this many bots at most.
+EARLY_STAGE_SCAN = 1_000
+#: Staging starts runners in chunks this big, checking for a due join between chunks.
+STAGE_CHUNK = 8
 #: While the store refuses to record joins already sent (a storage fault), retry this often.
 RECORD_RETRY_US = 1_000_000
 
@@ -72,23 +95,35 @@ class Scheduler:
         #: order, each with its true time: retried until recorded, never sent again.
         self._unrecorded: list[tuple[list[Change], int]] = []
         self._unrecorded_ids: set[str] = set()
+        #: Staged bots (with a runner) whose join is not handed to the runner's thread yet.
+        self._to_arm: dict[str, int] = {}
+        self._next_arm_us = 0  # the earliest join_at in _to_arm (a lower bound)
+        self._last_tick = 0.0
+        #: Staging waits until then: a join is due (set when the guard held staging back).
+        self._stage_hold_us = 0
         runner.on_slot_freed = self.poke
+        runner.on_joins_sent = self.joins_sent
 
     # -- the rules ----------------------------------------------------------------
 
     def next_due_us(self) -> int | None:
         """When the next transition is due: the earliest of staging, joining, ad-hoc start."""
         candidates = []
-        when = self._next_time(states.STAGED)
+        when = self._next_time(states.STAGED, exclude_armed=True)
         if when is not None:
             candidates.append(when)
+        if self._to_arm:
+            candidates.append(self._next_arm_us - ARM_LEAD_US)
         if self.runner.free_slots() != 0:  # when full, a freed slot pokes us
-            when = self.store.next_time(states.SCHEDULED)
+            staging = []
+            when = self._next_stage_us()
             if when is not None:
-                candidates.append(when - self.config.stage_lead_us)
+                staging.append(when)
             when = self._next_time(states.READY)
             if when is not None:
-                candidates.append(when)
+                staging.append(when)
+            if staging:
+                candidates.append(max(min(staging), self._stage_hold_us))
         return min(candidates) if candidates else None
 
     def next_join_us(self) -> int | None:
@@ -97,18 +132,28 @@ class Scheduler:
         known = [t for t in times if t is not None]
         return min(known) if known else None
 
-    def _next_time(self, state: str) -> int | None:
+    def _next_time(self, state: str, exclude_armed: bool = False) -> int | None:
         """``store.next_time``, leaving out bots whose join was sent but not yet recorded
         (they still look due in the store): their record is retried within
-        ``RECORD_RETRY_US`` instead of spinning, and they are never joined again."""
+        ``RECORD_RETRY_US`` instead of spinning, and they are never joined again. With
+        ``exclude_armed``, joins armed in the runner's thread are left out too: the thread
+        sends them and pokes us (the loop must not wake, let alone spin, at their instant)."""
         when = self.store.next_time(state)
-        if not self._unrecorded_ids or when is None:
+        if when is None:
+            return None
+        armed = self.runner.armed() if exclude_armed and state == states.STAGED else {}
+        if not self._unrecorded_ids and not armed:
             return when
         now = self.clock.now_us()
-        if when > now:
+        if when > now and when not in armed.values():
             return when
+        if when > now and not self._unrecorded_ids:
+            # the earliest is armed: we are poked when it is sent, and look again then
+            later = [bot.join_at_us for bot in self.store.due(state, when, BATCH) if bot.id not in armed]
+            return min(later, default=None)
         horizon = now + RECORD_RETRY_US
-        times = [bot.join_at_us for bot in self.store.due(state, horizon, BATCH) if bot.id not in self._unrecorded_ids]
+        skip = self._unrecorded_ids.union(armed)
+        times = [bot.join_at_us for bot in self.store.due(state, horizon, BATCH) if bot.id not in skip]
         return min(times, default=horizon)
 
     def tick(self) -> int | None:
@@ -123,17 +168,62 @@ class Scheduler:
             self._flush_records()
         while self._join_due(now) == BATCH:
             pass
+        self._arm_due(now)
         if self._may_stage(now):
+            self._stage_hold_us = 0
             while self._start_ready(now) == BATCH:
                 pass
             while self._stage_due(now) == BATCH:
                 pass
+            self._arm_due(self.clock.now_us())
         return self.next_due_us()
+
+    def _arm_due(self, now: int) -> None:
+        """Hand the joins due within ``ARM_LEAD_US`` to the runner's thread, one call per instant."""
+        if not self._to_arm or self._next_arm_us - now > ARM_LEAD_US:
+            return
+        by_time: dict[int, list[str]] = {}
+        for bot_id, join_at in list(self._to_arm.items()):
+            if join_at - now > ARM_LEAD_US:
+                continue
+            del self._to_arm[bot_id]
+            if join_at - now > ARM_MARGIN_US:
+                by_time.setdefault(join_at, []).append(bot_id)
+        self._next_arm_us = min(self._to_arm.values(), default=0)
+        for join_at, bot_ids in sorted(by_time.items()):
+            self.runner.arm_joins(join_at, bot_ids)
+
+    def _want_armed(self, bot_id: str, join_at_us: int) -> None:
+        if not self._to_arm or join_at_us < self._next_arm_us:
+            self._next_arm_us = join_at_us
+        self._to_arm[bot_id] = join_at_us
+
+    def joins_sent(self, fired: list[tuple[str, int, int, str | None]]) -> None:
+        """The runner's thread sent these joins (or could not): staged -> joining (or
+        fatal_error) for the whole lot in one commit, each at the instant it was sent."""
+        by_time: dict[int, list[Change]] = {}
+        for bot_id, due_us, sent_us, error in fired:
+            if error == "missed":
+                why = self._missed(Due(bot_id, states.STAGED, due_us), sent_us) or "missed its join_at"
+                change: Change = (bot_id, states.STAGED, states.FATAL_ERROR, why)
+                self.runner.discard(bot_id)
+            elif error is not None:
+                change = (bot_id, states.STAGED, states.FATAL_ERROR, f"join failed: {error}")
+                self.runner.discard(bot_id)
+            else:
+                late = sent_us - due_us
+                detail = f"joined {_seconds(late)} late" if late > LATE_NOTE_US else None
+                change = (bot_id, states.STAGED, states.JOINING, detail)
+            by_time.setdefault(sent_us, []).append(change)
+        for sent_us, changes in by_time.items():
+            self._record(changes, sent_us)
+        self.poke()
 
     def _may_stage(self, now: int) -> bool:
         next_join = self._next_time(states.STAGED)
         if next_join is None or next_join - now > JOIN_GUARD_US:
             return True
+        self._stage_hold_us = max(next_join + 1, now + HOLD_RECHECK_US)  # never a past time: no busy loop
         candidates = [t for t in (self._next_time(states.READY),) if t is not None]
         scheduled = self.store.next_time(states.SCHEDULED)
         if scheduled is not None:
@@ -151,7 +241,8 @@ class Scheduler:
 
     def _join_due(self, now: int) -> int:
         """staged -> joining for every bot whose join_at has come: record, then signal."""
-        due = [bot for bot in self.store.due(states.STAGED, now, BATCH) if bot.id not in self._unrecorded_ids]
+        skip = self._unrecorded_ids.union(self.runner.armed()) if self.runner.arms_joins else self._unrecorded_ids
+        due = [bot for bot in self.store.due(states.STAGED, now, BATCH) if bot.id not in skip]
         changes: list[Change] = []
         joins: list[str] = []
         for bot in due:
@@ -269,19 +360,73 @@ class Scheduler:
     def _stage_due(self, now: int) -> int:
         """scheduled -> staged once join_at - stage_lead has come, in one transaction
         (fenced on join_at), then start their runners."""
-        due = self.store.due(states.SCHEDULED, now + self.config.stage_lead_us, BATCH)
+        due = self._stage_window(now)
         live = self._fail_missed(due, states.SCHEDULED, now)
         admitted = self._admit(live, now)
-        staged = set(self.store.stage_many(admitted, now))  # a cancel or reschedule may have won
-        for bot in admitted:
-            if bot.id not in staged:
-                continue
-            try:
-                self.runner.stage(self._bot(bot.id))
-            except RunnerError as exc:
-                self.store.transition(bot.id, states.STAGED, states.FATAL_ERROR, self.clock.now_us(),
-                                      f"runner could not start: {exc}")
+        # in order of join_at, a chunk at a time: never a runner start in the last
+        # JOIN_GUARD_US before a join (the rest waits for the next tick)
+        for start in range(0, len(admitted), STAGE_CHUNK):
+            if start and self._join_imminent():
+                return 0
+            chunk = admitted[start:start + STAGE_CHUNK]
+            staged = set(self.store.stage_many(chunk, now))  # a cancel or reschedule may have won
+            for bot in chunk:
+                if bot.id not in staged:
+                    continue
+                try:
+                    self.runner.stage(self._bot(bot.id))
+                except RunnerError as exc:
+                    self.store.transition(bot.id, states.STAGED, states.FATAL_ERROR, self.clock.now_us(),
+                                          f"runner could not start: {exc}")
+                    continue
+                if self.runner.arms_joins:
+                    self._want_armed(bot.id, bot.join_at_us)
+            if self.runner.arms_joins:
+                self._arm_due(self.clock.now_us())
         return len(due) if len(admitted) == len(live) else 0  # capped: wait for a freed slot
+
+    def _early(self) -> list[Due] | None:
+        """The scheduled bots a costly stager looks ahead at (None: staging costs nothing)."""
+        cost = self.runner.stage_cost_us
+        if not cost:
+            return None
+        horizon = self.clock.now_us() + self.config.stage_lead_us + MAX_EARLY_STAGE_US
+        return self.store.due(states.SCHEDULED, horizon, EARLY_STAGE_SCAN)
+
+    def _next_stage_us(self) -> int | None:
+        """When staging must start: join_at - stage_lead, earlier for a burst (the i-th bot
+        in join order by (i + 1) x stage_cost_us, so the whole burst is up in time)."""
+        lead = self.config.stage_lead_us
+        ahead = self._early()
+        if ahead is None:
+            when = self.store.next_time(states.SCHEDULED)
+            return None if when is None else when - lead
+        cost = self.runner.stage_cost_us
+        return min((bot.join_at_us - lead - (i + 1) * cost for i, bot in enumerate(ahead)), default=None)
+
+    def _stage_window(self, now: int) -> list[Due]:
+        """The scheduled bots to stage now, in join order (see ``_next_stage_us``)."""
+        lead = self.config.stage_lead_us
+        ahead = self._early()
+        if ahead is None:
+            return self.store.due(states.SCHEDULED, now + lead, BATCH)
+        cost = self.runner.stage_cost_us
+        count = 0
+        for i, bot in enumerate(ahead):
+            if now >= bot.join_at_us - lead - (i + 1) * cost:
+                count = i + 1
+        return ahead[:count]
+
+    def _join_imminent(self) -> bool:
+        """A join (armed or not) is due within ``JOIN_GUARD_US``: hold staging until it is out."""
+        now = self.clock.now_us()
+        next_join = self.store.next_time(states.STAGED)
+        armed = self.runner.armed().values()
+        soonest = min([t for t in (next_join, *armed) if t is not None and t >= now - JOIN_GUARD_US], default=None)
+        if soonest is None or soonest - now > JOIN_GUARD_US:
+            return False
+        self._stage_hold_us = max(soonest + 1, now + HOLD_RECHECK_US)
+        return True
 
     def _bot(self, bot_id: str) -> Bot:
         """A bot the queue just named (one loop, one writer: it cannot have gone since)."""
@@ -324,6 +469,9 @@ class Scheduler:
                 self.runner.resume(self._bot(due.id), since[1])
             except RunnerError as exc:
                 self.store.transition(due.id, due.state, states.FATAL_ERROR, self.clock.now_us(), str(exc))
+                continue
+            if due.state == states.STAGED and self.runner.arms_joins:
+                self._want_armed(due.id, due.join_at_us)  # re-armed: an intent still ahead was never sent
 
     # -- the loop -----------------------------------------------------------------
 
@@ -343,7 +491,12 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         while not self._stopping:
             try:
-                self._target_us = self.tick()
+                target = self.tick()
+                self._last_tick = time.monotonic()
+                # never "until poked": a request due later than the horizon then need not wake
+                # us (re-planning costs a tick; 64 connections creating bots would cost one each)
+                horizon = self.clock.now_us() + PLAN_HORIZON_US
+                self._target_us = horizon if target is None else min(target, horizon)
                 if self.checkpoint_due():
                     self._checkpoint_in_background()
             except Exception:  # a bug or a storage fault must not kill the loop
@@ -386,4 +539,13 @@ class Scheduler:
             except TimeoutError:
                 continue
             self._wakeup.clear()
+            await self._coalesce()
             return
+
+    async def _coalesce(self) -> None:
+        """Woken by a request: wait out ``POKE_COALESCE_S`` since the last tick, so the
+        pokes of many requests share one tick (staging can wait a few ms; joins are the
+        join thread's, and do not wait for ticks)."""
+        gap = POKE_COALESCE_S - (time.monotonic() - self._last_tick)
+        if gap > 0 and not self._stopping:
+            await asyncio.sleep(gap)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import logging
 import os
 import select
@@ -213,9 +214,11 @@ class Server:
         self._connections = 0
         #: Serves the connections that speak HTTP (``daemon.main`` sets it); ``None``: JSON lines only.
         self.http: HttpFront | None = None
-        self.ops: dict[Op, OpHandler] = {op: self._request(handler) for op, handler in service.handlers().items()}
+        self.ops: dict[Op, OpHandler] = {op: self._request(handler) for op, handler in
+                                         {**service.handlers(), **service.durable_handlers()}.items()}
         self.ops.update({
             Op.EVENTS: self._events,
+            Op.LIST: self._list,
             Op.WAIT: self._wait,
             Op.CREATE_MANY: self._create_many,
             Op.PING: self._ping,
@@ -234,6 +237,7 @@ class Server:
         if calendars is not None:  # the followed calendars (issue 16)
             self.ops.update({op: self._request(handler) for op, handler in calendars.handlers().items()})
             self.ops.update({op: self._async_request(handler) for op, handler in calendars.async_handlers().items()})
+        self._list_whole = self._request(service.list_bots)
         missing = set(Op) - set(self.ops)
         assert not missing, f"ops without a handler: {missing}"
 
@@ -324,7 +328,8 @@ class Server:
         """A request-reply op of the service: one reply line."""
 
         async def serve(args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-            result, warnings = handler(args)
+            answer = handler(args)
+            result, warnings = await answer if inspect.isawaitable(answer) else answer
             writer.write(protocol.reply(result, warnings))
             return True
 
@@ -365,6 +370,20 @@ class Server:
             await _unless_departed(reader, writer, stream())
         else:
             await stream()
+        return True
+
+    async def _list(self, args: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """``list``: one reply; with ``stream``, event lines ``{"bots": [...]}`` of a page
+        each (written as produced, drained when the client reads slowly), then the reply
+        ``{"more": BOOL}`` (issue 12: bounded memory, the loop free between pages)."""
+        if not args.get("stream"):
+            return await self._list_whole(args, reader, writer)
+        outcome = {"more": False}
+        async for page in self.service.list_pages(args, outcome):
+            writer.write(protocol.event_line({"bots": page}))
+            if writer.transport.get_write_buffer_size() > STREAM_BUFFER:
+                await writer.drain()
+        writer.write(protocol.reply(outcome))
         return True
 
     async def _wait(self, args: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:

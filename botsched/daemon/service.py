@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import tzinfo
 from typing import Any
 
@@ -51,9 +51,11 @@ from botsched.daemon.hub import EventHub, Gone
 from botsched.daemon.runners import Runner, RunnerError
 from botsched.daemon.scheduler import Clock, Scheduler
 from botsched.daemon.store.base import DuplicateKeys, KeyClash, NotScheduled, Store
+from botsched.daemon.store.writer import GroupWriter
 
 Result = tuple[Any, list[str]]
-Handler = Callable[[dict[str, Any]], Result]
+#: A request-reply op: its result, or (a durable write) an awaitable of it.
+Handler = Callable[[dict[str, Any]], "Result | Awaitable[Result]"]
 _FIELDS = frozenset({"meeting_url", "bot_name", "join_at", "metadata", "deduplication_key", "line"})
 
 #: At most this many bots in one ``create_many`` (a 1M-line file still goes through).
@@ -98,6 +100,10 @@ def dedup_conflict(clashes: Sequence[KeyClash], labels: Sequence[str] | None = N
     return Conflict("\n".join(problems) or "duplicate dedup key")
 
 
+#: A streamed ``list`` sends this many bots per line.
+LIST_PAGE = 500
+
+
 class BotService:
     def __init__(
         self,
@@ -118,6 +124,8 @@ class BotService:
         self.paths = paths
         self.started = time.monotonic()
         self._zone_for: tuple[Any, ZoneSource] | None = None
+        #: Durable writes of requests run on its thread, group-committed (issue 12).
+        self.writer = GroupWriter(store, getattr(store, "announce", None))
 
     @property
     def zone(self) -> ZoneSource:
@@ -175,6 +183,38 @@ class BotService:
         [bot_id] = self._insert([bot], now)
         self.scheduler.poke(self._due_us(bot))
         return self._get(bot_id), warnings
+
+    async def create_async(self, args: dict[str, Any]) -> Result:
+        """``create`` for the socket: the commit runs on the writer thread (group commit)."""
+        now = self.clock.now_us()
+        warnings: list[str] = []
+        bot = self._new_bot(args, now, warnings, self.zone)
+        [bot_id] = await self.writer.call(self._insert, [bot], now)
+        self.scheduler.poke(self._due_us(bot))
+        return self._get(bot_id), warnings
+
+    async def reschedule_async(self, args: dict[str, Any]) -> Result:
+        bot_id = validate_bot_id(args.get("id"))
+        text = args.get("join_at")
+        if not isinstance(text, str):
+            raise InvalidInput("reschedule needs --join-at")
+        now = self.clock.now_us()
+        join = parse_join_at(text, now, self.zone)
+        warnings = join.warnings + check_join_time(join, now, self.config.stage_lead_us)
+        try:
+            await self.writer.call(self.store.reschedule, bot_id, join.text, join.us, now)
+        except NotScheduled as exc:
+            raise not_scheduled_error(exc, "reschedule") from None
+        self.scheduler.poke(join.us - self.config.stage_lead_us)
+        return self._get(bot_id), warnings
+
+    async def cancel_async(self, args: dict[str, Any]) -> Result:
+        bot_id = validate_bot_id(args.get("id"))
+        try:
+            await self.writer.call(self.store.delete_scheduled, bot_id)
+        except NotScheduled as exc:
+            raise not_scheduled_error(exc, "cancel") from None
+        return {"id": bot_id, "cancelled": True}, []
 
     def create_many(self, items: list[dict[str, Any]], want_bots: bool, dry_run: bool = False) -> Result:
         """All or nothing: every invalid item is named by its line; then one transaction.
@@ -265,6 +305,35 @@ class BotService:
         bots, more = self.store.list_bots(wanted, limit, prefix)
         return {"bots": bots, "more": more}, []
 
+    async def list_pages(self, args: dict[str, Any], outcome: dict[str, bool]) -> AsyncIterator[list[Bot]]:
+        """``list`` with ``stream``: the same bots in the same order, a page at a time, the
+        loop free between pages (a list of 100,000 bots never holds a join back, nor the
+        daemon's memory). At the end ``outcome["more"]`` says whether the limit left some out."""
+        wanted = args.get("states") or []
+        if not isinstance(wanted, list) or any(s not in states.ALL_STATES for s in wanted):
+            raise InvalidInput(f"unknown state in {wanted!r}; states are: {', '.join(states.ALL_STATES)}")
+        limit = args.get("limit", 100)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(f"--limit must be a whole number from 0 (no limit) to {MAX_LIST_LIMIT}")
+        prefix = args.get("dedup_prefix")
+        if prefix is not None and not isinstance(prefix, str):
+            raise InvalidInput("dedup_prefix must be a string")
+        after = None
+        sent = 0
+        while True:
+            size = LIST_PAGE if limit == 0 else min(LIST_PAGE, limit - sent)
+            if size <= 0:
+                page, _ = self.store.list_page(wanted, prefix, after, 1)
+                outcome["more"] = bool(page)
+                return
+            page, after = self.store.list_page(wanted, prefix, after, size)
+            if not page:
+                outcome["more"] = False
+                return
+            sent += len(page)
+            yield page
+            await asyncio.sleep(0)
+
     def ids(self, args: dict[str, Any]) -> Result:
         requested = args.get("states") or []
         if not isinstance(requested, list):
@@ -302,6 +371,11 @@ class BotService:
             Op.IDS: self.ids,
             Op.STATUS: self.status,
         }
+
+    def durable_handlers(self) -> dict[Op, Handler]:
+        """What the socket serves instead for the durable writes: the same rules, with the
+        commit on the writer thread (group commit) and the loop free meanwhile."""
+        return {Op.CREATE: self.create_async, Op.RESCHEDULE: self.reschedule_async, Op.CANCEL: self.cancel_async}
 
     # -- streams ------------------------------------------------------------------
 

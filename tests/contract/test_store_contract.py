@@ -631,3 +631,24 @@ def test_followed_calendars_are_stored_updated_and_removed(store: Store) -> None
         source, {"every": 300}, {"failures": 2, "etag": '"abc"'}, 1_000)
     assert store.remove_calendar("work") and not store.remove_calendar("work")
     assert [c["name"] for c in store.calendars()] == ["home"]
+
+
+def test_list_pages_walk_the_whole_order_in_bounded_pages(store: Store) -> None:
+    """``list_page`` (issue 12's streamed list): pages of at most ``size`` that, joined, are
+    exactly ``list_bots`` with no limit -- ties on join_at included -- and honour the filters."""
+    ids = store.insert([bot(T0 + (i // 3) * S, dedup=f"ical/x:{i}" if i % 2 else None) for i in range(50)], T0)
+    ids += store.insert([bot(None) for _ in range(4)], T0 + 1)  # ad-hoc: by created_at
+    whole, more = store.list_bots(limit=0)
+    assert not more and len(whole) == 54
+    for wanted, prefix in (((), None), ((states.SCHEDULED,), None), ((), "ical/x:")):
+        walked: list[str] = []
+        after = None
+        while True:
+            page, after = store.list_page(wanted, prefix, after, 7)
+            assert len(page) <= 7
+            if not page:
+                break
+            walked += [b["id"] for b in page]
+        expected = [b["id"] for b in store.list_bots(wanted, limit=0, dedup_prefix=prefix)[0]]
+        assert walked == expected and len(set(walked)) == len(walked)
+    assert len(expected) == 25

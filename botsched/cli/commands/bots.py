@@ -16,6 +16,7 @@ from botsched.cli.output import (
     changed,
     emit,
     emit_json,
+    json_text,
     note,
     print_errors,
     printable,
@@ -29,12 +30,15 @@ from botsched.core.protocol import Op
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
     from botsched.client.connection import Connection
 
 #: ``list`` shows this many bots unless told otherwise (0 = all).
 LIST_LIMIT = 100
+#: ``list`` asks for a stream above this many bots (or with --limit 0).
+STREAM_OVER = 1000
 
 
 def connect(autostart: bool = True) -> Connection:
@@ -94,6 +98,9 @@ def show(bot_id: str, as_json: bool) -> None:
 def list_bots(states: list[str], limit: int, as_json: bool) -> None:
     if limit < 0:
         raise InvalidInput("--limit must be 0 (no limit) or more")
+    if limit == 0 or limit > STREAM_OVER:
+        _list_streamed(states, limit, as_json)
+        return
     page = call(Op.LIST, states=states, limit=limit)
     if as_json:
         emit_json(page["bots"])
@@ -101,6 +108,33 @@ def list_bots(states: list[str], limit: int, as_json: bool) -> None:
         from botsched.cli.render import bots as render
 
         render.bot_table(page["bots"], page["more"])
+
+
+def _list_streamed(states: list[str], limit: int, as_json: bool) -> None:
+    """A big list, page by page as the daemon sends it (issue 12): bounded memory here and
+    there; the JSON is the same array, the table the same columns."""
+    outcome = {"more": False}
+
+    def pages_of(conn: Connection) -> Iterator[list[dict[str, Any]]]:
+        for message in conn.stream(Op.LIST, states=states, limit=limit, stream=True):
+            if "bots" in message:
+                yield message["bots"]
+            elif isinstance(message.get("result"), dict):
+                outcome["more"] = bool(message["result"].get("more"))
+
+    with connect() as conn:
+        bot_pages = pages_of(conn)
+        if as_json:
+            first = True
+            for page in bot_pages:
+                for bot in page:
+                    sys.stdout.write(("[\n  " if first else ",\n  ") + json_text(bot, 2).replace("\n", "\n  "))
+                    first = False
+            sys.stdout.write("[]\n" if first else "\n]\n")
+        else:
+            from botsched.cli.render import bots as render
+
+            render.bot_table_pages(bot_pages, lambda: outcome["more"])
 
 
 def _human(name: str) -> Any:
@@ -214,13 +248,15 @@ def logs(bot_id: str) -> None:
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    rotated = path.with_name(path.name + ".1")  # the daemon rotates a big log (issue 12): older part first
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(65536):
-                if terminal:
-                    sys.stdout.write(printable(decoder.decode(chunk), keep="\n\t"))
-                else:
-                    sys.stdout.buffer.write(chunk)  # into a pipe or file: the bytes as they are
+        for part in ([rotated] if rotated.exists() else []) + [path]:
+            with open(part, "rb") as handle:
+                while chunk := handle.read(65536):
+                    if terminal:
+                        sys.stdout.write(printable(decoder.decode(chunk), keep="\n\t"))
+                    else:
+                        sys.stdout.buffer.write(chunk)  # into a pipe or file: the bytes as they are
             if terminal:
                 sys.stdout.write(printable(decoder.decode(b"", final=True), keep="\n\t"))
     except FileNotFoundError:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,57 @@ def bot_table(bots: list[dict[str, Any]], more: bool) -> None:
     if hidden:
         footer.append(f" ({' and '.join(hidden)} hidden to fit the terminal; see botsched show ID)")
     emit(out, table, footer)
+
+
+def bot_table_pages(pages: Iterator[list[dict[str, Any]]], more: Callable[[], bool]) -> None:
+    """``bot_table`` for a streamed list: each page printed as it arrives, in the columns
+    (and widths) the first page chose, so a list of 100,000 bots never sits in memory."""
+    out = console()
+    zone = clock.display_zone()
+    columns = ["ID", "STATE", f"JOIN AT ({clock.zone_label(zone)})", "WHEN", "PLATFORM", "NAME"]
+    widths: list[int] | None = None
+    hidden: list[str] = []
+    count = 0
+    for page in pages:
+        rows = [_row(bot, zone) for bot in printable(page)]
+        if not rows:
+            continue
+        if widths is None:
+            table = _table(columns, rows)
+            while _natural_width(out, table) > out.width and len(columns) > 4:
+                hidden.insert(0, columns.pop().lower())
+                rows = [row[:len(columns)] for row in rows]
+                table = _table(columns, rows)
+            widths = [max([len(column), *(row[i].cell_len for row in rows)]) for i, column in enumerate(columns)]
+        table = Table(box=None, header_style="bold", pad_edge=False, show_header=count == 0)
+        for column, width in zip(columns, widths, strict=True):
+            table.add_column(column, no_wrap=True, overflow="ellipsis", width=width)
+        for row in rows:
+            table.add_row(*row[:len(columns)])
+        out.print(table)
+        count += len(rows)
+    if count == 0:
+        emit(out, Text.assemble("No bots. ", ("Create one: botsched create MEETING_URL --join-at +10m", "dim")))
+        return
+    footer = Text(style="dim")
+    if more():
+        footer.append(f"Showing the first {count} bots; more exist: use --limit N to see more, --limit 0 for all.")
+    else:
+        footer.append(f"{count} bot{'s' if count != 1 else ''}.")
+    if hidden:
+        footer.append(f" ({' and '.join(hidden)} hidden to fit the terminal; see botsched show ID)")
+    out.print(footer)
+
+
+def _row(bot: dict[str, Any], zone: Any) -> list[Text]:
+    if bot["join_at"]:
+        local = Text(clock.local(bot["join_at"], zone, "%Y-%m-%d %H:%M"))
+        relative = Text(clock.relative(bot["join_at"]))
+    else:
+        local = Text("ad-hoc", style="dim")
+        relative = Text(clock.relative(bot["created_at"]))
+    return [Text(bot["id"]), state_text(bot["state"]), local, relative,
+            Text(platform_of(bot["meeting_url"])), Text(bot["bot_name"])]
 
 
 def _natural_width(out: Console, table: Table) -> int:

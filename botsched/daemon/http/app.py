@@ -78,6 +78,10 @@ class Service(Protocol):
     def reschedule(self, args: dict[str, Any]) -> Result: ...
     def cancel(self, args: dict[str, Any]) -> Result: ...
     def leave(self, args: dict[str, Any]) -> Result: ...
+    # the durable writes with their commit on the writer thread (group commit, SPEC §5's rules)
+    async def create_async(self, args: dict[str, Any]) -> Result: ...
+    async def reschedule_async(self, args: dict[str, Any]) -> Result: ...
+    async def cancel_async(self, args: dict[str, Any]) -> Result: ...
 
 
 class Streams(Protocol):
@@ -239,8 +243,8 @@ class Api:
         if "line" in body:  # bulk bookkeeping, not an API field
             raise InvalidInput("unknown field(s): line")
         key = request.headers.get("Idempotency-Key")
-        if key is None:
-            result, warnings = self.service.create(body)
+        if key is None:  # the commit on the writer thread (group commit), the loop free meanwhile
+            result, warnings = await self.service.create_async(body)
             return json_response(201, dumps(result), warnings)
         if not key or len(key) > MAX_KEY_LEN or not key.isprintable():
             raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LEN} printable characters")
@@ -280,13 +284,15 @@ class Api:
             raise InvalidInput(f"PATCH changes only join_at, not {', '.join(sorted(set(body) - {'join_at'}))}")
         if "join_at" not in body:
             raise InvalidInput("PATCH needs a join_at")
-        return self._reply(self.service.reschedule({"id": request.match_info["id"], "join_at": body["join_at"]}))
+        return self._reply(await self.service.reschedule_async({"id": request.match_info["id"],
+                                                                "join_at": body["join_at"]}))
 
     async def cancel(self, request: web.Request) -> web.Response:
         bot_id = request.match_info["id"]
-        # show, then delete: no await in between, so the bot shown is the one deleted
+        # show, then delete: only a scheduled bot is deleted, so the bot shown is the one deleted
+        # (a change in between, staged say, makes the cancel a conflict)
         bot, _ = self.service.show({"id": bot_id})
-        _, warnings = self.service.cancel({"id": bot_id})
+        _, warnings = await self.service.cancel_async({"id": bot_id})
         return json_response(200, dumps(bot), warnings)
 
     async def leave(self, request: web.Request) -> web.Response:

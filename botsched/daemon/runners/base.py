@@ -66,12 +66,21 @@ class RunnerError(Exception):
 
 class Runner(ABC):
     kind: str = "?"
+    #: True: ``arm_joins`` hands joins to a thread of the runner's own that sends them at
+    #: their instant, off the event loop (the scheduler then records them once sent).
+    arms_joins: bool = False
+    #: What staging one bot costs the loop (starting a process): a burst is staged this
+    #: much earlier per bot, so its last runner is up by join_at - stage_lead.
+    stage_cost_us: int = 0
 
     def __init__(self, config: Config, report: Report) -> None:
         self.config = config  # the daemon's one Config: a reload updates it in place
         self.report = report
         #: Called when a runner slot frees up (set by the scheduler to re-plan).
         self.on_slot_freed: Callable[[], None] | None = None
+        #: Called on the loop with ``(bot_id, due_us, sent_us, error)`` for joins an armed
+        #: thread wrote (error None) or could not write (set by the scheduler to record them).
+        self.on_joins_sent: Callable[[list[tuple[str, int, int, str | None]]], None] | None = None
 
     def describe(self) -> str:
         """One line for ``daemon status``."""
@@ -84,6 +93,16 @@ class Runner(ABC):
     @abstractmethod
     def join(self, bot_id: str) -> None:
         """Signal the join. Called at ``join_at`` exactly: must be quick and never block."""
+
+    def arm_joins(self, due_us: int, bot_ids: list[str]) -> list[str]:
+        """Send ``join`` to these staged bots at ``due_us`` by the runner's own timer, having
+        first recorded the intent so that a restart never sends it twice. Returns the ids
+        armed (the others are joined by the scheduler's ``join`` call)."""
+        return []
+
+    def armed(self) -> dict[str, int]:
+        """The bots whose join is armed and not yet sent, with their instants."""
+        return {}
 
     def remember_joins(self, bot_ids: list[str]) -> None:
         """The store could not record these joins (about to be sent): keep a record of the

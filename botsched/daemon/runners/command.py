@@ -71,6 +71,7 @@ from botsched.daemon.runners.base import (
     open_fds,
     reserved_fds,
 )
+from botsched.daemon.runners.jointimer import JoinTimer
 
 log = logging.getLogger("botsched.runner")
 
@@ -91,6 +92,13 @@ DRAIN_TIMEOUT_S = 2.0
 #: Descriptors the daemon holds per runner (its log, stdin, stdout, stderr and pidfd);
 #: starting one briefly needs as many (the runner's three FIFO ends and Popen's exec pipe).
 FDS_PER_RUNNER = 5
+#: A bot's log is written from a buffer: at most one write per this many bytes, or per
+#: ``LOG_FLUSH_S`` (never a write per line or per read on the loop)...
+LOG_FLUSH_BYTES = 256 * 1024
+LOG_FLUSH_S = 0.2
+#: ...and rotated at this size: ``BOT.log`` becomes ``BOT.log.1`` (the previous one goes),
+#: so a runner printing flat out holds at most twice this on disk.
+LOG_MAX_BYTES = 16 << 20
 _STREAMS = ("in", "out", "err")
 SHIM = str(Path(__file__).with_name("shim.py"))
 
@@ -162,6 +170,9 @@ class RunnerProcess:
         self.popen = popen  # None when re-attached: a previous daemon started it
         self.start_time = _process_start_time(pid)
         self.log_fd = os.open(runner.log_path(bot_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.log_size = os.fstat(self.log_fd).st_size
+        self.log_buf = bytearray()
+        self.log_timer: asyncio.TimerHandle | None = None
         self.stdin_fd = -1
         self.read_fds: dict[int, str] = {}
         self.pidfd = -1
@@ -174,6 +185,7 @@ class RunnerProcess:
         self.finished = False  # the outcome was reported
         self.noted_long_line = False
         self.joined_us: int | None = None
+        self.armed_us: int | None = None  # its join is handed to the join thread for this instant
         self.leaving = False  # its kill deadline is armed (asked to leave, or it said it leaves)
         self.leave_sent = False  # it was told ``leave``: a second request stops it
         self.killed = False  # we sent it SIGKILL: its end is no mystery, even re-attached
@@ -216,7 +228,51 @@ class RunnerProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
 
+    def log(self, blob: bytes) -> None:
+        """Into the bot's log, buffered: flushed at ``LOG_FLUSH_BYTES`` or ``LOG_FLUSH_S``."""
+        if self.log_fd < 0:
+            return
+        self.log_buf += blob
+        if len(self.log_buf) >= LOG_FLUSH_BYTES:
+            self.flush_log()
+        elif self.log_timer is None:
+            self.log_timer = asyncio.get_running_loop().call_later(LOG_FLUSH_S, self.flush_log)
+
+    def flush_log(self) -> None:
+        """One write of the buffer, rotating the log first when it would pass ``LOG_MAX_BYTES``."""
+        if self.log_timer is not None:
+            self.log_timer.cancel()
+            self.log_timer = None
+        if not self.log_buf or self.log_fd < 0:
+            self.log_buf.clear()
+            return
+        if self.log_size and self.log_size + len(self.log_buf) > LOG_MAX_BYTES:
+            self._rotate_log()
+        data = bytes(self.log_buf[-LOG_MAX_BYTES:])
+        self.log_buf.clear()
+        with contextlib.suppress(OSError):
+            self.log_size += os.write(self.log_fd, data)
+
+    def _rotate_log(self) -> None:
+        path = self.runner.log_path(self.bot_id)
+        try:
+            os.replace(path, path.with_name(path.name + ".1"))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            log.warning("cannot rotate the log of %s: %s", self.bot_id, exc.strerror or exc)
+            return
+        os.close(self.log_fd)
+        self.log_fd = fd
+        self.log_size = 0
+
     def close_fds(self) -> None:
+        self.flush_log()
+        if self.armed_us is not None and self.runner.timer.disarm(self.bot_id):
+            # before its stdin closes (the thread must never write a reused fd); not sent,
+            # so its intent goes too: a daemon started after its instant must not count it sent
+            self.armed_us = None
+            with contextlib.suppress(OSError):
+                self.runner.intent_path(self.bot_id).unlink()
         loop = asyncio.get_running_loop()
         for fd in [*self.read_fds, self.pidfd]:
             if fd >= 0:
@@ -243,6 +299,11 @@ class CommandRunner(Runner):
         self.log_dir = log_dir
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._procs: dict[str, RunnerProcess] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The instants a previous daemon fired (its journal), read before this one appends.
+        self._fired_before = self._read_journal()
+        self._journal_reset = False
+        self.timer = JoinTimer(self._fired_threadsafe, max_late_us=lambda: self.config.misfire_grace_us)
 
     def describe(self) -> str:
         argv = self.config["runner.command"]
@@ -258,6 +319,31 @@ class CommandRunner(Runner):
         """Written by the shim itself, before it starts the runner: no window in which a
         runner exists that a restarted daemon cannot find."""
         return self.log_dir / f"{bot_id}.pid"
+
+    def journal_path(self) -> Path:
+        return self.log_dir / "joins.fired"
+
+    def intent_path(self, bot_id: str) -> Path:
+        """The instant a bot's join is armed for (written before the thread gets it)."""
+        return self.log_dir / f"{bot_id}.intent"
+
+    def _read_journal(self) -> set[int]:
+        try:
+            text = self.journal_path().read_text()
+        except OSError:
+            return set()
+        return {int(line) for line in text.split() if line.isdigit()}
+
+    def _open_journal(self) -> None:
+        """At the first arm (recovery is done by then: every instant the old daemon fired
+        has been recorded): start a fresh journal."""
+        self._journal_reset = True
+        try:
+            fd = os.open(self.journal_path(), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        except OSError as exc:
+            log.error("cannot open the join journal %s: %s", self.journal_path(), exc.strerror or exc)
+            return
+        self.timer.journal_fd = fd
 
     def joined_path(self, bot_id: str) -> Path:
         return self.log_dir / f"{bot_id}.joined"
@@ -377,13 +463,72 @@ class CommandRunner(Runner):
 
     # -- talking --------------------------------------------------------------------
 
+    arms_joins = True
+    stage_cost_us = 15_000  # a shim (python -I -S) started, FIFOs made, on a 2-core machine
+
+    def arm_joins(self, due_us: int, bot_ids: list[str]) -> list[str]:
+        """The intent first (``BOT.joined`` holding the instant: a restart after it treats
+        the join as sent, one before it re-arms), then the fd to the join thread."""
+        self._loop = asyncio.get_running_loop()
+        if not self._journal_reset:
+            self._open_journal()
+        joins: dict[str, int] = {}
+        for bot_id in bot_ids:
+            proc = self._procs.get(bot_id)
+            if proc is None or proc.joined or proc.stdin_fd < 0 or proc.exited:
+                continue
+            try:
+                path = self.intent_path(bot_id)
+                path.with_suffix(".itmp").write_text(str(due_us))
+                os.replace(path.with_suffix(".itmp"), path)
+            except OSError as exc:  # best effort, as for a join the store refused
+                log.error("cannot record the join intent of %s (%s): a daemon crash after its join_at "
+                          "could send it again", bot_id, exc.strerror or exc)
+            proc.armed_us = due_us
+            joins[bot_id] = proc.stdin_fd
+        if joins:
+            self.timer.arm(due_us, joins)
+        return list(joins)
+
+    def armed(self) -> dict[str, int]:
+        return {bot_id: proc.armed_us for bot_id, proc in self._procs.items()
+                if proc.armed_us is not None and not proc.joined}
+
+    def _fired_threadsafe(self) -> None:
+        """On the join thread, once a batch is written: the loop records it."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.collect_fired)
+
+    def collect_fired(self) -> None:
+        """Joins the thread wrote (or could not): the processes learn it, then the scheduler
+        records them. Also called before a runner's output or exit is handled, so its report
+        after ``join`` never overtakes the record of the join."""
+        fired = self.timer.take_fired()
+        if not fired:
+            return
+        for item in fired:
+            proc = self._procs.get(item.bot_id)
+            if proc is None:
+                continue
+            proc.armed_us = None
+            if item.error is None:
+                proc.joined_us = item.sent_us
+                self._arm_meeting_limit(proc)
+        if self.on_joins_sent is not None:
+            self.on_joins_sent([(f.bot_id, f.due_us, f.sent_us, f.error) for f in fired])
+
     def join(self, bot_id: str) -> None:
         proc = self._procs.get(bot_id)
         if proc is None:
             raise RunnerError("its runner is not running")
+        if proc.armed_us is not None and not self.timer.disarm(bot_id):
+            self.collect_fired()  # the thread wrote it already: never a second one
         if proc.joined:
             log.warning("join for %s was sent already; not sending it again", bot_id)
             return
+        proc.armed_us = None
         try:
             proc.write_line("join")
         except OSError as exc:
@@ -482,6 +627,8 @@ class CommandRunner(Runner):
         """One read of at most ``READ_CHUNK`` per call, on the loop's normal reader: a runner
         (or a child it left) that writes without pause shares the loop, it cannot hold it.
         Once the runner has exited, only what it left in the pipe is read."""
+        if proc.armed_us is not None:
+            self.collect_fired()  # its join may be out: record it before its reports
         want = READ_CHUNK if not proc.exited else min(READ_CHUNK, proc.drain_left.get(fd, 0))
         try:
             data = os.read(fd, want) if want > 0 else b""
@@ -527,13 +674,12 @@ class CommandRunner(Runner):
             kept = [line for line in lines if len(line) <= MAX_LINE]
             blob = b"".join(line + b"\n" if len(line) <= MAX_LINE else self._dropped(proc, stream, line)
                             for line in lines)
-        if proc.log_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.write(proc.log_fd, blob)
+        proc.log(blob)
         if stream != "out":
             proc.stderr_tail.extend(line.decode(errors="replace").rstrip("\r") for line in kept[-STDERR_TAIL:])
             return
         if b"state " in blob:
+            proc.flush_log()  # what led up to a state change is in the log when it is announced
             for line in kept:
                 if line.startswith(b"state "):
                     self._on_state(proc, line.decode(errors="replace").rstrip("\r"))
@@ -585,6 +731,8 @@ class CommandRunner(Runner):
         ``yes &`` would write for ever), then its outcome is reported."""
         if proc.exited:
             return
+        if proc.armed_us is not None:
+            self.collect_fired()
         proc.exited = True
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, OSError):
@@ -644,7 +792,8 @@ class CommandRunner(Runner):
             self.on_slot_freed()
 
     def _remove_files(self, bot_id: str) -> None:
-        paths = [self.pid_path(bot_id), self.joined_path(bot_id), self.exit_path(bot_id), self.kill_path(bot_id)]
+        paths = [self.pid_path(bot_id), self.joined_path(bot_id), self.exit_path(bot_id), self.kill_path(bot_id),
+                 self.intent_path(bot_id)]
         for path in [*paths, *(self.fifo(bot_id, s) for s in _STREAMS)]:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -665,6 +814,17 @@ class CommandRunner(Runner):
                 log.info("runner of %s is gone; re-staging it", bot_id)
                 self._remove_files(bot_id)
                 self.stage(bot)
+                return
+            if joined_us is not None and bot["state"] in (states.STAGED, states.READY):
+                # join went out, then the daemon died before recording it: record it now
+                self.report(bot_id, states.JOINING, "join was signalled just before a daemon restart")
+                status = "killed, no exit status" if code is None else f"exit code {code}"
+                if code == 0:
+                    self.report(bot_id, states.ENDED, "runner exited 0 while the daemon was not running")
+                else:
+                    self.report(bot_id, states.FATAL_ERROR,
+                                f"its runner died while the daemon was not running ({status}; after its join)")
+                self._remove_files(bot_id)
                 return
             if code == 0 and bot["state"] != states.STAGED:
                 self.report(bot_id, states.ENDED, "runner exited 0 while the daemon was not running")
@@ -690,6 +850,16 @@ class CommandRunner(Runner):
             return int(self.joined_path(bot["id"]).read_text())
         except (OSError, ValueError):
             pass
+        try:
+            armed_us: int | None = int(self.intent_path(bot["id"]).read_text())
+        except (OSError, ValueError):
+            armed_us = None
+        if armed_us is not None and bot["state"] in (states.STAGED, states.READY):
+            if armed_us in self._fired_before:
+                return armed_us  # the old daemon reached its instant: maybe sent, so counted sent
+            with contextlib.suppress(OSError):  # never reached: not sent; armed (or sent late) anew
+                self.intent_path(bot["id"]).unlink()
+            return None
         if bot["state"] in (states.SCHEDULED, states.READY, states.STAGED):
             return None
         joining = [event["at"] for event in bot.get("events", []) if event["state"] == states.JOINING]
@@ -748,3 +918,8 @@ class CommandRunner(Runner):
         for proc in list(self._procs.values()):
             proc.close_fds()
         self._procs.clear()
+        self.timer.stop()
+        if self.timer.journal_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.timer.journal_fd)
+            self.timer.journal_fd = -1

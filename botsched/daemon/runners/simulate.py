@@ -8,20 +8,56 @@ state, so a restarted daemon resumes a simulated meeting where it was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 from botsched.core import states
 from botsched.core.model import Bot
 from botsched.daemon.runners.base import Runner
+from botsched.daemon.runners.jointimer import JoinTimer
 
 
 class SimulateRunner(Runner):
     kind = "simulate"
+    #: Simulated joins go out from the join thread too, so the simulate runner measures
+    #: the same join path as real runners (there is no process to write to; nothing outside
+    #: the daemon sees a join, so no intent need survive a restart).
+    arms_joins = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._armed: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.timer = JoinTimer(self._fired_threadsafe, max_late_us=lambda: self.config.misfire_grace_us)
+
+    def arm_joins(self, due_us: int, bot_ids: list[str]) -> list[str]:
+        self._loop = asyncio.get_running_loop()
+        for bot_id in bot_ids:
+            self._armed[bot_id] = due_us
+        self.timer.arm(due_us, dict.fromkeys(bot_ids, -1))
+        return list(bot_ids)
+
+    def armed(self) -> dict[str, int]:
+        return dict(self._armed)
+
+    def _fired_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.collect_fired)
+
+    def collect_fired(self) -> None:
+        fired = self.timer.take_fired()
+        if not fired:
+            return
+        for item in fired:
+            self._armed.pop(item.bot_id, None)
+            if item.error is None:
+                self.join(item.bot_id)
+        if self.on_joins_sent is not None:
+            self.on_joins_sent([(f.bot_id, f.due_us, f.sent_us, f.error) for f in fired])
 
     def describe(self) -> str:
         return "simulate (no real bot: runs are simulated)"
@@ -50,6 +86,11 @@ class SimulateRunner(Runner):
         """Nothing to allocate."""
 
     def join(self, bot_id: str) -> None:
+        if bot_id in self._armed:
+            if not self.timer.disarm(bot_id):
+                self.collect_fired()  # the thread has just sent it
+                return
+            del self._armed[bot_id]
         self._after(bot_id, self._duration(states.JOINED_RECORDING), states.JOINED_RECORDING, then=states.ENDED)
 
     def leave(self, bot_id: str) -> None:
@@ -69,8 +110,14 @@ class SimulateRunner(Runner):
             self._after(bot["id"], 0.0, states.ENDED)
 
     def discard(self, bot_id: str) -> None:
+        if self._armed.pop(bot_id, None) is not None:
+            self.timer.disarm(bot_id)
         self._cancel(bot_id)
 
     async def close(self) -> None:
+        for bot_id in list(self._armed):
+            self.timer.disarm(bot_id)
+        self._armed.clear()
+        self.timer.stop()
         for bot_id in list(self._timers):
             self._cancel(bot_id)

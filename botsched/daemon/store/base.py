@@ -142,6 +142,13 @@ class Store(Protocol):
         ``limit`` 0 = all; ``dedup_prefix`` is literal."""
         ...
 
+    def list_page(
+        self, state_filter: Iterable[str], dedup_prefix: str | None, after: tuple[int, int, str] | None, size: int
+    ) -> tuple[list[Bot], tuple[int, int, str] | None]:
+        """At most ``size`` bots of ``list_bots``' order after the key ``after`` (None: from the
+        start), and the key of the last one: a streamed list in bounded memory."""
+        ...
+
     def ids(self, state_filter: Iterable[str] = (), prefix: str = "", limit: int = 1000) -> list[str]: ...
 
     def counts(self) -> dict[str, int]:

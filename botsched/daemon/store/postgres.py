@@ -422,6 +422,33 @@ class PostgresStore:
             events = self._events_for(connection, [row[0] for row in rows])
         return [self._bot(row, events[row[0]]) for row in rows], more
 
+    def list_page(
+        self, state_filter: Iterable[str], dedup_prefix: str | None, after: tuple[int, int, str] | None, size: int
+    ) -> tuple[list[Bot], tuple[int, int, str] | None]:
+        """One page of ``list_bots``' order after the key ``after`` (keyset paging, one indexed
+        query per page, memory bounded by ``size``); the page and its last key."""
+        wanted = sorted(set(state_filter))
+        clauses: list[str] = []
+        params: list[Any] = []
+        if wanted:
+            clauses.append("state = ANY(%s)")
+            params.append(wanted)
+        if dedup_prefix is not None:
+            clauses.append("left(dedup_key, %s) = %s")
+            params.extend([len(dedup_prefix), dedup_prefix])
+        if after is not None:
+            clauses.append("sort_us >= %s AND (sort_us, created_us, id) > (%s, %s, %s)")
+            params.extend([after[0], *after])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT {_BOT_COLUMNS}, sort_us FROM bots {where} ORDER BY sort_us, created_us, id LIMIT %s"
+        with self._snapshot() as connection:
+            rows = connection.execute(query, [*params, size]).fetchall()
+            if not rows:
+                return [], None
+            events = self._events_for(connection, [row[0] for row in rows])
+        last = rows[-1]
+        return [self._bot(row[:-1], events[row[0]]) for row in rows], (int(last[-1]), int(last[6]), str(last[0]))
+
     def ids(self, state_filter: Iterable[str] = (), prefix: str = "", limit: int = 1000) -> list[str]:
         wanted = sorted(set(state_filter))
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

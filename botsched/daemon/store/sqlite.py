@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,8 +91,16 @@ class SqliteStore:
         self._refusal_logged = 0.0
         #: webhook deliveries written so far (the daemon pokes the delivery worker when it grows)
         self.deliveries_written = 0
+        #: The writer thread's own connection and group state (``group()``); every other
+        #: thread uses the main connection.
+        self._local = threading.local()
+        self._writer_db: sqlite3.Connection | None = None
+        self._savepoints = 0
+        #: Held around every write transaction, the loop's and the writer thread's: SQLite's
+        #: own busy handler would make the loop sleep 1-100 ms steps behind a group commit.
+        self._write_lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._main_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 5000")
             schema.refuse_newer(self._db, self.path)
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -106,16 +115,72 @@ class SqliteStore:
             self._db.execute(f"PRAGMA journal_size_limit = {32 << 20}")  # a big bulk's WAL shrinks back
             schema.migrate(self._db)
             self._probe_writable()
+            if self.path != ":memory:":  # opened now: by path later, a deleted file would be a new one
+                self._writer_db = self._connect_writer()
             self._next_seq = self.last_seq() + 1
             if self.path != ":memory:":
                 self._identity = {self.path: _identity(self.path), f"{self.path}-wal": _identity(f"{self.path}-wal")}
         except sqlite3.DatabaseError as exc:  # corrupt, not a database, read-only, I/O error
             raise DaemonUnavailable(f"cannot use the database {self.path}: {exc}") from None
 
+    def _connect_writer(self) -> sqlite3.Connection:
+        """The writer thread's connection (``group()``), durable commits only."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout = 5000")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA cache_size = -16384")
+        db.execute("PRAGMA wal_autocheckpoint = 0")
+        return db
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection of the calling thread: the writer thread's inside ``group()``."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        return self._main_db if db is None else db
+
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.close()
-        self._db.close()
+        if self._writer_db is not None:
+            self._writer_db.close()
+        self._main_db.close()
+
+    @contextmanager
+    def group(self) -> Iterator[list[Event]]:
+        """Group commit, for the writer thread (``store/writer.py``): every transaction
+        inside becomes a savepoint of one ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the writer's
+        own connection (``synchronous=FULL``): one fsync for many requests, each of which
+        fails or succeeds alone. Their events are collected in the yielded list, to be
+        announced (on the loop) once the commit is done; nothing is acknowledged before."""
+        db = self._writer_db if self._writer_db is not None else self._main_db  # (":memory:": one database)
+        if db is self._main_db and self._durable is False:
+            db.execute("PRAGMA synchronous = FULL")
+            self._durable = True
+        if self._identity:
+            self.check_files()  # noticed (and rescued) outside the transaction; its requests are refused
+        events: list[Event] = []
+        self._local.db = db
+        self._local.events = events
+        self._write_lock.acquire()
+        try:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                next_seq = self._next_seq
+                try:
+                    yield events
+                    db.execute("COMMIT")
+                    self.commits_since_checkpoint += 1
+                except BaseException:
+                    self._next_seq = next_seq
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:
+                raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
+        finally:
+            self._write_lock.release()
+            self._local.db = None
+            self._local.events = None
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -168,7 +233,7 @@ class SqliteStore:
         try:
             copy = sqlite3.connect(target)
             try:
-                self._db.backup(copy)
+                self._main_db.backup(copy)  # (the writer's connection may be inside its transaction)
             finally:
                 copy.close()
         except (sqlite3.Error, OSError) as exc:
@@ -209,28 +274,59 @@ class SqliteStore:
         elif self._identity:
             self.check_files()  # the scheduler's own changes go on (bots keep joining), logged
         pending: list[Event] = []
-        next_seq = self._next_seq
-        if durable != self._durable:
-            self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            self._durable = durable
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+        grouped: list[Event] | None = getattr(self._local, "events", None)
+        if grouped is not None:  # inside group(): a savepoint of the writer's transaction
+            with self._savepoint(pending):
                 yield pending
-                self._db.execute("COMMIT")
-                self.commits_since_checkpoint += 1
-            except BaseException:
-                self._next_seq = next_seq
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as exc:  # disk full, read-only file, corruption, I/O error
-            raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
+            grouped.extend(pending)
+            return
+        with self._write_lock:  # one writer at a time, handed over at once (SQLite's busy wait sleeps)
+            next_seq = self._next_seq
+            if durable != self._durable:
+                self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield pending
+                    self._db.execute("COMMIT")
+                    self.commits_since_checkpoint += 1
+                except BaseException:
+                    self._next_seq = next_seq
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:  # disk full, read-only file, corruption, I/O error
+                raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
         if pending and self._on_events is not None:
             if self._held is not None:
                 self._held.extend(pending)
             else:
                 self._on_events(pending)
+
+    def announce(self, events: list[Event]) -> None:
+        """Tell the listener about events a ``group()`` committed (called on the loop)."""
+        if events and self._on_events is not None:
+            self._on_events(events)
+
+    @contextmanager
+    def _savepoint(self, pending: list[Event]) -> Iterator[None]:
+        self._savepoints += 1
+        name = f"req{self._savepoints}"
+        next_seq = self._next_seq
+        try:
+            self._db.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+                self._db.execute(f"RELEASE {name}")
+            except BaseException:
+                self._next_seq = next_seq
+                pending.clear()
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"database {self.path}: {exc}; nothing was changed") from None
 
     @contextmanager
     def hold_announcements(self) -> Iterator[None]:
@@ -382,6 +478,33 @@ class SqliteStore:
         rows = rows[:limit] if limit > 0 else rows
         events = self._events_for([row[0] for row in rows])
         return [self._bot(row, events[row[0]]) for row in rows], more
+
+    def list_page(
+        self, state_filter: Iterable[str], dedup_prefix: str | None, after: tuple[int, int, str] | None, size: int
+    ) -> tuple[list[Bot], tuple[int, int, str] | None]:
+        """One page of ``list_bots``' order after the key ``after`` (keyset paging: each page
+        is one indexed query, memory bounded by ``size``); returns the page and its last key."""
+        wanted = sorted(set(state_filter))
+        clauses: list[str] = []
+        params: list[Any] = list(wanted)
+        if wanted:
+            clauses.append(f"state IN ({','.join('?' * len(wanted))})")
+        if dedup_prefix is not None:
+            clauses.append("substr(dedup_key, 1, ?) = ?")
+            params.extend([len(dedup_prefix), dedup_prefix])
+        if after is not None:
+            clauses.append("sort_us >= ? AND (sort_us, created_us, id) > (?, ?, ?)")  # the first: the index
+            params.extend([after[0], *after])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(
+            f"SELECT {_BOT_COLUMNS}, sort_us FROM bots {where} ORDER BY sort_us, created_us, id LIMIT ?",
+            [*params, size],
+        ).fetchall()
+        if not rows:
+            return [], None
+        events = self._events_for([row[0] for row in rows])
+        last = rows[-1]
+        return [self._bot(row[:-1], events[row[0]]) for row in rows], (last[-1], last[6], last[0])
 
     def ids(self, state_filter: Iterable[str] = (), prefix: str = "", limit: int = 1000) -> list[str]:
         wanted = sorted(set(state_filter))

@@ -1,0 +1,217 @@
+"""The join thread (issue 12): joins written at their instant from a thread of their own,
+a whole instant in one pass; ``disarm`` and the fire exclusive. Real pipes, real thread;
+the scheduler's side of arming is driven with a fake clock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from botsched.core import states
+from botsched.daemon.runners.jointimer import JoinTimer
+from botsched.daemon.scheduler import ARM_LEAD_US, JOIN_GUARD_US, Scheduler
+from tests.support.fakes import RecordingRunner
+from tests.unit.test_unit_scheduler import LEAD, T0, Harness, S
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _pipe() -> tuple[int, int]:
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    os.set_blocking(read, False)
+    return read, write
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 100)
+    except BlockingIOError:
+        return b""
+
+
+def test_a_whole_instant_is_written_at_once_on_time() -> None:
+    fired = threading.Event()
+    timer = JoinTimer(fired.set)
+    pipes = [_pipe() for _ in range(20)]
+    due = _now_us() + 80_000
+    try:
+        timer.arm(due, {f"b{i}": write for i, (_, write) in enumerate(pipes)})
+        assert timer.armed("b3") and timer.armed_times() == {due}
+        time.sleep(0.03)
+        assert all(_read(read) == b"" for read, _ in pipes), "written before its instant"
+        assert fired.wait(5)
+        assert all(_read(read) == b"join\n" for read, _ in pipes)
+        results = timer.take_fired()
+        assert sorted(f.bot_id for f in results) == sorted(f"b{i}" for i in range(20))
+        assert all(f.error is None and f.due_us == due and f.sent_us >= due for f in results)
+        assert max(f.sent_us for f in results) - due < 50_000  # loose: the machine is shared
+        assert not timer.armed("b3") and timer.take_fired() == []
+    finally:
+        timer.stop()
+        for read, write in pipes:
+            os.close(read)
+            os.close(write)
+
+
+def test_disarm_before_the_instant_means_never_written() -> None:
+    fired = threading.Event()
+    timer = JoinTimer(fired.set)
+    (r1, w1), (r2, w2) = _pipe(), _pipe()
+    try:
+        due = _now_us() + 60_000
+        timer.arm(due, {"a": w1, "b": w2})
+        assert timer.disarm("a") is True
+        assert timer.disarm("a") is False
+        assert fired.wait(5)
+        assert _read(r1) == b"" and _read(r2) == b"join\n"
+        assert timer.disarm("b") is False  # sent: too late to take back
+        assert [f.bot_id for f in timer.take_fired()] == ["b"]
+    finally:
+        timer.stop()
+        for fd in (r1, w1, r2, w2):
+            os.close(fd)
+
+
+def test_a_closed_runner_stdin_is_an_error_not_a_crash_and_a_missed_instant_is_not_sent() -> None:
+    fired = threading.Event()
+    timer = JoinTimer(fired.set, max_late_us=lambda: 1_000)
+    read, write = _pipe()
+    os.close(read)
+    r2, w2 = _pipe()
+    try:
+        timer.arm(_now_us() + 20_000, {"gone": write})
+        assert fired.wait(5)
+        [result] = timer.take_fired()
+        assert result.bot_id == "gone" and result.error  # EPIPE, named
+        fired.clear()
+        timer.arm(_now_us() - 10_000, {"late": w2})  # 10 ms past a 1 ms grace
+        assert fired.wait(5)
+        [late] = timer.take_fired()
+        assert late.error == "missed" and _read(r2) == b""
+    finally:
+        timer.stop()
+        for fd in (write, r2, w2):
+            os.close(fd)
+
+
+class ArmingRunner(RecordingRunner):
+    """Arms like the command runner, without a thread: the test says when joins were sent."""
+
+    arms_joins = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending: dict[str, int] = {}
+
+    def arm_joins(self, due_us: int, bot_ids: list[str]) -> list[str]:
+        self.calls.append(("arm", due_us, tuple(bot_ids)))
+        self.pending.update(dict.fromkeys(bot_ids, due_us))
+        return bot_ids
+
+    def armed(self) -> dict[str, int]:
+        return dict(self.pending)
+
+    def send(self, sent_us: int) -> None:
+        fired = [(bot_id, due, sent_us, None) for bot_id, due in self.pending.items()]
+        self.pending.clear()
+        assert self.on_joins_sent is not None
+        self.on_joins_sent(fired)
+
+
+def _arming(tmp_path: Path) -> Harness:
+    h = Harness(tmp_path)
+    h.runner = ArmingRunner(h.config)
+    h.sched = Scheduler(h.store, h.runner, h.config, h.clock)
+    return h
+
+
+def test_the_scheduler_arms_staged_joins_ahead_and_never_wakes_at_their_instant(tmp_path: Path) -> None:
+    h = _arming(tmp_path)
+    join = T0 + 60 * S
+    ids = h.add_many(join, 3)
+    assert h.at(join - LEAD) == join - ARM_LEAD_US  # staged; the next thing is arming
+    assert sorted(h.runner.ops("stage")) == sorted(ids) and not h.runner.ops("arm")
+    nxt = h.at(join - ARM_LEAD_US)
+    assert [(c[0], c[1], sorted(c[2])) for c in h.runner.calls if c[0] == "arm"] == [("arm", join, sorted(ids))]
+    assert nxt is None  # the thread has the instant: the loop does not wake (or spin) for it
+    h.clock.t = join + 150
+    h.runner.send(join + 150)
+    assert {h.store.get(i)["state"] for i in ids} == {states.JOINING}
+    assert not h.runner.ops("join")  # never through the loop's join as well
+    assert h.at(join + 1000) is None
+
+
+def test_staging_never_starts_a_runner_in_the_guard_before_an_armed_join(tmp_path: Path) -> None:
+    h = _arming(tmp_path)
+    first = T0 + 60 * S
+    [early] = h.add_many(first, 1)
+    h.at(first - LEAD)
+    h.at(first - ARM_LEAD_US)
+    assert h.runner.armed() == {early: first}
+    later = h.add_many(first + LEAD - JOIN_GUARD_US // 2, 20)  # their staging falls inside the guard
+    nxt = h.at(first - JOIN_GUARD_US // 2)
+    assert not set(h.runner.ops("stage")) & set(later)  # held back...
+    assert nxt is not None and nxt > first  # ...until the join is out
+    h.runner.send(first)
+    h.at(first + 10)
+    assert set(later) <= set(h.runner.ops("stage"))
+    assert h.store.get(early)["state"] == states.JOINING
+
+
+def test_a_restart_rearms_a_staged_bot_whose_instant_is_ahead(tmp_path: Path) -> None:
+    h = _arming(tmp_path)
+    join = T0 + 60 * S
+    [bot] = h.add_many(join, 1)
+    h.at(join - LEAD)
+    h.store.close()
+    h2 = _arming(tmp_path)  # a new daemon on the same store
+    h2.clock.t = join - 5 * S
+    h2.sched.recover()
+    h2.at(join - ARM_LEAD_US)
+    assert h2.runner.armed() == {bot: join}
+
+
+def test_the_simulate_runner_sends_armed_joins_from_the_thread_and_then_simulates() -> None:
+    from botsched.core import config as config_mod
+    from botsched.core.config import Config
+    from botsched.daemon.runners.simulate import SimulateRunner
+
+    reports: list[tuple[str, str]] = []
+    sent: list[tuple[str, int, int, str | None]] = []
+    config = Config({**config_mod.defaults(), "runner.simulate_join_seconds": 0.05})
+
+    async def main() -> None:
+        runner = SimulateRunner(config, lambda bot_id, state, detail: reports.append((bot_id, state)))
+        runner.on_joins_sent = sent.extend
+        due = _now_us() + 50_000
+        assert runner.arm_joins(due, ["a", "b"]) == ["a", "b"] and runner.armed() == {"a": due, "b": due}
+        runner.discard("b")  # disarmed: never sent
+        await asyncio.sleep(0.3)
+        assert [(s[0], s[1], s[3]) for s in sent] == [("a", due, None)] and sent[0][2] >= due
+        assert runner.armed() == {}
+        assert reports == [("a", states.JOINED_RECORDING)]
+        runner.join("a")  # a late loop-side join of a sent one is harmless (simulated)
+        await runner.close()
+
+    import asyncio
+
+    asyncio.run(main())
+
+
+def test_a_burst_is_staged_early_enough_for_its_last_runner(tmp_path: Path) -> None:
+    h = _arming(tmp_path)
+    h.runner.stage_cost_us = 15_000  # as the command runner: a process per bot
+    join = T0 + 60 * S
+    ids = h.add_many(join, 100)
+    first = h.at(T0)
+    assert first == join - LEAD - 100 * 15_000  # 1.5 s before the stage lead
+    h.at(first)
+    assert len(h.runner.ops("stage")) == 100, "the whole burst starts staging at once"
+    assert {h.store.get(i)["state"] for i in ids} == {states.STAGED}
