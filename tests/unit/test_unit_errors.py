@@ -8,7 +8,9 @@ from pathlib import Path
 from botsched.core import errors
 from botsched.core.errors import BotschedError, ExitStatus, from_code
 
-SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "SPEC.md"
+#: ``../shared/SPEC.md`` beside the project's root (or beside a folder above it: a git worktree)
+SPEC = next((up / "shared" / "SPEC.md" for up in Path(__file__).resolve().parents[2].parents
+             if (up / "shared" / "SPEC.md").exists()), Path("../shared/SPEC.md"))
 
 
 def _documented_codes() -> set[int]:
