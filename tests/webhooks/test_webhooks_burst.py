@@ -141,3 +141,73 @@ def test_a_burst_of_1000_joins_on_time_with_a_2s_receiver_and_every_delivery_arr
     finally:
         home.terminate()
         receiver.close()
+
+
+# -- the defect the burst benchmark found: a backlog scan on every poke ----------------------
+
+
+def test_a_saturated_endpoint_does_not_rescan_the_backlog_on_every_commit(db_path: Any) -> None:
+    """While the one endpoint holds all its slots (a slow receiver), every commit of the
+    daemon pokes the worker. It used to run ``next_due_us`` (a scan of the whole pending
+    backlog: ~4 ms at 5,000 rows, more as it grows) after each poke, competing for the two
+    cores with the runners that had just been told to join, and cutting the throughput
+    through the daemon at 5,000 queued deliveries from ~1,500/s to ~980/s. Now a poke
+    while the endpoint is at its share costs one (cheap) claim attempt and no scan."""
+    import asyncio
+
+    from aiohttp import web
+    from webhook_helpers import Bots, Receiver, connect
+
+    from botsched.daemon.webhooks import outbox
+    from botsched.daemon.webhooks.sender import Sender
+    from botsched.daemon.webhooks.worker import DeliveryWorker, ThreadDb
+
+    release = asyncio.Event()
+
+    async def hold(request: web.Request, count: int) -> web.Response:
+        await release.wait()
+        return web.Response(status=200)
+
+    async def main() -> tuple[int, int]:
+        conn = connect(db_path)
+        outbox.add_endpoint(conn, "http://127.0.0.1:1/hook", (), int(time.time() * 1e6))
+        receiver = Receiver(hold)
+        db = ThreadDb(str(db_path))
+        scans = [0]
+
+        def counting(fn: Any) -> Any:
+            if fn is outbox.next_due_us:
+                scans[0] += 1
+            return db(fn)
+
+        try:
+            async with receiver, Sender(timeout=10) as sender:
+                conn.execute("UPDATE webhook_endpoints SET url = ?", (receiver.url(),))
+                Bots(conn).change([(f"bot_{n:016d}", "scheduled") for n in range(200)])
+                worker = DeliveryWorker(counting, sender, concurrency=16)
+                task = asyncio.create_task(worker.run())
+                deadline = time.monotonic() + 10
+                while len(receiver.received) < 12:  # the endpoint's share (16 * 3 // 4)
+                    assert time.monotonic() < deadline, "the worker never filled the endpoint's slots"
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.1)
+                before = scans[0]
+                for _ in range(50):  # fifty commits of the daemon, each poking the worker
+                    worker.poke()
+                    await asyncio.sleep(0.01)
+                during = scans[0] - before
+                release.set()
+                while conn.execute("SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'"
+                                   ).fetchone()[0] < 200:
+                    assert time.monotonic() < deadline + 20, "not every delivery arrived after the release"
+                    await asyncio.sleep(0.02)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return during, len(receiver.received)
+        finally:
+            conn.close()
+            db.close()
+
+    during, received = asyncio.run(main())
+    assert during <= 2, f"{during} backlog scans for 50 pokes while the endpoint was at its share"
+    assert received == 200
