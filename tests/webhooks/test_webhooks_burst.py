@@ -19,7 +19,7 @@ What this chooses, and why:
   with and without the endpoint. Deliveries on the join path (or a join waiting on the
   worker's write lock for a 2-s send) would blow that by seconds; the machine's noise
   (2 shared cores) does not. The runner-side figure (a C probe reading ``join``) is
-  ``bench/punctuality.py --runner command --webhook``.
+  ``bench/punctuality.py --runner command --mode burst --webhook 2``.
 """
 
 from __future__ import annotations
