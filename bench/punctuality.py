@@ -20,6 +20,12 @@ allows right now, so a busy machine's noise can be told apart from the daemon's 
 ``--observe`` (on by default) also follows ``events --follow`` and reports when each ``joining`` reached a
 client: that adds the durable commit and the fan-out, which the ``at`` stamp (taken when
 the join is signalled) does not include.
+
+``--webhook S`` (issue 14) runs each workload twice in the same invocation: as above, then
+with one webhook endpoint whose receiver (``bench/webhooks.py``'s, its own process) answers
+after S seconds, so the worker's every slot is held by a slow send during the joins. The
+two rows side by side show whether deliveries delay the joins; the deliveries still
+pending at the end are reported too (the slow receiver drains them long after).
 """
 
 from __future__ import annotations
@@ -211,6 +217,7 @@ class Workload:
     flood: bool = False  # one more command bot that prints flat out from before the joins
     list_during: int = 0  # this many more bots (far away), and `list --json --limit 0` of them in a loop
     probe: str | None = None  # the runner binary (the C probe), else runner_probe.py
+    webhook_s: float | None = None  # one webhook endpoint whose receiver answers after this long
     #: The first join_at is this long after stage_lead from now: time to create them all.
     margin_s: float = 3.0
 
@@ -218,7 +225,8 @@ class Workload:
     def name(self) -> str:
         name = self.mode if self.runner == "simulate" else f"{self.mode}-command"
         return (name + (f"-load{self.load}" if self.load else "") + ("-flood" if self.flood else "")
-                + (f"-list{self.list_during}" if self.list_during else ""))
+                + (f"-list{self.list_during}" if self.list_during else "")
+                + (f"-webhook{self.webhook_s:g}s" if self.webhook_s is not None else ""))
 
 
 def default_workload(mode: str, runner: str, bots: int | None = None, window_s: float | None = None) -> Workload:
@@ -301,7 +309,16 @@ def probe_reads(probe_dir: Path) -> list[tuple[float, str]]:
 
 def run_once(work: Workload, observe: bool = False) -> dict[str, float | None]:
     """One fresh daemon, one workload; the figures in ms (keys as in ``metrics()``)."""
-    with BenchDaemon(lambda home: daemon_config(work, home)) as daemon:
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        daemon = stack.enter_context(BenchDaemon(lambda home: daemon_config(work, home)))
+        receiver = None
+        if work.webhook_s is not None:
+            from webhooks import Receiver
+
+            receiver = stack.enter_context(Receiver(work.webhook_s))
+            daemon.cli("webhook", "add", receiver.url)
         probe_dir = daemon.home / "probe"
         probe_dir.mkdir()
         first_us = now_us() + int((work.stage_lead_s + work.margin_s) * US)
@@ -356,6 +373,12 @@ def run_once(work: Workload, observe: bool = False) -> dict[str, float | None]:
             figures["load_rps"] = rate
         if lister is not None:
             figures.update(lister.figures())
+        if receiver is not None:
+            import json
+
+            [row] = json.loads(daemon.cli("webhook", "list", "--json").stdout)
+            figures["webhook_sent"] = float(receiver.count)
+            figures["webhook_pending"] = float(row["deliveries"]["pending"])
         if work.flood:
             figures["flood_log_mb"] = sum(p.stat().st_size for p in daemon.paths.runner_logs.glob("*.log*")) / 1e6
         return figures
@@ -441,6 +464,11 @@ def metrics(work: Workload, observe: bool = False, control: bool = False) -> lis
         rows.append(Metric(p + "list_s", f"{work.name}: one list --json --limit 0 (slowest)", "s", digits=2))
         rows.append(Metric(p + "list_rss_mb", f"{work.name}: peak RSS of a child (the list client)", "MB",
                            digits=0))
+    if work.webhook_s is not None:
+        rows.append(Metric(p + "webhook_sent", f"{work.name}: webhook requests answered by the end", "req",
+                           digits=0))
+        rows.append(Metric(p + "webhook_pending", f"{work.name}: deliveries still pending at the end", "dlv",
+                           digits=0))
     if work.flood:
         rows.append(Metric(p + "flood_log_mb", f"{work.name}: runner logs on disk at the end", "MB", digits=1))
     rows += [
@@ -509,6 +537,8 @@ def main() -> int:
                              "python: bench/runner_probe.py)")
     parser.add_argument("--control", action="store_true",
                         help="after each spread run, hit the same instants with a bare asyncio loop (machine floor)")
+    parser.add_argument("--webhook", type=float, default=None, metavar="S",
+                        help="run each workload again with a webhook endpoint whose receiver answers after S s")
     args = parser.parse_args()
     chosen = "burst" if args.burst else args.mode or ("both" if args.runner == "simulate" else "spread")
     import tempfile
@@ -523,8 +553,10 @@ def main() -> int:
                        load=args.load, flood=args.flood, probe=str(probe) if probe else None,
                        list_during=args.list_during)
         control = args.control and mode == "spread"
-        values.update(measure(work, args.runs, args.observe, control))
-        shown += metrics(work, args.observe, control)
+        variants = [work] if args.webhook is None else [work, replace(work, webhook_s=args.webhook)]
+        for variant in variants:
+            values.update(measure(variant, args.runs, args.observe, control))
+            shown += metrics(variant, args.observe, control)
     import os
     import shutil
 

@@ -29,6 +29,8 @@ log = logging.getLogger("botsched.daemon.webhooks")
 #: The longest the worker sleeps without looking (another daemon of a cluster may enqueue,
 #: the wall clock may jump).
 MAX_SLEEP_SECONDS = 30.0
+#: The longest the worker sleeps while due rows are held back (an endpoint at its share).
+HELD_BACK_SLEEP_SECONDS = 1.0
 
 
 class Db(Protocol):
@@ -166,6 +168,13 @@ class DeliveryWorker:
     async def _sleep(self) -> None:
         if len(self._tasks) >= self._concurrency:
             timeout = MAX_SLEEP_SECONDS  # a finishing send pokes
+        elif any(n >= self._per_endpoint for n in self._busy.values()):
+            # An endpoint is at its share (a slow receiver): its rows are due but held back,
+            # so a finish pokes; other endpoints' due rows were just claimed. Skip
+            # ``next_due_us``: it scans the whole backlog, and every commit pokes us, so in
+            # a burst it ran once per commit and slowed the joins (runner-side) and the sends.
+            # A retry of another endpoint is then seen at the next poke, or within 1 s.
+            timeout = HELD_BACK_SLEEP_SECONDS
         else:
             due_us = await self._db(outbox.next_due_us)
             if due_us is None:
@@ -175,7 +184,7 @@ class DeliveryWorker:
                 if (
                     timeout <= 0
                 ):  # due but held back (endpoint at its share): a finish pokes
-                    timeout = 1.0
+                    timeout = HELD_BACK_SLEEP_SECONDS
         if self._wake.is_set():
             return
         try:
