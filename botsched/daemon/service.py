@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 
 from botsched import __version__
 from botsched.core import states
@@ -104,6 +104,28 @@ def dedup_conflict(clashes: Sequence[KeyClash], labels: Sequence[str] | None = N
 LIST_PAGE = 500
 
 
+class _Write(NamedTuple):
+    """A checked durable write: the store call to commit, and what to answer after it."""
+
+    verb: str  # for the "cannot VERB: it is STATE" error
+    commit: Callable[[], Any]
+    finish: Callable[[Any], Result]
+
+
+def _list_args(args: dict[str, Any]) -> tuple[list[str], int, str | None]:
+    """``list``'s arguments, checked: the states, the limit (0 = all) and a dedup-key prefix."""
+    wanted = args.get("states") or []
+    if not isinstance(wanted, list) or any(s not in states.ALL_STATES for s in wanted):
+        raise InvalidInput(f"unknown state in {wanted!r}; states are: {', '.join(states.ALL_STATES)}")
+    limit = args.get("limit", 100)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidInput(f"--limit must be a whole number from 0 (no limit) to {MAX_LIST_LIMIT}")
+    prefix = args.get("dedup_prefix")
+    if prefix is not None and not isinstance(prefix, str):
+        raise InvalidInput("dedup_prefix must be a string")
+    return wanted, limit, prefix
+
+
 class BotService:
     def __init__(
         self,
@@ -176,24 +198,36 @@ class BotService:
         except DuplicateKeys as exc:
             raise dedup_conflict(exc.clashes, labels) from None
 
-    def create(self, args: dict[str, Any]) -> Result:
+    # Each durable write is checked on the loop, then committed -- here (``create`` etc.: the
+    # calendar poller, tests) or on the writer thread with group commit (``create_async`` etc.:
+    # the socket and HTTP, the loop free meanwhile) -- then finished: one rule set, two ways.
+
+    def _commit_now(self, write: _Write) -> Result:
+        try:
+            done = write.commit()
+        except NotScheduled as exc:
+            raise not_scheduled_error(exc, write.verb) from None
+        return write.finish(done)
+
+    async def _commit_on_writer(self, write: _Write) -> Result:
+        try:
+            done = await self.writer.call(write.commit)
+        except NotScheduled as exc:
+            raise not_scheduled_error(exc, write.verb) from None
+        return write.finish(done)
+
+    def _creating(self, args: dict[str, Any]) -> _Write:
         now = self.clock.now_us()
         warnings: list[str] = []
         bot = self._new_bot(args, now, warnings, self.zone)
-        [bot_id] = self._insert([bot], now)
-        self.scheduler.poke(self._due_us(bot))
-        return self._get(bot_id), warnings
 
-    async def create_async(self, args: dict[str, Any]) -> Result:
-        """``create`` for the socket: the commit runs on the writer thread (group commit)."""
-        now = self.clock.now_us()
-        warnings: list[str] = []
-        bot = self._new_bot(args, now, warnings, self.zone)
-        [bot_id] = await self.writer.call(self._insert, [bot], now)
-        self.scheduler.poke(self._due_us(bot))
-        return self._get(bot_id), warnings
+        def finish(ids: list[str]) -> Result:
+            self.scheduler.poke(self._due_us(bot))
+            return self._get(ids[0]), warnings
 
-    async def reschedule_async(self, args: dict[str, Any]) -> Result:
+        return _Write("create", lambda: self._insert([bot], now), finish)
+
+    def _rescheduling(self, args: dict[str, Any]) -> _Write:
         bot_id = validate_bot_id(args.get("id"))
         text = args.get("join_at")
         if not isinstance(text, str):
@@ -201,20 +235,35 @@ class BotService:
         now = self.clock.now_us()
         join = parse_join_at(text, now, self.zone)
         warnings = join.warnings + check_join_time(join, now, self.config.stage_lead_us)
-        try:
-            await self.writer.call(self.store.reschedule, bot_id, join.text, join.us, now)
-        except NotScheduled as exc:
-            raise not_scheduled_error(exc, "reschedule") from None
-        self.scheduler.poke(join.us - self.config.stage_lead_us)
-        return self._get(bot_id), warnings
+
+        def finish(_: None) -> Result:
+            self.scheduler.poke(join.us - self.config.stage_lead_us)
+            return self._get(bot_id), warnings
+
+        return _Write("reschedule", lambda: self.store.reschedule(bot_id, join.text, join.us, now), finish)
+
+    def _cancelling(self, args: dict[str, Any]) -> _Write:
+        bot_id = validate_bot_id(args.get("id"))
+        return _Write("cancel", lambda: self.store.delete_scheduled(bot_id),
+                      lambda _: ({"id": bot_id, "cancelled": True}, []))
+
+    def create(self, args: dict[str, Any]) -> Result:
+        return self._commit_now(self._creating(args))
+
+    def reschedule(self, args: dict[str, Any]) -> Result:
+        return self._commit_now(self._rescheduling(args))
+
+    def cancel(self, args: dict[str, Any]) -> Result:
+        return self._commit_now(self._cancelling(args))
+
+    async def create_async(self, args: dict[str, Any]) -> Result:
+        return await self._commit_on_writer(self._creating(args))
+
+    async def reschedule_async(self, args: dict[str, Any]) -> Result:
+        return await self._commit_on_writer(self._rescheduling(args))
 
     async def cancel_async(self, args: dict[str, Any]) -> Result:
-        bot_id = validate_bot_id(args.get("id"))
-        try:
-            await self.writer.call(self.store.delete_scheduled, bot_id)
-        except NotScheduled as exc:
-            raise not_scheduled_error(exc, "cancel") from None
-        return {"id": bot_id, "cancelled": True}, []
+        return await self._commit_on_writer(self._cancelling(args))
 
     def create_many(self, items: list[dict[str, Any]], want_bots: bool, dry_run: bool = False) -> Result:
         """All or nothing: every invalid item is named by its line; then one transaction.
@@ -251,29 +300,6 @@ class BotService:
 
     # -- changing -----------------------------------------------------------------
 
-    def reschedule(self, args: dict[str, Any]) -> Result:
-        bot_id = validate_bot_id(args.get("id"))
-        text = args.get("join_at")
-        if not isinstance(text, str):
-            raise InvalidInput("reschedule needs --join-at")
-        now = self.clock.now_us()
-        join = parse_join_at(text, now, self.zone)
-        warnings = join.warnings + check_join_time(join, now, self.config.stage_lead_us)
-        try:
-            self.store.reschedule(bot_id, join.text, join.us, now)
-        except NotScheduled as exc:
-            raise not_scheduled_error(exc, "reschedule") from None
-        self.scheduler.poke(join.us - self.config.stage_lead_us)
-        return self._get(bot_id), warnings
-
-    def cancel(self, args: dict[str, Any]) -> Result:
-        bot_id = validate_bot_id(args.get("id"))
-        try:
-            self.store.delete_scheduled(bot_id)
-        except NotScheduled as exc:
-            raise not_scheduled_error(exc, "cancel") from None
-        return {"id": bot_id, "cancelled": True}, []
-
     def leave(self, args: dict[str, Any]) -> Result:
         bot_id = validate_bot_id(args.get("id"))
         bot = self._get(bot_id)
@@ -293,15 +319,7 @@ class BotService:
 
     def list_bots(self, args: dict[str, Any]) -> Result:
         """The ``list`` op (named so as not to shadow the builtin)."""
-        wanted = args.get("states") or []
-        if not isinstance(wanted, list) or any(s not in states.ALL_STATES for s in wanted):
-            raise InvalidInput(f"unknown state in {wanted!r}; states are: {', '.join(states.ALL_STATES)}")
-        limit = args.get("limit", 100)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIST_LIMIT:
-            raise InvalidInput(f"--limit must be a whole number from 0 (no limit) to {MAX_LIST_LIMIT}")
-        prefix = args.get("dedup_prefix")
-        if prefix is not None and not isinstance(prefix, str):
-            raise InvalidInput("dedup_prefix must be a string")
+        wanted, limit, prefix = _list_args(args)
         bots, more = self.store.list_bots(wanted, limit, prefix)
         return {"bots": bots, "more": more}, []
 
@@ -309,15 +327,7 @@ class BotService:
         """``list`` with ``stream``: the same bots in the same order, a page at a time, the
         loop free between pages (a list of 100,000 bots never holds a join back, nor the
         daemon's memory). At the end ``outcome["more"]`` says whether the limit left some out."""
-        wanted = args.get("states") or []
-        if not isinstance(wanted, list) or any(s not in states.ALL_STATES for s in wanted):
-            raise InvalidInput(f"unknown state in {wanted!r}; states are: {', '.join(states.ALL_STATES)}")
-        limit = args.get("limit", 100)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIST_LIMIT:
-            raise InvalidInput(f"--limit must be a whole number from 0 (no limit) to {MAX_LIST_LIMIT}")
-        prefix = args.get("dedup_prefix")
-        if prefix is not None and not isinstance(prefix, str):
-            raise InvalidInput("dedup_prefix must be a string")
+        wanted, limit, prefix = _list_args(args)
         after = None
         sent = 0
         while True:

@@ -69,6 +69,19 @@ class _DuplicateKey(Exception):
     """A live bot already holds a dedup key (the unique index said so)."""
 
 
+def _list_filter(state_filter: Iterable[str], dedup_prefix: str | None) -> tuple[list[str], list[Any]]:
+    """``list``'s WHERE clauses and their parameters: the states, a dedup-key prefix."""
+    wanted = sorted(set(state_filter))
+    clauses: list[str] = []
+    params: list[Any] = list(wanted)
+    if wanted:
+        clauses.append(f"state IN ({','.join('?' * len(wanted))})")
+    if dedup_prefix is not None:
+        clauses.append("substr(dedup_key, 1, ?) = ?")
+        params.extend([len(dedup_prefix), dedup_prefix])
+    return clauses, params
+
+
 class SqliteStore:
     """``Store`` on one SQLite file. Only the daemon opens it for writing."""
 
@@ -460,14 +473,7 @@ class SqliteStore:
         """Bots ordered by join_at (ad-hoc by created_at); ``limit`` 0 = all; optionally
         only those whose dedup key starts with ``dedup_prefix`` (calendar sync's bots).
         Returns the page and whether more bots match."""
-        wanted = sorted(set(state_filter))
-        clauses: list[str] = []
-        params: list[Any] = list(wanted)
-        if wanted:
-            clauses.append(f"state IN ({','.join('?' * len(wanted))})")
-        if dedup_prefix is not None:
-            clauses.append("substr(dedup_key, 1, ?) = ?")
-            params.extend([len(dedup_prefix), dedup_prefix])
+        clauses, params = _list_filter(state_filter, dedup_prefix)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT {_BOT_COLUMNS} FROM bots {where} ORDER BY sort_us, created_us, id"
         if limit > 0:
@@ -484,14 +490,7 @@ class SqliteStore:
     ) -> tuple[list[Bot], tuple[int, int, str] | None]:
         """One page of ``list_bots``' order after the key ``after`` (keyset paging: each page
         is one indexed query, memory bounded by ``size``); returns the page and its last key."""
-        wanted = sorted(set(state_filter))
-        clauses: list[str] = []
-        params: list[Any] = list(wanted)
-        if wanted:
-            clauses.append(f"state IN ({','.join('?' * len(wanted))})")
-        if dedup_prefix is not None:
-            clauses.append("substr(dedup_key, 1, ?) = ?")
-            params.extend([len(dedup_prefix), dedup_prefix])
+        clauses, params = _list_filter(state_filter, dedup_prefix)
         if after is not None:
             clauses.append("sort_us >= ? AND (sort_us, created_us, id) > (?, ?, ?)")  # the first: the index
             params.extend([after[0], *after])
