@@ -100,7 +100,7 @@ def test_two_agents_share_40_bots_and_a_killed_agents_bots_are_taken_over_or_fai
     wait_until(first_joined, timeout=20, interval=0.05, what="the first 20 bots joined")
     holders = {bot_id: agent for bot_id, _, agent in _rows(url)}
     by_agent = Counter(holders[bot_id] for bot_id in first)
-    victim_name = by_agent.most_common(1)[0][0]
+    victim_name = str(by_agent.most_common(1)[0][0])
     victim, survivor = (a, b) if victim_name == "agent-a" else (b, a)
     survivor_name = "agent-b" if victim is a else "agent-a"
     lost_joined = {bot_id for bot_id in first if holders[bot_id] == victim_name}
