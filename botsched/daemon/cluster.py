@@ -19,9 +19,12 @@ join instant (the in-memory join times of the bots we hold drive it).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import socket
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from botsched.core import states
@@ -43,6 +46,7 @@ class ClaimingStore(Store, Protocol):
     def claim_due(self, agent: str, until_us: int, slots: int, lease_us: int, now_us: int) -> list[Claim]: ...
     def renew(self, agent: str, held: list[tuple[str, int]], lease_us: int) -> set[str]: ...
     def transition_held(self, agent: str, changes: list[FencedChange], now_us: int) -> list[str]: ...
+    def listen(self, on_due: Callable[[int], None], stopping: threading.Event) -> None: ...
     def fail_lost(self, now_us: int, limit: int = 1000) -> list[str]: ...
     def holder(self, bot_id: str) -> tuple[str | None, int] | None: ...
 
@@ -215,6 +219,28 @@ class ClusterScheduler(Scheduler):
         if timer is not None and hasattr(timer, "disarm"):
             timer.disarm(bot_id)
         self.runner.discard(bot_id)
+
+    # -- notifications: changes made through any agent ------------------------------------
+
+    async def run(self) -> None:
+        """The scheduler loop, with a thread that LISTENs for queue changes committed by any
+        agent (a create or reschedule through another machine) and pokes this loop at once."""
+        loop = asyncio.get_running_loop()
+        stopping = threading.Event()
+
+        def on_due(due_us: int) -> None:
+            when = due_us - self.config.stage_lead_us if due_us else None
+            if not stopping.is_set():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to poke
+                    loop.call_soon_threadsafe(self.poke, when)
+
+        listener = threading.Thread(target=self.shared.listen, args=(on_due, stopping), name="botsched-listen",
+                                    daemon=True)
+        listener.start()
+        try:
+            await super().run()
+        finally:
+            stopping.set()
 
     # -- start-up -----------------------------------------------------------------------
 
