@@ -24,6 +24,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -38,6 +39,10 @@ from botsched.daemon.store.postgres import Claim, FencedChange
 __all__ = ["ClaimingStore", "ClusterScheduler", "agent_name", "supports_claims"]
 
 log = logging.getLogger("botsched.daemon.cluster")
+
+#: Joins are sent only within this share of a lease after its renewal began (the rest is
+#: slack for clock-rate differences and the renewal's own round trip).
+LEASE_MARGIN = 0.9
 
 
 class ClaimingStore(Store, Protocol):
@@ -72,6 +77,13 @@ class ClusterScheduler(Scheduler):
         #: the held bots still staged, with their join_at: the joins this agent sends
         self._staged: dict[str, int] = {}
         self._next_beat_us = 0
+        #: time.monotonic() until which every lease we hold is surely still ours (see _lease_ok)
+        self._leases_until = 0.0
+        timer = getattr(runner, "timer", None)
+        if timer is not None and hasattr(timer, "_max_late_us"):
+            # the join thread sends a join only while our leases hold: an agent frozen past its
+            # lease (SIGSTOP, a VM pause) must not send, when it thaws, a join another agent sent
+            timer._max_late_us = lambda: self.config.misfire_grace_us if self._lease_ok() else -1
 
     @property
     def lease_us(self) -> int:
@@ -101,6 +113,15 @@ class ClusterScheduler(Scheduler):
             self._heartbeat(now)
         return super().tick()
 
+    def _lease_ok(self) -> bool:
+        """Our leases hold now: the last renewal (or first claim) began less than
+        ``LEASE_MARGIN`` x lease ago by this machine's monotonic clock. Past that another agent
+        may have taken our bots: nothing is sent for them until a heartbeat says they are ours."""
+        return time.monotonic() < self._leases_until
+
+    def _leases_from(self, started: float) -> None:
+        self._leases_until = started + LEASE_MARGIN * self.lease_us / 1_000_000
+
     # -- staging: claims ---------------------------------------------------------------
 
     def _start_ready(self, now: int) -> int:
@@ -111,7 +132,10 @@ class ClusterScheduler(Scheduler):
         slots = BATCH if free is None else min(free, BATCH)
         if slots <= 0:
             return 0
+        started = time.monotonic()
         claims = self.shared.claim_due(self.agent, now + self.config.stage_lead_us, slots, self.lease_us, now)
+        if claims and not self.held:
+            self._leases_from(started)  # else the last renewal's (earlier) bound still covers them
         ready_changes: list[Change] = []
         joins: list[str] = []
         for claim in claims:
@@ -142,6 +166,10 @@ class ClusterScheduler(Scheduler):
         return len(claims) if len(claims) == BATCH else 0
 
     def _join_due(self, now: int) -> int:
+        if self._staged and not self._lease_ok():
+            self._heartbeat(now)  # joins wait for a renewal (a lost bot is let go there)
+            if not self._lease_ok():
+                return 0
         skip = self._unrecorded_ids.union(self.runner.armed()) if self.runner.arms_joins else self._unrecorded_ids
         due = sorted((t, bot_id) for bot_id, t in self._staged.items() if t <= now and bot_id not in skip)
         changes: list[Change] = []
@@ -197,7 +225,9 @@ class ClusterScheduler(Scheduler):
         self._next_beat_us = now + max(self.lease_us // 3, 1_000)
         try:
             if self.held:
+                started = time.monotonic()
                 kept = self.shared.renew(self.agent, list(self.held.items()), self.lease_us)
+                self._leases_from(started)
                 for bot_id in [bot_id for bot_id in self.held if bot_id not in kept]:
                     self._lose(bot_id)
             lost = self.shared.fail_lost(now)
@@ -258,7 +288,9 @@ class ClusterScheduler(Scheduler):
             if holder is not None and holder[0] == self.agent:
                 mine[due.id] = due
                 epochs[due.id] = holder[1]
+        started = time.monotonic()
         kept = self.shared.renew(self.agent, list(epochs.items()), self.lease_us) if epochs else set()
+        self._leases_from(started)
         for bot_id, due in mine.items():
             if bot_id not in kept:
                 continue
