@@ -51,7 +51,9 @@ class ClaimingStore(Store, Protocol):
     def claim_due(self, agent: str, until_us: int, slots: int, lease_us: int, now_us: int) -> list[Claim]: ...
     def renew(self, agent: str, held: list[tuple[str, int]], lease_us: int) -> set[str]: ...
     def transition_held(self, agent: str, changes: list[FencedChange], now_us: int) -> list[str]: ...
-    def listen(self, on_due: Callable[[int], None], stopping: threading.Event) -> None: ...
+    def listen(self, on_due: Callable[[int], None], stopping: threading.Event,
+               on_leave: Callable[[str], None] | None = None) -> None: ...
+    def notify_leave(self, bot_id: str) -> None: ...
     def fail_lost(self, now_us: int, limit: int = 1000) -> list[str]: ...
     def holder(self, bot_id: str) -> tuple[str | None, int] | None: ...
 
@@ -264,13 +266,39 @@ class ClusterScheduler(Scheduler):
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to poke
                     loop.call_soon_threadsafe(self.poke, when)
 
-        listener = threading.Thread(target=self.shared.listen, args=(on_due, stopping), name="botsched-listen",
-                                    daemon=True)
+        def on_leave(bot_id: str) -> None:
+            if not stopping.is_set():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._leave_here, bot_id)
+
+        listener = threading.Thread(target=self.shared.listen, args=(on_due, stopping, on_leave),
+                                    name="botsched-listen", daemon=True)
         listener.start()
         try:
             await super().run()
         finally:
             stopping.set()
+
+    def leave_elsewhere(self, bot_id: str) -> str | None:
+        """``leave`` for a bot another agent runs: ask that agent (a notification), and say so;
+        ``None`` when the bot is ours (or nobody's): the local runner is asked, as always."""
+        if bot_id in self.held:
+            return None
+        holder = self.shared.holder(bot_id)
+        if holder is None or holder[0] is None or holder[0] == self.agent:
+            return None
+        self.shared.notify_leave(bot_id)
+        return f"asked agent {holder[0]}, which runs {bot_id}, to make it leave"
+
+    def _leave_here(self, bot_id: str) -> None:
+        if bot_id not in self.held:
+            return  # not ours (any more): its holder heard the same notification
+        try:
+            note = self.runner.leave(bot_id)
+        except RunnerError as exc:
+            log.warning("%s: leave asked through another agent: %s", bot_id, exc)
+            return
+        log.info("%s: leave asked through another agent%s", bot_id, f" ({note})" if note else "")
 
     # -- start-up -----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ ROUNDS = 4
 FAST_S = 0.3
 
 
-def _agent(make_home: Homes, url: str, name: str, rec_dir: Path, slots: int, hold_s: float) -> Home:
+def _agent(make_home: Homes, url: str, name: str, rec_dir: Path, slots: int, hold_s: float | str) -> Home:
     home = make_home(
         {
             "store": {"url": url},
@@ -72,3 +72,23 @@ def test_a_reschedule_through_one_agent_reaches_the_agent_with_a_free_slot_at_on
     with psycopg.connect(url) as connection:
         agents = connection.execute("SELECT DISTINCT agent FROM bots WHERE id = ANY(%s)", (moved,)).fetchall()
     assert agents == [("agent-b",)], "agent-a has no free slot: agent-b must have staged them"
+
+
+def test_leave_through_another_agent_reaches_the_agent_running_the_bot(
+    make_home: Homes, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    url = postgres_server.url(schema=postgres_server.fresh_schema())
+    rec_dir = tmp_path / "rec"
+    rec_dir.mkdir()
+    a = _agent(make_home, url, "agent-a", rec_dir, slots=1, hold_s="until-leave")
+    bot_id = a.create("https://meet.google.com/aaa-bbbb-ccc")  # ad hoc: agent-a joins it now
+    wait_until(lambda: a.show(bot_id)["state"] == "joined_recording", timeout=20, what="joined by agent-a")
+    b = _agent(make_home, url, "agent-b", rec_dir, slots=1, hold_s="until-leave")
+
+    asked = time.monotonic()
+    said = b.ok("leave", bot_id)
+    assert "asked agent agent-a" in said.stdout + said.stderr, said
+    wait_until(lambda: b.show(bot_id)["state"] == "ended", timeout=10, what="the bot ended")
+    print(f"\nleave through agent-b: the bot ended {time.monotonic() - asked:.2f} s later")
+    records = [line.split() for line in (rec_dir / f"{bot_id}.log").read_text().splitlines()]
+    assert [line[2:] for line in records if line[0] == "line"] == [["agent-a", "join"], ["agent-a", "leave"]], records
