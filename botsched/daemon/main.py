@@ -128,6 +128,11 @@ class Daemon:
         self.store = open_store(self.config, paths, on_events=self._published, on_deleted=self.hub.gone)
         self.runner = make_runner(self.config, self._report, paths.runner_logs)
         self.scheduler = Scheduler(self.store, self.runner, self.config, self.clock)
+        if not isinstance(self.store, SqliteStore):  # cluster mode: staging through claims (daemon/cluster.py)
+            from botsched.daemon.cluster import ClusterScheduler, supports_claims
+
+            if supports_claims(self.store):
+                self.scheduler = ClusterScheduler(self.store, self.runner, self.config, self.clock)  # type: ignore[arg-type]
         self.service = BotService(self.store, self.scheduler, self.runner, self.hub, self.config, self.clock, paths)
         # the outbox lives in the SQLite store only, for now: a cluster agent answers webhook ops
         # with "runs without webhooks" rather than keep a second, unshared outbox

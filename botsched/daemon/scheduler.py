@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from botsched.core import states
@@ -289,7 +290,7 @@ class Scheduler:
         queue, in order, and count as made."""
         if not self._unrecorded:
             try:
-                return set(self.store.transition_many(changes, now))
+                return set(self._write(changes, now))
             except StorageError as exc:
                 log.error("cannot record %d change(s) (%s, ...): %s; retrying every %s", len(changes),
                           changes[0][0], exc.message, _seconds(RECORD_RETRY_US))
@@ -303,7 +304,7 @@ class Scheduler:
         while self._unrecorded:
             changes, at_us = self._unrecorded[0]
             try:
-                self.store.transition_many(changes, at_us)
+                self._write(changes, at_us)
             except StorageError:
                 break
             self._unrecorded.pop(0)
@@ -332,7 +333,7 @@ class Scheduler:
         missed = [(bot, self._missed(bot, now)) for bot in due]
         failed = [(bot.id, state, states.FATAL_ERROR, why) for bot, why in missed if why]
         if failed:
-            self.store.transition_many(failed, now)
+            self._write(failed, now)
             if state == states.READY:  # a runner adopted after a restart, if any
                 for bot_id, *_ in failed:
                     self.runner.discard(bot_id)
@@ -451,7 +452,12 @@ class Scheduler:
         if not states.is_legal(current[0], state):
             log.warning("runner reported illegal transition %s -> %s for %s; ignored", current[0], state, bot_id)
             return
-        self.store.transition(bot_id, current[0], state, self.clock.now_us(), detail)
+        self._write([(bot_id, current[0], state, detail)], self.clock.now_us())
+
+    def _write(self, changes: Sequence[Change], now: int) -> list[str]:
+        """Where every compare-and-set about a running bot goes: the store here; a cluster
+        agent (daemon/cluster.py) fences each on its claim instead."""
+        return self.store.transition_many(changes, now)
 
     def recover(self) -> None:
         """At start-up: hand every bot that was past staging back to the runner.

@@ -306,10 +306,13 @@ class BotService:
         # a bot already leaving may be asked too: told to leave if it was not, stopped if it was
         if bot["state"] not in states.IN_MEETING | {states.LEAVING, states.POST_PROCESSING}:
             raise Conflict(f"cannot leave {bot_id}: it is {bot['state']} (leave needs a bot in a meeting or leaving)")
-        try:
-            note = self.runner.leave(bot_id)
-        except RunnerError as exc:
-            raise Conflict(f"cannot leave {bot_id}: {exc}") from None
+        elsewhere = getattr(self.scheduler, "leave_elsewhere", None)  # cluster mode: another agent runs it
+        note = elsewhere(bot_id) if elsewhere is not None else None
+        if note is None:
+            try:
+                note = self.runner.leave(bot_id)
+            except RunnerError as exc:
+                raise Conflict(f"cannot leave {bot_id}: {exc}") from None
         return self._get(bot_id), [note] if note else []
 
     # -- reading ------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -54,6 +54,13 @@ CHECKPOINT_AFTER_COMMITS = 200
 _MIGRATION_LOCK = 0x626F7473_0001
 _EVENTS_LOCK = 0x626F7473_0002
 CONNECT_TIMEOUT_S = 10
+#: The channel of queue changes (LISTEN/NOTIFY): the payload is when the change is due (µs).
+QUEUE_CHANNEL = "botsched_queue"
+#: ``leave`` asked through one agent for a bot another runs: the payload is the bot's id.
+LEAVE_CHANNEL = "botsched_leave"
+#: The listener looks at its stop flag this often, and reconnects after this long.
+LISTEN_POLL_S = 0.5
+LISTEN_RETRY_S = 1.0
 #: A request waits at most this long for a pooled connection (while the server is away the
 #: pool reconnects in the background, and the request fails with exit 5).
 POOL_WAIT_S = 5.0
@@ -328,6 +335,7 @@ class PostgresStore:
                     raise _DuplicateKey() from None
                 firsts = [(bot_id, bot.initial_state, now_us, None) for bot_id, bot in zip(ids, bots, strict=True)]
                 self._add_events(connection, pending, firsts)
+                _notify_queue(connection, min((bot.join_at_us or now_us for bot in bots), default=now_us))
         except _DuplicateKey:
             raise DuplicateKeys(self._key_clashes(bots)) from None  # asked after the rollback
         return ids
@@ -590,6 +598,7 @@ class PostgresStore:
             )
             if cursor.rowcount != 1:
                 raise NotScheduled(bot_id, self._state_of(connection, bot_id))
+            _notify_queue(connection, join_at_us)
 
     def delete_scheduled(self, bot_id: str) -> None:
         """Cancel: a scheduled bot and its history are deleted for good."""
@@ -740,11 +749,48 @@ class PostgresStore:
             self._add_events(connection, pending, lost)
         return [bot_id for bot_id, _ in failed]
 
+    def listen(self, on_due: Callable[[int], None], stopping: threading.Event,
+               on_leave: Callable[[str], None] | None = None) -> None:
+        """Until ``stopping`` is set (in a thread of its own): call ``on_due(due_us)`` for
+        each queue change any agent commits (a create, a reschedule: see _notify_queue), so
+        the agent with a free slot plans its staging at once, not at its next re-plan; and
+        ``on_leave(bot_id)`` for each ``leave`` asked through another agent (notify_leave).
+        A lost connection is re-made (every LISTEN_RETRY_S); a queue change missed meanwhile
+        costs only that re-plan delay."""
+        while not stopping.is_set():
+            try:
+                with psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True,
+                                     application_name="botsched-listen") as connection:
+                    connection.execute(f"LISTEN {QUEUE_CHANNEL}")
+                    if on_leave is not None:
+                        connection.execute(f"LISTEN {LEAVE_CHANNEL}")
+                    on_due(0)  # anything sent while we were not listening: re-plan now
+                    while not stopping.is_set():
+                        for notice in connection.notifies(timeout=LISTEN_POLL_S):
+                            if notice.channel == LEAVE_CHANNEL and on_leave is not None:
+                                on_leave(notice.payload)
+                            elif notice.channel == QUEUE_CHANNEL:
+                                on_due(int(notice.payload) if notice.payload.isdigit() else 0)
+            except psycopg.Error as exc:
+                if not stopping.is_set():
+                    log.warning("listening for queue changes failed: %s; retrying", self._said(exc))
+                    stopping.wait(LISTEN_RETRY_S)
+
+    def notify_leave(self, bot_id: str) -> None:
+        """Ask the agent that runs ``bot_id`` (it LISTENs) to tell its runner to leave."""
+        with self._connection(writing=True) as connection:
+            connection.execute("SELECT pg_notify(%s, %s)", (LEAVE_CHANNEL, bot_id))
+
     def holder(self, bot_id: str) -> tuple[str | None, int] | None:
         """(agent, epoch) of a bot; ``None`` if there is no such bot."""
         with self._connection(writing=False) as connection:
             row = connection.execute("SELECT agent, epoch FROM bots WHERE id = %s", (bot_id,)).fetchone()
         return None if row is None else (row[0], int(row[1]))
+
+
+def _notify_queue(connection: Connection, due_us: int) -> None:
+    """Tell every listening agent (at this transaction's commit) that something is due at ``due_us``."""
+    connection.execute("SELECT pg_notify(%s, %s)", (QUEUE_CHANNEL, str(max(due_us, 0))))
 
 
 # -- the schema ---------------------------------------------------------------------------

@@ -1,0 +1,337 @@
+"""A cluster agent's scheduler (SPEC §10): the single-machine rules, staged through claims.
+
+Only with a store that supports claims (the PostgreSQL one); the SQLite daemon never loads
+this. What changes against ``Scheduler``:
+
+- staging is ``claim_due``: at most as many bots as this agent has free runner slots, each
+  claimed (agent, lease, fencing epoch) in the database, so each bot has one agent;
+- joins, runner reports and every other write about a bot this agent runs go through
+  ``transition_held``: accepted only while the claim (agent and epoch) is still ours;
+- a heartbeat every ``lease_seconds / 3`` renews the leases; a claim that is no longer
+  ours (the lease lapsed and another agent took the bot, or it was failed) stops that
+  bot's runner here and drops every write for it. The heartbeat also fails the bots
+  past ``staged`` of agents whose lease lapsed (``fail_lost``); ``claim_due`` re-stages
+  their unjoined staged bots.
+
+The join is still sent from this agent's own clock: nothing crosses the network at the
+join instant (the in-memory join times of the bots we hold drive it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from botsched.core import states
+from botsched.core.config import Config
+from botsched.core.model import Due
+from botsched.daemon.runners import Runner, RunnerError
+from botsched.daemon.scheduler import BATCH, LATE_NOTE_US, Clock, Scheduler, _seconds
+from botsched.daemon.store.base import Change, StorageError, Store
+from botsched.daemon.store.postgres import Claim, FencedChange
+
+__all__ = ["ClaimingStore", "ClusterScheduler", "agent_name", "supports_claims"]
+
+log = logging.getLogger("botsched.daemon.cluster")
+
+#: Joins are sent only within this share of a lease after its renewal began (the rest is
+#: slack for clock-rate differences and the renewal's own round trip).
+LEASE_MARGIN = 0.9
+
+
+class ClaimingStore(Store, Protocol):
+    """A store that several agents share: claims, leases, fencing (store/postgres.py)."""
+
+    def claim_due(self, agent: str, until_us: int, slots: int, lease_us: int, now_us: int) -> list[Claim]: ...
+    def renew(self, agent: str, held: list[tuple[str, int]], lease_us: int) -> set[str]: ...
+    def transition_held(self, agent: str, changes: list[FencedChange], now_us: int) -> list[str]: ...
+    def listen(self, on_due: Callable[[int], None], stopping: threading.Event,
+               on_leave: Callable[[str], None] | None = None) -> None: ...
+    def notify_leave(self, bot_id: str) -> None: ...
+    def fail_lost(self, now_us: int, limit: int = 1000) -> list[str]: ...
+    def holder(self, bot_id: str) -> tuple[str | None, int] | None: ...
+
+
+def supports_claims(store: Store) -> bool:
+    return all(hasattr(store, name) for name in ("claim_due", "renew", "transition_held", "fail_lost"))
+
+
+def agent_name(config: Config) -> str:
+    """``cluster.agent_name``, else the host name."""
+    return str(config["cluster.agent_name"]) or socket.gethostname()
+
+
+class ClusterScheduler(Scheduler):
+    """``Scheduler`` for one agent of a shared database."""
+
+    def __init__(self, store: ClaimingStore, runner: Runner, config: Config, clock: Clock | None = None) -> None:
+        super().__init__(store, runner, config, clock)
+        self.shared = store
+        self.agent = agent_name(config)
+        #: bot_id -> fencing epoch of every claim this agent holds (runs a runner for)
+        self.held: dict[str, int] = {}
+        #: the held bots still staged, with their join_at: the joins this agent sends
+        self._staged: dict[str, int] = {}
+        self._next_beat_us = 0
+        #: time.monotonic() until which every lease we hold is surely still ours (see _lease_ok)
+        self._leases_until = 0.0
+        timer = getattr(runner, "timer", None)
+        if timer is not None and hasattr(timer, "_max_late_us"):
+            # the join thread sends a join only while our leases hold: an agent frozen past its
+            # lease (SIGSTOP, a VM pause) must not send, when it thaws, a join another agent sent
+            timer._max_late_us = lambda: self.config.misfire_grace_us if self._lease_ok() else -1
+
+    @property
+    def lease_us(self) -> int:
+        return int(float(self.config["cluster.lease_seconds"]) * 1_000_000)
+
+    # -- what is due: our own staged bots, the shared queue, the heartbeat ---------------
+
+    def next_due_us(self) -> int | None:
+        due = super().next_due_us()
+        return self._next_beat_us if due is None else min(due, self._next_beat_us)
+
+    def _next_time(self, state: str, exclude_armed: bool = False) -> int | None:
+        if state == states.READY:
+            return None  # ad-hoc bots are claimed with the rest (a create pokes us)
+        if state != states.STAGED:
+            return super()._next_time(state, exclude_armed)
+        skip = self._unrecorded_ids.union(self.runner.armed()) if exclude_armed else self._unrecorded_ids
+        return min((t for bot_id, t in self._staged.items() if bot_id not in skip), default=None)
+
+    def _next_stage_us(self) -> int | None:
+        when = self.store.next_time(states.SCHEDULED)
+        return None if when is None else when - self.config.stage_lead_us
+
+    def tick(self) -> int | None:
+        now = self.clock.now_us()
+        if now >= self._next_beat_us:
+            self._heartbeat(now)
+        return super().tick()
+
+    def _lease_ok(self) -> bool:
+        """Our leases hold now: the last renewal (or first claim) began less than
+        ``LEASE_MARGIN`` x lease ago by this machine's monotonic clock. Past that another agent
+        may have taken our bots: nothing is sent for them until a heartbeat says they are ours."""
+        return time.monotonic() < self._leases_until
+
+    def _leases_from(self, started: float) -> None:
+        self._leases_until = started + LEASE_MARGIN * self.lease_us / 1_000_000
+
+    # -- staging: claims ---------------------------------------------------------------
+
+    def _start_ready(self, now: int) -> int:
+        return 0  # claim_due hands us ad-hoc bots too (see _stage_due)
+
+    def _stage_due(self, now: int) -> int:
+        free = self.runner.free_slots()
+        slots = BATCH if free is None else min(free, BATCH)
+        if slots <= 0:
+            return 0
+        started = time.monotonic()
+        claims = self.shared.claim_due(self.agent, now + self.config.stage_lead_us, slots, self.lease_us, now)
+        if claims and not self.held:
+            self._leases_from(started)  # else the last renewal's (earlier) bound still covers them
+        ready_changes: list[Change] = []
+        joins: list[str] = []
+        for claim in claims:
+            self.held[claim.id] = claim.epoch
+            if claim.taken_from is not None:
+                log.warning("%s: re-staged here (agent %s lost its lease)", claim.id, claim.taken_from)
+            missed = self._missed(Due(claim.id, claim.state, claim.join_at_us), now)
+            if missed:
+                self._write([(claim.id, claim.state, states.FATAL_ERROR, missed)], now)
+                continue
+            try:
+                self.runner.stage(self._bot(claim.id))
+            except RunnerError as exc:
+                self.runner.discard(claim.id)
+                self._write([(claim.id, claim.state, states.FATAL_ERROR, f"runner could not start: {exc}")],
+                            self.clock.now_us())
+                continue
+            if claim.state == states.READY:
+                ready_changes.append((claim.id, states.READY, states.JOINING, None))
+                joins.append(claim.id)
+                continue
+            self._staged[claim.id] = claim.join_at_us
+            if self.runner.arms_joins:
+                self._want_armed(claim.id, claim.join_at_us)
+        self._record_then_join(ready_changes, joins, now)
+        if self.runner.arms_joins:
+            self._arm_due(self.clock.now_us())
+        return len(claims) if len(claims) == BATCH else 0
+
+    def _join_due(self, now: int) -> int:
+        if self._staged and not self._lease_ok():
+            self._heartbeat(now)  # joins wait for a renewal (a lost bot is let go there)
+            if not self._lease_ok():
+                return 0
+        skip = self._unrecorded_ids.union(self.runner.armed()) if self.runner.arms_joins else self._unrecorded_ids
+        due = sorted((t, bot_id) for bot_id, t in self._staged.items() if t <= now and bot_id not in skip)
+        changes: list[Change] = []
+        joins: list[str] = []
+        for join_at_us, bot_id in due:
+            missed = self._missed(Due(bot_id, states.STAGED, join_at_us), now)
+            if missed:
+                self.runner.discard(bot_id)
+                changes.append((bot_id, states.STAGED, states.FATAL_ERROR, missed))
+                continue
+            late = now - join_at_us
+            detail = f"joined {_seconds(late)} late" if late > LATE_NOTE_US else None
+            changes.append((bot_id, states.STAGED, states.JOINING, detail))
+            joins.append(bot_id)
+        self._record_then_join(changes, joins, now)
+        return 0
+
+    # -- writes: fenced on our claims ------------------------------------------------------
+
+    def _write(self, changes: Sequence[Change], now: int) -> list[str]:
+        """Scheduled bots nobody holds (misfires): a plain compare-and-set. Anything else
+        only for a bot we hold, fenced on its epoch; a change for a bot we do not hold is
+        dropped (an agent that lost a bot writes nothing for it)."""
+        free = [change for change in changes if change[1] == states.SCHEDULED]
+        fenced: list[FencedChange] = []
+        for bot_id, old, new, detail in changes:
+            if old == states.SCHEDULED:
+                continue
+            epoch = self.held.get(bot_id)
+            if epoch is None:
+                log.warning("%s: %s -> %s not written: this agent does not hold the bot", bot_id, old, new)
+                continue
+            fenced.append((bot_id, epoch, old, new, detail))
+        moved = self.store.transition_many(free, now) if free else []
+        if fenced:
+            won = self.shared.transition_held(self.agent, fenced, now)
+            moved.extend(won)
+            won_set = set(won)
+            for bot_id, _epoch, _old, new, _detail in fenced:
+                if bot_id not in won_set:
+                    continue
+                if new != states.STAGED:
+                    self._staged.pop(bot_id, None)
+                if states.is_terminal(new):
+                    self.held.pop(bot_id, None)
+        return moved
+
+    # -- the heartbeat ------------------------------------------------------------------
+
+    def _heartbeat(self, now: int) -> None:
+        """Renew our leases; stop the runners of claims we no longer hold; fail the bots
+        that lost agents had past ``staged``."""
+        self._next_beat_us = now + max(self.lease_us // 3, 1_000)
+        try:
+            if self.held:
+                started = time.monotonic()
+                kept = self.shared.renew(self.agent, list(self.held.items()), self.lease_us)
+                self._leases_from(started)
+                for bot_id in [bot_id for bot_id in self.held if bot_id not in kept]:
+                    self._lose(bot_id)
+            lost = self.shared.fail_lost(now)
+        except StorageError as exc:
+            log.error("heartbeat failed: %s", exc.message)
+            return
+        if lost:
+            log.warning("%d bot(s) of lost agents -> fatal_error: %s", len(lost), ", ".join(lost[:3]))
+
+    def _lose(self, bot_id: str) -> None:
+        """A claim is no longer ours: stop its runner (and its armed join), forget it."""
+        if bot_id in self._unrecorded_ids:
+            return  # our own write for it is pending: the next heartbeat looks again
+        log.warning("%s: this agent no longer holds the bot; its runner is stopped", bot_id)
+        self.held.pop(bot_id, None)
+        self._staged.pop(bot_id, None)
+        self._to_arm.pop(bot_id, None)
+        timer = getattr(self.runner, "timer", None)
+        if timer is not None and hasattr(timer, "disarm"):
+            timer.disarm(bot_id)
+        self.runner.discard(bot_id)
+
+    # -- notifications: changes made through any agent ------------------------------------
+
+    async def run(self) -> None:
+        """The scheduler loop, with a thread that LISTENs for queue changes committed by any
+        agent (a create or reschedule through another machine) and pokes this loop at once."""
+        loop = asyncio.get_running_loop()
+        stopping = threading.Event()
+
+        def on_due(due_us: int) -> None:
+            when = due_us - self.config.stage_lead_us if due_us else None
+            if not stopping.is_set():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to poke
+                    loop.call_soon_threadsafe(self.poke, when)
+
+        def on_leave(bot_id: str) -> None:
+            if not stopping.is_set():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._leave_here, bot_id)
+
+        listener = threading.Thread(target=self.shared.listen, args=(on_due, stopping, on_leave),
+                                    name="botsched-listen", daemon=True)
+        listener.start()
+        try:
+            await super().run()
+        finally:
+            stopping.set()
+
+    def leave_elsewhere(self, bot_id: str) -> str | None:
+        """``leave`` for a bot another agent runs: ask that agent (a notification), and say so;
+        ``None`` when the bot is ours (or nobody's): the local runner is asked, as always."""
+        if bot_id in self.held:
+            return None
+        holder = self.shared.holder(bot_id)
+        if holder is None or holder[0] is None or holder[0] == self.agent:
+            return None
+        self.shared.notify_leave(bot_id)
+        return f"asked agent {holder[0]}, which runs {bot_id}, to make it leave"
+
+    def _leave_here(self, bot_id: str) -> None:
+        if bot_id not in self.held:
+            return  # not ours (any more): its holder heard the same notification
+        try:
+            note = self.runner.leave(bot_id)
+        except RunnerError as exc:
+            log.warning("%s: leave asked through another agent: %s", bot_id, exc)
+            return
+        log.info("%s: leave asked through another agent%s", bot_id, f" ({note})" if note else "")
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Re-attach to the runners of the bots this agent (by name) still holds; the others
+        are not ours to touch (their agent runs them, or they are re-staged when it is lost)."""
+        log.info("cluster agent %s: lease %ss, %s runner slot(s)", self.agent, self.config["cluster.lease_seconds"],
+                 self.runner.free_slots())
+        waiting = (states.SCHEDULED, states.READY)
+        active = [s for s in states.ALL_STATES if s not in states.TERMINAL and s not in waiting]
+        mine: dict[str, Due] = {}
+        epochs: dict[str, int] = {}
+        for due in self.store.in_states(active):
+            holder = self.shared.holder(due.id)
+            if holder is not None and holder[0] == self.agent:
+                mine[due.id] = due
+                epochs[due.id] = holder[1]
+        started = time.monotonic()
+        kept = self.shared.renew(self.agent, list(epochs.items()), self.lease_us) if epochs else set()
+        self._leases_from(started)
+        for bot_id, due in mine.items():
+            if bot_id not in kept:
+                continue
+            self.held[bot_id] = epochs[bot_id]
+            since = self.store.state_since(bot_id)
+            if since is None:
+                continue
+            try:
+                self.runner.resume(self._bot(bot_id), since[1])
+            except RunnerError as exc:
+                self._write([(bot_id, due.state, states.FATAL_ERROR, str(exc))], self.clock.now_us())
+                continue
+            if due.state == states.STAGED:
+                self._staged[bot_id] = due.join_at_us
+                if self.runner.arms_joins:
+                    self._want_armed(bot_id, due.join_at_us)
