@@ -236,7 +236,7 @@ class Server:
         })
         if calendars is not None:  # the followed calendars (issue 16)
             self.ops.update({op: self._request(handler) for op, handler in calendars.handlers().items()})
-            self.ops.update({op: self._async_request(handler) for op, handler in calendars.async_handlers().items()})
+            self.ops.update({op: self._request(handler) for op, handler in calendars.async_handlers().items()})
         self._list_whole = self._request(service.list_bots)
         missing = set(Op) - set(self.ops)
         assert not missing, f"ops without a handler: {missing}"
@@ -325,22 +325,11 @@ class Server:
 
     @staticmethod
     def _request(handler: Handler) -> OpHandler:
-        """A request-reply op of the service: one reply line."""
+        """A request-reply op (the service's, a calendar's, a webhook's; sync or awaited): one reply line."""
 
         async def serve(args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
             answer = handler(args)
             result, warnings = await answer if inspect.isawaitable(answer) else answer
-            writer.write(protocol.reply(result, warnings))
-            return True
-
-        return serve
-
-    @staticmethod
-    def _async_request(handler: Callable[[dict[str, Any]], Awaitable[tuple[Any, list[str]]]]) -> OpHandler:
-        """A request-reply op that awaits (a calendar poll, the outbox on its thread): one reply line."""
-
-        async def serve(args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-            result, warnings = await handler(args)
             writer.write(protocol.reply(result, warnings))
             return True
 
@@ -353,7 +342,7 @@ class Server:
         async def unavailable(_args: dict[str, Any]) -> tuple[Any, list[str]]:
             raise DaemonUnavailable("this daemon runs without webhooks (they need the local SQLite store for now)")
 
-        return cls._async_request(webhooks.handlers()[name] if webhooks is not None else unavailable)
+        return cls._request(webhooks.handlers()[name] if webhooks is not None else unavailable)
 
     async def _events(self, args: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Event lines, then a final reply; a followed stream lasts until the client leaves."""

@@ -123,6 +123,20 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 
+def _list_filter(state_filter: Iterable[str], dedup_prefix: str | None) -> tuple[list[str], list[Any]]:
+    """``list``'s WHERE clauses and their parameters: the states, a dedup-key prefix."""
+    wanted = sorted(set(state_filter))
+    clauses: list[str] = []
+    params: list[Any] = []
+    if wanted:
+        clauses.append("state = ANY(%s)")
+        params.append(wanted)
+    if dedup_prefix is not None:
+        clauses.append("left(dedup_key, %s) = %s")
+        params.extend([len(dedup_prefix), dedup_prefix])
+    return clauses, params
+
+
 class DatabaseUnreachable(StorageError):
     """The PostgreSQL server cannot be reached (down, restarting, failing over, network):
     the request fails with exit 5; the pool reconnects by itself once it is back."""
@@ -409,15 +423,7 @@ class PostgresStore:
         self, state_filter: Iterable[str] = (), limit: int = 100, dedup_prefix: str | None = None
     ) -> tuple[list[Bot], bool]:
         """A page ordered by join_at (ad-hoc bots by created_at), and whether more match."""
-        wanted = sorted(set(state_filter))
-        clauses: list[str] = []
-        params: list[Any] = []
-        if wanted:
-            clauses.append("state = ANY(%s)")
-            params.append(wanted)
-        if dedup_prefix is not None:
-            clauses.append("left(dedup_key, %s) = %s")
-            params.extend([len(dedup_prefix), dedup_prefix])
+        clauses, params = _list_filter(state_filter, dedup_prefix)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         query = f"SELECT {_BOT_COLUMNS} FROM bots {where} ORDER BY sort_us, created_us, id"
         if limit > 0:
@@ -435,15 +441,7 @@ class PostgresStore:
     ) -> tuple[list[Bot], tuple[int, int, str] | None]:
         """One page of ``list_bots``' order after the key ``after`` (keyset paging, one indexed
         query per page, memory bounded by ``size``); the page and its last key."""
-        wanted = sorted(set(state_filter))
-        clauses: list[str] = []
-        params: list[Any] = []
-        if wanted:
-            clauses.append("state = ANY(%s)")
-            params.append(wanted)
-        if dedup_prefix is not None:
-            clauses.append("left(dedup_key, %s) = %s")
-            params.extend([len(dedup_prefix), dedup_prefix])
+        clauses, params = _list_filter(state_filter, dedup_prefix)
         if after is not None:
             clauses.append("sort_us >= %s AND (sort_us, created_us, id) > (%s, %s, %s)")
             params.extend([after[0], *after])
