@@ -40,6 +40,7 @@ from botsched.core.validation import validate_bot_name
 from botsched.daemon.scheduler import Clock
 from botsched.daemon.service import BotService, Handler, Result
 from botsched.daemon.store.base import Store
+from botsched.daemon.waiting import wait_event
 
 if TYPE_CHECKING:  # pragma: no cover
     from botsched.calsync import Action, Expansion
@@ -169,10 +170,7 @@ class Calendars:
                 else:
                     wait_s = min(wait_s, wait_us / 1e6)
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(wait_s, 0.01))
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, max(wait_s, 0.01))
 
     async def stop(self) -> None:
         self._stopping = True

@@ -25,6 +25,7 @@ from botsched.core.config import Config
 from botsched.core.model import Bot, Due
 from botsched.daemon.runners import Runner, RunnerError
 from botsched.daemon.store.base import Change, StorageError, Store
+from botsched.daemon.waiting import wait_event
 
 log = logging.getLogger("botsched.daemon.scheduler")
 
@@ -540,9 +541,7 @@ class Scheduler:
                 while self.clock.now_us() < target_us and time.monotonic() < give_up:
                     pass
                 return
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), min(remaining - SPIN_S, MAX_NAP_S))
-            except TimeoutError:
+            if not await wait_event(self._wakeup, min(remaining - SPIN_S, MAX_NAP_S)):
                 continue
             self._wakeup.clear()
             await self._coalesce()

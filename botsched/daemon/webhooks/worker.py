@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
+from botsched.daemon.waiting import wait_event
 from botsched.daemon.webhooks import outbox
 from botsched.daemon.webhooks.outbox import Claim
 from botsched.daemon.webhooks.schedule import DEFAULT_RETRY_SECONDS, Outcome, classify
@@ -187,10 +188,7 @@ class DeliveryWorker:
                     timeout = HELD_BACK_SLEEP_SECONDS
         if self._wake.is_set():
             return
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
+        await wait_event(self._wake, timeout)
 
     async def _deliver(self, claim: Claim) -> None:
         try:
