@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from botsched.core import states
 from botsched.core.model import NewBot
@@ -25,21 +23,6 @@ from botsched.daemon.store.postgres import Claim, PostgresStore
 S = 1_000_000
 URL = "https://meet.google.com/gvy-zzra-ktd"
 LEASE = 15 * S  # cluster.lease_seconds' default
-
-
-@pytest.fixture
-def agents(postgres_url: str) -> Iterator[Callable[[], PostgresStore]]:
-    """Each call: another agent's store on this test's database."""
-    opened: list[PostgresStore] = []
-
-    def make() -> PostgresStore:
-        store = PostgresStore(postgres_url)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
 
 
 def now_us() -> int:

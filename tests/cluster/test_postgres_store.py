@@ -5,7 +5,7 @@ every message. Real PostgreSQL (the session's private server), never a mock."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -21,39 +21,24 @@ T0 = 1_750_000_000 * S
 URL = "https://meet.google.com/gvy-zzra-ktd"
 
 
-@pytest.fixture
-def open_store(postgres_url: str) -> Iterator[Callable[[], PostgresStore]]:
-    """Stores on this test's schema; each call is another handle (like another agent)."""
-    opened: list[PostgresStore] = []
-
-    def make() -> PostgresStore:
-        store = PostgresStore(postgres_url)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
-
-
 def new_bots(count: int, join_us: int = T0 + 3600 * S) -> list[NewBot]:
     return [NewBot(URL, "b", None, join_us + i, {}, None) for i in range(count)]
 
 
 def test_schema_version_is_recorded_once_and_reopening_keeps_the_data(
-    open_store: Callable[[], PostgresStore], postgres_url: str
+    agents: Callable[[], PostgresStore], postgres_url: str
 ) -> None:
-    first = open_store()
+    first = agents()
     [bot_id] = first.insert(new_bots(1), T0)
-    second = open_store()  # migrations already done: nothing is redone, nothing lost
+    second = agents()  # migrations already done: nothing is redone, nothing lost
     assert second.get(bot_id) is not None
     with psycopg.connect(postgres_url) as connection:
         versions = [row[0] for row in connection.execute("SELECT version FROM botsched_schema ORDER BY version")]
     assert versions == list(range(1, SCHEMA_VERSION + 1))
 
 
-def test_a_newer_schema_is_refused_untouched(open_store: Callable[[], PostgresStore], postgres_url: str) -> None:
-    store = open_store()
+def test_a_newer_schema_is_refused_untouched(agents: Callable[[], PostgresStore], postgres_url: str) -> None:
+    store = agents()
     [bot_id] = store.insert(new_bots(1), T0)
     with psycopg.connect(postgres_url) as connection:
         connection.execute("INSERT INTO botsched_schema (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
@@ -88,9 +73,9 @@ def test_agents_starting_together_migrate_once(postgres_url: str) -> None:
 
 
 def test_two_agents_racing_for_the_same_bots_have_exactly_one_winner_each(
-    open_store: Callable[[], PostgresStore],
+    agents: Callable[[], PostgresStore],
 ) -> None:
-    a, b = open_store(), open_store()
+    a, b = agents(), agents()
     ids = a.insert(new_bots(300), T0)
     due = a.due(states.SCHEDULED, T0 + 7200 * S)
     assert len(due) == 300
@@ -119,8 +104,8 @@ def test_two_agents_racing_for_the_same_bots_have_exactly_one_winner_each(
     assert seqs == sorted(set(seqs)), "sequence numbers unique and in commit order"
 
 
-def test_compare_and_set_across_agents(open_store: Callable[[], PostgresStore]) -> None:
-    a, b = open_store(), open_store()
+def test_compare_and_set_across_agents(agents: Callable[[], PostgresStore]) -> None:
+    a, b = agents(), agents()
     [bot_id] = a.insert(new_bots(1), T0)
     assert a.transition(bot_id, "scheduled", "fatal_error", T0, "cancelled by a") is True
     assert b.transition(bot_id, "scheduled", "staged", T0) is False  # b read it scheduled: it lost
@@ -129,9 +114,9 @@ def test_compare_and_set_across_agents(open_store: Callable[[], PostgresStore]) 
 
 
 def test_the_pool_reconnects_after_a_server_restart(
-    open_store: Callable[[], PostgresStore], postgres_server: PostgresServer
+    agents: Callable[[], PostgresStore], postgres_server: PostgresServer
 ) -> None:
-    store = open_store()
+    store = agents()
     [bot_id] = store.insert(new_bots(1), T0)
     postgres_server.restart()
     # the pool's connections died with the server; each is checked (and replaced) before use
@@ -140,7 +125,7 @@ def test_the_pool_reconnects_after_a_server_restart(
 
 
 def test_an_unreachable_server_is_exit_5_and_the_password_is_never_said(
-    open_store: Callable[[], PostgresStore], postgres_server: PostgresServer
+    agents: Callable[[], PostgresStore], postgres_server: PostgresServer
 ) -> None:
     password = "pa55-w0rd-never-shown"
     nobody = f"postgresql://botsched:{password}@127.0.0.1:{_free_port()}/postgres"

@@ -18,6 +18,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol
@@ -187,3 +188,18 @@ class Store(Protocol):
         ...
 
     def remove_calendar(self, name: str) -> bool: ...
+
+
+#: Metadata as stored: compact JSON, non-ASCII kept as it is (both stores write it so).
+metadata_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def insert_rows(ids: Sequence[str], bots: Sequence[NewBot], now_us: int) -> list[tuple[Any, ...]]:
+    """The ``bots`` rows of an insert, in both stores' column order (id, meeting_url, bot_name,
+    state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key), sorted by id:
+    random ids inserted in key order make far fewer B-tree page visits."""
+    return sorted(
+        (bot_id, bot.meeting_url, bot.bot_name, bot.initial_state, bot.join_at, bot.join_at_us, now_us, now_us,
+         metadata_json(bot.metadata) if bot.metadata else "{}", bot.dedup_key)
+        for bot_id, bot in zip(ids, bots, strict=True)
+    )

@@ -42,6 +42,7 @@ from botsched.daemon.store.base import (
     KeyClash,
     NotScheduled,
     StorageError,
+    insert_rows,
 )
 
 __all__ = ["SCHEMA_VERSION", "Claim", "DatabaseUnreachable", "FencedChange", "PostgresStore"]
@@ -65,7 +66,6 @@ LISTEN_RETRY_S = 1.0
 #: pool reconnects in the background, and the request fails with exit 5).
 POOL_WAIT_S = 5.0
 
-_metadata_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
 
 SCHEMA_VERSION = 3
@@ -324,21 +324,7 @@ class PostgresStore:
     def insert(self, bots: Sequence[NewBot], now_us: int) -> list[str]:
         """All in one transaction (``DuplicateKeys`` and nothing otherwise); the new ids."""
         ids = [new_bot_id() for _ in bots]
-        bot_rows = sorted(
-            (
-                bot_id,
-                bot.meeting_url,
-                bot.bot_name,
-                bot.initial_state,
-                bot.join_at,
-                bot.join_at_us,
-                now_us,
-                now_us,
-                _metadata_json(bot.metadata) if bot.metadata else "{}",
-                bot.dedup_key,
-            )
-            for bot_id, bot in zip(ids, bots, strict=True)
-        )
+        bot_rows = insert_rows(ids, bots, now_us)
         try:
             with self._transaction() as (connection, pending):
                 try:

@@ -35,6 +35,7 @@ from botsched.daemon.store.base import (
     KeyClash,
     NotScheduled,
     StorageError,
+    insert_rows,
 )
 from botsched.daemon.webhooks import outbox
 
@@ -46,7 +47,6 @@ CHECKPOINT_WAL_BYTES = 8 << 20
 CHECKPOINT_AFTER_INSERT = 10_000
 
 #: One encoder, built once (``json.dumps`` with options builds a new one per call).
-_metadata_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
 
 
@@ -383,22 +383,7 @@ class SqliteStore:
         A live bot with the same dedup key, or two in the batch, is ``DuplicateKeys``.
         """
         ids = [new_bot_id() for _ in bots]
-        bot_rows = [
-            (
-                bot_id,
-                bot.meeting_url,
-                bot.bot_name,
-                bot.initial_state,
-                bot.join_at,
-                bot.join_at_us,
-                now_us,
-                now_us,
-                _metadata_json(bot.metadata) if bot.metadata else "{}",
-                bot.dedup_key,
-            )
-            for bot_id, bot in zip(ids, bots, strict=True)
-        ]
-        bot_rows.sort()  # random ids, inserted in key order: far fewer B-tree page visits
+        bot_rows = insert_rows(ids, bots, now_us)
         try:
             with self._transaction() as pending:
                 try:
