@@ -81,11 +81,9 @@ class ClusterScheduler(Scheduler):
         self._next_beat_us = 0
         #: time.monotonic() until which every lease we hold is surely still ours (see _lease_ok)
         self._leases_until = 0.0
-        timer = getattr(runner, "timer", None)
-        if timer is not None and hasattr(timer, "_max_late_us"):
-            # the join thread sends a join only while our leases hold: an agent frozen past its
-            # lease (SIGSTOP, a VM pause) must not send, when it thaws, a join another agent sent
-            timer._max_late_us = lambda: self.config.misfire_grace_us if self._lease_ok() else -1
+        # the join process sends a join only while our leases hold: an agent frozen past its
+        # lease (SIGSTOP, a VM pause) must not send, when it thaws, a join another agent sent
+        runner.send_joins_until(self._leases_until)
 
     @property
     def lease_us(self) -> int:
@@ -123,6 +121,7 @@ class ClusterScheduler(Scheduler):
 
     def _leases_from(self, started: float) -> None:
         self._leases_until = started + LEASE_MARGIN * self.lease_us / 1_000_000
+        self.runner.send_joins_until(self._leases_until)
 
     # -- staging: claims ---------------------------------------------------------------
 

@@ -194,6 +194,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopped.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_from_signal)
+        self.runner.start()  # the join process, before recovery arms anything
         self.scheduler.recover()
         await self._start_http()
         server = await asyncio.start_unix_server(self.server.handle, sock=sock, limit=MAX_LINE)

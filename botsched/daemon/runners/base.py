@@ -66,8 +66,8 @@ class RunnerError(Exception):
 
 class Runner(ABC):
     kind: str = "?"
-    #: True: ``arm_joins`` hands joins to a thread of the runner's own that sends them at
-    #: their instant, off the event loop (the scheduler then records them once sent).
+    #: True: ``arm_joins`` hands joins to the join process (``joins.py``), which sends them
+    #: at their instant, off the event loop (the scheduler then records them once sent).
     arms_joins: bool = False
     #: What staging one bot costs the loop (starting a process): a burst is staged this
     #: much earlier per bot, so its last runner is up by join_at - stage_lead.
@@ -78,13 +78,20 @@ class Runner(ABC):
         self.report = report
         #: Called when a runner slot frees up (set by the scheduler to re-plan).
         self.on_slot_freed: Callable[[], None] | None = None
-        #: Called on the loop with ``(bot_id, due_us, sent_us, error)`` for joins an armed
-        #: thread wrote (error None) or could not write (set by the scheduler to record them).
+        #: Called on the loop with ``(bot_id, due_us, sent_us, error)`` for joins the join
+        #: process wrote (error None) or could not write (set by the scheduler to record them).
         self.on_joins_sent: Callable[[list[tuple[str, int, int, str | None]]], None] | None = None
 
     def describe(self) -> str:
         """One line for ``daemon status``."""
         return self.kind
+
+    def start(self) -> None:
+        """At daemon start-up, on the loop (a runner that arms joins starts its join process)."""
+
+    def send_joins_until(self, monotonic_s: float | None) -> None:
+        """Armed joins go out only while ``time.monotonic()`` is below this (None: always): a
+        cluster agent's leases. Runners that do not arm send joins from the loop, which checks."""
 
     @abstractmethod
     def stage(self, bot: Bot) -> None:
@@ -95,7 +102,7 @@ class Runner(ABC):
         """Signal the join. Called at ``join_at`` exactly: must be quick and never block."""
 
     def arm_joins(self, due_us: int, bot_ids: list[str]) -> list[str]:
-        """Send ``join`` to these staged bots at ``due_us`` by the runner's own timer, having
+        """Send ``join`` to these staged bots at ``due_us`` from the join process, having
         first recorded the intent so that a restart never sends it twice. Returns the ids
         armed (the others are joined by the scheduler's ``join`` call)."""
         return []

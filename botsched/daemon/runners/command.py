@@ -28,7 +28,9 @@ never mistaken for it), ``BOT.exit`` (its exit status), ``BOT.kill`` (when a lea
 SIGTERM and SIGKILL are due, so a restart carries them out) and, only when the store could
 not record a join, ``BOT.joined``. It reopens the FIFOs and carries on: a bot in a meeting
 stays in it, a staged bot still joins at join_at, and a ``join`` is never sent twice (the
-scheduler records it before sending; a recorded join counts as sent). Staging a bot whose
+scheduler records it before sending; a recorded join counts as sent; a join armed in
+the join process, ``joiner.py``, leaves ``BOT.intent`` first, and one whose instant is in
+the ``joins.fired`` journal counts as sent). Staging a bot whose
 runner is still alive (an ad-hoc bot caught starting by a crash) adopts it. The
 tiny shim (``shim.py``) keeps the exit status, so a daemon that is not the runner's
 parent still knows whether it exited 0. The files go only after the outcome is committed. A runner that
@@ -71,7 +73,7 @@ from botsched.daemon.runners.base import (
     open_fds,
     reserved_fds,
 )
-from botsched.daemon.runners.jointimer import JoinTimer
+from botsched.daemon.runners.joins import Joins, open_journal, reset_journal
 
 log = logging.getLogger("botsched.runner")
 
@@ -185,7 +187,7 @@ class RunnerProcess:
         self.finished = False  # the outcome was reported
         self.noted_long_line = False
         self.joined_us: int | None = None
-        self.armed_us: int | None = None  # its join is handed to the join thread for this instant
+        self.armed_us: int | None = None  # its join is armed in the joiner for this instant
         self.leaving = False  # its kill deadline is armed (asked to leave, or it said it leaves)
         self.leave_sent = False  # it was told ``leave``: a second request stops it
         self.killed = False  # we sent it SIGKILL: its end is no mystery, even re-attached
@@ -268,7 +270,7 @@ class RunnerProcess:
     def close_fds(self) -> None:
         self.flush_log()
         if self.armed_us is not None and self.runner.timer.disarm(self.bot_id):
-            # before its stdin closes (the thread must never write a reused fd); not sent,
+            # not sent (the joiner closes its own copy of the fd),
             # so its intent goes too: a daemon started after its instant must not count it sent
             self.armed_us = None
             with contextlib.suppress(OSError):
@@ -299,11 +301,17 @@ class CommandRunner(Runner):
         self.log_dir = log_dir
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._procs: dict[str, RunnerProcess] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        #: The instants a previous daemon fired (its journal), read before this one appends.
-        self._fired_before = self._read_journal()
+        #: The instants a previous daemon's joiner reached (its journal), read before this one
+        #: appends, once that joiner is surely gone (the lock).
+        self._journal_fd, self._fired_before = open_journal(self.journal_path())
         self._journal_reset = False
-        self.timer = JoinTimer(self._fired_threadsafe, max_late_us=lambda: self.config.misfire_grace_us)
+        self.timer = Joins(self.collect_fired, grace_us=lambda: self.config.misfire_grace_us)
+
+    def start(self) -> None:
+        self.timer.start()
+
+    def send_joins_until(self, monotonic_s: float | None) -> None:
+        self.timer.send_until(monotonic_s)
 
     def describe(self) -> str:
         argv = self.config["runner.command"]
@@ -324,26 +332,19 @@ class CommandRunner(Runner):
         return self.log_dir / "joins.fired"
 
     def intent_path(self, bot_id: str) -> Path:
-        """The instant a bot's join is armed for (written before the thread gets it)."""
+        """The instant a bot's join is armed for (written before the joiner gets it)."""
         return self.log_dir / f"{bot_id}.intent"
-
-    def _read_journal(self) -> set[int]:
-        try:
-            text = self.journal_path().read_text()
-        except OSError:
-            return set()
-        return {int(line) for line in text.split() if line.isdigit()}
 
     def _open_journal(self) -> None:
         """At the first arm (recovery is done by then: every instant the old daemon fired
-        has been recorded): start a fresh journal."""
+        has been recorded): start a fresh journal, the joiner's from now on."""
         self._journal_reset = True
         try:
-            fd = os.open(self.journal_path(), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+            reset_journal(self._journal_fd)
         except OSError as exc:
-            log.error("cannot open the join journal %s: %s", self.journal_path(), exc.strerror or exc)
+            log.error("cannot reset the join journal %s: %s", self.journal_path(), exc.strerror or exc)
             return
-        self.timer.journal_fd = fd
+        self.timer.set_journal(self._journal_fd)
 
     def joined_path(self, bot_id: str) -> Path:
         return self.log_dir / f"{bot_id}.joined"
@@ -468,8 +469,7 @@ class CommandRunner(Runner):
 
     def arm_joins(self, due_us: int, bot_ids: list[str]) -> list[str]:
         """The intent first (``BOT.joined`` holding the instant: a restart after it treats
-        the join as sent, one before it re-arms), then the fd to the join thread."""
-        self._loop = asyncio.get_running_loop()
+        the join as sent, one before it re-arms), then the fd to the joiner."""
         if not self._journal_reset:
             self._open_journal()
         joins: dict[str, int] = {}
@@ -494,15 +494,8 @@ class CommandRunner(Runner):
         return {bot_id: proc.armed_us for bot_id, proc in self._procs.items()
                 if proc.armed_us is not None and not proc.joined}
 
-    def _fired_threadsafe(self) -> None:
-        """On the join thread, once a batch is written: the loop records it."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.collect_fired)
-
     def collect_fired(self) -> None:
-        """Joins the thread wrote (or could not): the processes learn it, then the scheduler
+        """Joins the joiner wrote (or could not): the processes learn it, then the scheduler
         records them. Also called before a runner's output or exit is handled, so its report
         after ``join`` never overtakes the record of the join."""
         fired = self.timer.take_fired()
@@ -524,7 +517,7 @@ class CommandRunner(Runner):
         if proc is None:
             raise RunnerError("its runner is not running")
         if proc.armed_us is not None and not self.timer.disarm(bot_id):
-            self.collect_fired()  # the thread wrote it already: never a second one
+            self.collect_fired()  # the joiner wrote it already: never a second one
         if proc.joined:
             log.warning("join for %s was sent already; not sending it again", bot_id)
             return
@@ -919,7 +912,7 @@ class CommandRunner(Runner):
             proc.close_fds()
         self._procs.clear()
         self.timer.stop()
-        if self.timer.journal_fd >= 0:
+        if self._journal_fd >= 0:
             with contextlib.suppress(OSError):
-                os.close(self.timer.journal_fd)
-            self.timer.journal_fd = -1
+                os.close(self._journal_fd)
+            self._journal_fd = -1

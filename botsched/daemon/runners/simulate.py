@@ -8,19 +8,18 @@ state, so a restarted daemon resumes a simulated meeting where it was.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
 from botsched.core import states
 from botsched.core.model import Bot
 from botsched.daemon.runners.base import Runner
-from botsched.daemon.runners.jointimer import JoinTimer
+from botsched.daemon.runners.joins import Joins
 
 
 class SimulateRunner(Runner):
     kind = "simulate"
-    #: Simulated joins go out from the join thread too, so the simulate runner measures
+    #: Simulated joins go out from the join process too, so the simulate runner measures
     #: the same join path as real runners (there is no process to write to; nothing outside
     #: the daemon sees a join, so no intent need survive a restart).
     arms_joins = True
@@ -29,11 +28,15 @@ class SimulateRunner(Runner):
         super().__init__(*args, **kwargs)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._armed: dict[str, int] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.timer = JoinTimer(self._fired_threadsafe, max_late_us=lambda: self.config.misfire_grace_us)
+        self.timer = Joins(self.collect_fired, grace_us=lambda: self.config.misfire_grace_us)
+
+    def start(self) -> None:
+        self.timer.start()
+
+    def send_joins_until(self, monotonic_s: float | None) -> None:
+        self.timer.send_until(monotonic_s)
 
     def arm_joins(self, due_us: int, bot_ids: list[str]) -> list[str]:
-        self._loop = asyncio.get_running_loop()
         for bot_id in bot_ids:
             self._armed[bot_id] = due_us
         self.timer.arm(due_us, dict.fromkeys(bot_ids, -1))
@@ -41,12 +44,6 @@ class SimulateRunner(Runner):
 
     def armed(self) -> dict[str, int]:
         return dict(self._armed)
-
-    def _fired_threadsafe(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.collect_fired)
 
     def collect_fired(self) -> None:
         fired = self.timer.take_fired()
@@ -88,7 +85,7 @@ class SimulateRunner(Runner):
     def join(self, bot_id: str) -> None:
         if bot_id in self._armed:
             if not self.timer.disarm(bot_id):
-                self.collect_fired()  # the thread has just sent it
+                self.collect_fired()  # the joiner has just sent it
                 return
             del self._armed[bot_id]
         self._after(bot_id, self._duration(states.JOINED_RECORDING), states.JOINED_RECORDING, then=states.ENDED)

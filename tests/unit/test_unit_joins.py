@@ -1,18 +1,22 @@
-"""The join thread (issue 12): joins written at their instant from a thread of their own,
-a whole instant in one pass; ``disarm`` and the fire exclusive. Real pipes, real thread;
-the scheduler's side of arming is driven with a fake clock.
+"""The join path (issue 12): joins written at their instant by the join process (or its
+thread fallback), a whole instant in one pass; ``disarm`` and the fire exclusive; a joiner
+killed holding armed joins loses none and repeats none. Real pipes, real process and
+thread; the scheduler's side of arming is driven with a fake clock.
 """
 
 from __future__ import annotations
 
 import os
-import threading
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from botsched.core import states
-from botsched.daemon.runners.jointimer import JoinTimer
+from botsched.daemon.runners.joins import Fired, Joins, open_journal, reset_journal
 from botsched.daemon.scheduler import ARM_LEAD_US, JOIN_GUARD_US, Scheduler
 from tests.support.fakes import RecordingRunner
 from tests.unit.test_unit_scheduler import LEAD, T0, Harness, S
@@ -36,73 +40,138 @@ def _read(fd: int) -> bytes:
         return b""
 
 
-def test_a_whole_instant_is_written_at_once_on_time() -> None:
-    fired = threading.Event()
-    timer = JoinTimer(fired.set)
+@pytest.fixture(params=["process", "thread"])
+def joins(request: pytest.FixtureRequest) -> Iterator[Joins]:
+    timer = Joins(lambda: None, grace_us=lambda: 5_000_000, thread=request.param == "thread")
+    timer.start()
+    assert timer.mode == request.param
+    yield timer
+    timer.stop()
+
+
+def _fired(timer: Joins, count: int, within_s: float = 5.0) -> list[Fired]:
+    """Poll (no loop here) until ``count`` reports are in."""
+    got: list[Fired] = []
+    deadline = time.monotonic() + within_s
+    while len(got) < count and time.monotonic() < deadline:
+        got += timer.take_fired()
+        time.sleep(0.005)
+    return got
+
+
+def test_a_whole_instant_is_written_at_once_on_time(joins: Joins) -> None:
     pipes = [_pipe() for _ in range(20)]
     due = _now_us() + 80_000
     try:
-        timer.arm(due, {f"b{i}": write for i, (_, write) in enumerate(pipes)})
-        assert timer.armed("b3") and timer.armed_times() == {due}
+        joins.arm(due, {f"b{i}": write for i, (_, write) in enumerate(pipes)})
+        assert joins.armed("b3") and joins.armed_times() == {due}
         time.sleep(0.03)
         assert all(_read(read) == b"" for read, _ in pipes), "written before its instant"
-        assert fired.wait(5)
+        results = _fired(joins, 20)
         assert all(_read(read) == b"join\n" for read, _ in pipes)
-        results = timer.take_fired()
         assert sorted(f.bot_id for f in results) == sorted(f"b{i}" for i in range(20))
         assert all(f.error is None and f.due_us == due and f.sent_us >= due for f in results)
         assert max(f.sent_us for f in results) - due < 50_000  # loose: the machine is shared
-        assert not timer.armed("b3") and timer.take_fired() == []
+        assert not joins.armed("b3") and joins.take_fired() == []
     finally:
-        timer.stop()
         for read, write in pipes:
             os.close(read)
             os.close(write)
 
 
-def test_disarm_before_the_instant_means_never_written() -> None:
-    fired = threading.Event()
-    timer = JoinTimer(fired.set)
+def test_disarm_before_the_instant_means_never_written(joins: Joins) -> None:
     (r1, w1), (r2, w2) = _pipe(), _pipe()
     try:
         due = _now_us() + 60_000
-        timer.arm(due, {"a": w1, "b": w2})
-        assert timer.disarm("a") is True
-        assert timer.disarm("a") is False
-        assert fired.wait(5)
+        joins.arm(due, {"a": w1, "b": w2})
+        assert joins.disarm("a") is True
+        assert joins.disarm("a") is False
+        assert [f.bot_id for f in _fired(joins, 1)] == ["b"]
         assert _read(r1) == b"" and _read(r2) == b"join\n"
-        assert timer.disarm("b") is False  # sent: too late to take back
-        assert [f.bot_id for f in timer.take_fired()] == ["b"]
+        assert joins.disarm("b") is False  # sent: too late to take back
     finally:
-        timer.stop()
         for fd in (r1, w1, r2, w2):
             os.close(fd)
 
 
 def test_a_closed_runner_stdin_is_an_error_not_a_crash_and_a_missed_instant_is_not_sent() -> None:
-    fired = threading.Event()
-    timer = JoinTimer(fired.set, max_late_us=lambda: 1_000)
+    timer = Joins(lambda: None, grace_us=lambda: 1_000)
     read, write = _pipe()
     os.close(read)
     r2, w2 = _pipe()
     try:
         timer.arm(_now_us() + 20_000, {"gone": write})
-        assert fired.wait(5)
-        [result] = timer.take_fired()
+        [result] = _fired(timer, 1)
         assert result.bot_id == "gone" and result.error  # EPIPE, named
-        fired.clear()
         timer.arm(_now_us() - 10_000, {"late": w2})  # 10 ms past a 1 ms grace
-        assert fired.wait(5)
-        [late] = timer.take_fired()
+        [late] = _fired(timer, 1)
         assert late.error == "missed" and _read(r2) == b""
+        timer.send_until(time.monotonic() - 1)  # a cluster agent whose leases lapsed
+        timer.arm(_now_us() + 20_000, {"lapsed": w2})
+        [lapsed] = _fired(timer, 1)
+        assert lapsed.error == "missed" and _read(r2) == b""
     finally:
         timer.stop()
         for fd in (write, r2, w2):
             os.close(fd)
 
 
+def test_a_killed_joiner_loses_no_join_and_repeats_none(tmp_path: Path) -> None:
+    """Killed with two instants armed, one already fired: the fired one is not sent again,
+    the other is sent once by the fresh joiner; one whose instant is in the journal (the dead
+    joiner may have written it) counts as sent and is not written again."""
+    timer = Joins(lambda: None, grace_us=lambda: 5_000_000)
+    journal, before = open_journal(tmp_path / "joins.fired")
+    assert before == set()
+    reset_journal(journal)
+    timer.set_journal(journal)
+    (r1, w1), (r2, w2), (r3, w3) = _pipe(), _pipe(), _pipe()
+    try:
+        first = _now_us() + 30_000
+        timer.arm(first, {"first": w1})
+        assert [f.bot_id for f in _fired(timer, 1)] == ["first"]
+        second = _now_us() + 400_000
+        timer.arm(second, {"second": w2})
+        reached = _now_us() + 300_000
+        timer.arm(reached, {"reached": w3})
+        os.pwrite(journal, b"%d\n" % reached, os.fstat(journal).st_size)  # as if it reached it, then died
+        old = timer.pid
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        time.sleep(0.05)
+        fired = _fired(timer, 2)
+        assert sorted((f.bot_id, f.error) for f in fired) == [("reached", None), ("second", None)]
+        assert timer.pid not in (None, old) and timer.mode == "process"
+        assert _read(r1) == b"join\n" and _read(r1) == b""  # once
+        assert _read(r2) == b"join\n" and _read(r3) == b""  # sent by the fresh one; the reached one never
+    finally:
+        timer.stop()
+        for fd in (r1, w1, r2, w2, r3, w3, journal):
+            os.close(fd)
+
+
+def test_a_joiner_that_keeps_dying_is_replaced_by_the_thread() -> None:
+    timer = Joins(lambda: None, grace_us=lambda: 5_000_000)
+    read, write = _pipe()
+    try:
+        timer.start()
+        for _ in range(3):
+            pid = timer.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+            timer.take_fired()  # notices
+        assert timer.mode == "thread"
+        timer.arm(_now_us() + 20_000, {"a": write})
+        assert [f.bot_id for f in _fired(timer, 1)] == ["a"] and _read(read) == b"join\n"
+    finally:
+        timer.stop()
+        os.close(read)
+        os.close(write)
+
+
 class ArmingRunner(RecordingRunner):
-    """Arms like the command runner, without a thread: the test says when joins were sent."""
+    """Arms like the command runner, without a joiner: the test says when joins were sent."""
 
     arms_joins = True
 
@@ -140,7 +209,7 @@ def test_the_scheduler_arms_staged_joins_ahead_and_never_wakes_at_their_instant(
     assert sorted(h.runner.ops("stage")) == sorted(ids) and not h.runner.ops("arm")
     nxt = h.at(join - ARM_LEAD_US)
     assert [(c[0], c[1], sorted(c[2])) for c in h.runner.calls if c[0] == "arm"] == [("arm", join, sorted(ids))]
-    assert nxt is None  # the thread has the instant: the loop does not wake (or spin) for it
+    assert nxt is None  # the joiner has the instant: the loop does not wake (or spin) for it
     h.clock.t = join + 150
     h.runner.send(join + 150)
     assert {h.store.get(i)["state"] for i in ids} == {states.JOINING}
@@ -178,7 +247,7 @@ def test_a_restart_rearms_a_staged_bot_whose_instant_is_ahead(tmp_path: Path) ->
     assert h2.runner.armed() == {bot: join}
 
 
-def test_the_simulate_runner_sends_armed_joins_from_the_thread_and_then_simulates() -> None:
+def test_the_simulate_runner_sends_armed_joins_from_the_join_process_and_then_simulates() -> None:
     from botsched.core import config as config_mod
     from botsched.core.config import Config
     from botsched.daemon.runners.simulate import SimulateRunner
