@@ -1,5 +1,6 @@
-"""Punctual under load (issue 12): joins go out from the join thread at their instant,
-whatever the event loop is doing, and a restart neither loses nor repeats an armed join.
+"""Punctual under load (issue 12): joins go out from the join process at their instant,
+whatever the event loop is doing, and a restart (of the daemon, or of the join process
+alone) neither loses nor repeats an armed join.
 
 The runner is a small Python probe that notes ``time.time_ns()`` the moment it reads
 ``join`` (the runner's side: the honest figure). Bounds are loose (the machine is shared);
@@ -9,6 +10,8 @@ the figures are reported.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -128,6 +131,74 @@ def test_a_kill_after_arming_and_a_restart_before_join_at_joins_once_on_time(mak
     assert all(len(r) == 1 for r in reads.values()), "a runner read join twice"
     record_figures("armed, killed, restarted before join_at", max_ms=round(late_ms[-1], 2))
     assert late_ms[0] >= 0 and late_ms[-1] < 200, late_ms
+
+
+def _joiner_pid(daemon_pid: int) -> int | None:
+    """The daemon's join process (``runners/joiner.py``), from /proc."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                ppid = int(handle.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == daemon_pid and any(arg.endswith(b"joiner.py") for arg in argv):
+            return int(entry)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def test_the_join_process_killed_mid_run_loses_no_join_and_sends_none_twice(make_home, tmp_path: Path) -> None:
+    """Three instants of 10 bots: the join process is SIGKILLed after the first (the second
+    is armed in it), then again right at the third. Each runner reads ``join`` at most once;
+    the first two groups all read it; no bot is left staged (a join the dead process may
+    have sent counts as sent); the daemon lives on with a fresh join process, which dies
+    with the daemon (SIGKILL)."""
+    home, rec = _home(make_home, tmp_path, stage_lead=3)
+    home.launch()
+    assert home.proc is not None
+    daemon = home.proc.pid
+    with home.client() as client:
+        times = [in_s(4.0), in_s(5.0), in_s(6.0)]
+        groups = [_create(client, [{"meeting_url": f"{URL}{g}{n}", "join_at": at} for n in range(10)])
+                  for g, at in enumerate(times)]
+        first, second, third = (z_seconds(at) for at in times)
+        wait_until(lambda: all(_reads(rec, groups[0]).values()), 20, what="the first group to read join")
+        time.sleep(max(second - time.time() - 0.5, 0))  # the second instant armed in the joiner
+        victim = _joiner_pid(daemon)
+        assert victim is not None, "no join process beside the daemon"
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(max(third - time.time(), 0))  # and again at the third instant
+        again = _joiner_pid(daemon)
+        assert again is not None and again != victim, "the join process was not restarted"
+        os.kill(again, signal.SIGKILL)
+        everyone = [bot_id for group in groups for bot_id in group]
+        wait_until(lambda: all(client.ok("show", id=i)["state"] not in ("scheduled", "staged") for i in everyone),
+                   20, what="every bot past staged")
+        time.sleep(0.5)
+        reads = _reads(rec, everyone)
+        assert all(len(r) <= 1 for r in reads.values()), "a runner read join twice"
+        for group, at in zip(groups[:2], (first, second), strict=True):
+            late_ms = sorted((reads[i][0] - at * 1e9) / 1e6 for i in group if reads[i])
+            assert len(late_ms) == 10, "a join of the first two groups was lost"
+            assert late_ms[0] >= 0 and late_ms[-1] < 2_000, late_ms
+        assert client.ok("ping") is not None and home.proc is not None and home.proc.pid == daemon
+        third_read = sum(1 for i in groups[2] if reads[i])
+        survivor = _joiner_pid(daemon)
+        assert survivor is not None
+    home.sigkill()
+    wait_until(lambda: not _alive(survivor), 5, what="the join process to die with the daemon")
+    record_figures("join process killed mid-run", third_group_read=third_read)
 
 
 def test_a_big_list_streams_page_by_page_with_the_same_bots(make_home) -> None:

@@ -227,7 +227,9 @@ class Joins:
         grace = self._grace_us()
         start = 0
         while start < len(items):
-            chunk, fds, fd_count = [], [], 0
+            chunk: list[bytes] = []
+            fds: list[int] = []
+            fd_count = 0
             while start < len(items) and fd_count < joiner.MAX_FDS and len(chunk) < joiner.REPORT_IDS:
                 bot_id, fd = items[start]
                 start += 1
