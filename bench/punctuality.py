@@ -76,6 +76,8 @@ int main(void) {
     char buf[4096]; const char *out = getenv("BENCH_OUT"), *id = getenv("BOTSCHED_BOT_ID");
     const char *join_at = getenv("BOTSCHED_JOIN_AT"), *meta = getenv("BOTSCHED_METADATA");
     int flood = meta && strstr(meta, "flood") != NULL;
+    const char *deferred = getenv("BENCH_DEFER");  /* "all": file and state line; "state": the line */
+    int defer = deferred && !strcmp(deferred, "all"), defer_state = deferred && !strcmp(deferred, "state");
     for (;;) {
         ssize_t n = read(0, buf, sizeof buf - 1);
         if (n <= 0) return 0;
@@ -83,10 +85,12 @@ int main(void) {
         buf[n] = 0;
         if (strstr(buf, "join")) {
             char path[4096], tmp[4096];
+            if (defer) usleep(50000);  /* --defer-probe: no work of its own while others wait for a CPU */
             snprintf(path, sizeof path, "%s/%s", out, id); snprintf(tmp, sizeof tmp, "%s/.%s.tmp", out, id);
             FILE *f = fopen(tmp, "w");
             if (f) { fprintf(f, "%lld\n%s\n", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec, join_at);
                      fclose(f); rename(tmp, path); }
+            if (defer_state) usleep(50000);
             write(1, "state joined_recording\n", 23);
             if (flood) {
                 char line[64 * 1024]; size_t len = 0;
@@ -95,7 +99,7 @@ int main(void) {
                 fcntl(0, F_SETFL, O_NONBLOCK);
                 for (;;) { if (read(0, buf, sizeof buf) > 0) return 0; if (write(2, line, len) < 0) usleep(1000); }
             }
-            usleep(50000);
+            if (!defer && !defer_state) usleep(50000);
             return 0;
         }
         if (strstr(buf, "leave")) return 0;
@@ -218,6 +222,7 @@ class Workload:
     list_during: int = 0  # this many more bots (far away), and `list --json --limit 0` of them in a loop
     probe: str | None = None  # the runner binary (the C probe), else runner_probe.py
     webhook_s: float | None = None  # one webhook endpoint whose receiver answers after this long
+    defer: str = ""  # the C probe sleeps before its own bookkeeping: "all" or "state" (--defer-probe)
     #: The first join_at is this long after stage_lead from now: time to create them all.
     margin_s: float = 3.0
 
@@ -226,7 +231,8 @@ class Workload:
         name = self.mode if self.runner == "simulate" else f"{self.mode}-command"
         return (name + (f"-load{self.load}" if self.load else "") + ("-flood" if self.flood else "")
                 + (f"-list{self.list_during}" if self.list_during else "")
-                + (f"-webhook{self.webhook_s:g}s" if self.webhook_s is not None else ""))
+                + (f"-webhook{self.webhook_s:g}s" if self.webhook_s is not None else "")
+                + ("" if self.defer == "all" or self.runner != "command" else f"-defer-{self.defer or 'none'}"))
 
 
 def default_workload(mode: str, runner: str, bots: int | None = None, window_s: float | None = None) -> Workload:
@@ -245,7 +251,7 @@ def daemon_config(work: Workload, home: Path) -> dict[str, Any]:
     }
     if work.runner == "command":
         config["runner.command"] = [work.probe] if work.probe else [sys.executable, str(PROBE)]
-        config["runner.env"] = {"BENCH_OUT": str(home / "probe")}
+        config["runner.env"] = {"BENCH_OUT": str(home / "probe"), **({"BENCH_DEFER": work.defer} if work.defer else {})}
     return config
 
 
@@ -535,6 +541,10 @@ def main() -> int:
     parser.add_argument("--probe", choices=["c", "python"], default="c",
                         help="--runner command: the runner-side probe (default c: compiled with gcc; "
                              "python: bench/runner_probe.py)")
+    parser.add_argument("--defer-probe", choices=["all", "state", "none"], default="all",
+                        help="--probe c: stamp the read of join, then sleep 50 ms before its own bookkeeping "
+                             "(all, the default: result file and state line; state: the state line only; none: "
+                             "the pre-issue-12 probe, whose file writes delay the probes still waiting for a CPU)")
     parser.add_argument("--control", action="store_true",
                         help="after each spread run, hit the same instants with a bare asyncio loop (machine floor)")
     parser.add_argument("--webhook", type=float, default=None, metavar="S",
@@ -551,7 +561,8 @@ def main() -> int:
     for mode in modes:
         work = replace(default_workload(mode, args.runner, args.bots, args.window), stage_lead_s=args.stage_lead,
                        load=args.load, flood=args.flood, probe=str(probe) if probe else None,
-                       list_during=args.list_during)
+                       list_during=args.list_during,
+                       defer="" if args.defer_probe == "none" else args.defer_probe)
         control = args.control and mode == "spread"
         variants = [work] if args.webhook is None else [work, replace(work, webhook_s=args.webhook)]
         for variant in variants:

@@ -40,11 +40,11 @@ JOIN_GUARD_US = 5_000
 MAX_STAGE_DEFER_US = 500_000
 BATCH = 5_000
 #: A runner that arms joins (``Runner.arms_joins``) gets each staged bot's join this long
-#: before its join_at: the join thread then sends it whatever the loop is doing. Longer
+#: before its join_at: the join process then sends it whatever the loop is doing. Longer
 #: rides out a busier loop; shorter makes the window in which a daemon kill, then a
 #: restart after join_at, counts an unsent join as sent (docs/reliability.md, issue 12).
 ARM_LEAD_US = 1_000_000
-#: A join due sooner than this is not armed (the thread could not be told in time): the
+#: A join due sooner than this is not armed (the join process could not be told in time): the
 #: loop sends it, as for runners that do not arm.
 ARM_MARGIN_US = 2_000
 #: The loop re-plans at least this often, so a request only wakes it when it makes
@@ -54,7 +54,7 @@ PLAN_HORIZON_US = 1_000_000
 #: apart: 64 connections creating bots would otherwise cost the loop a tick each.
 POKE_COALESCE_S = 0.01
 #: Held-back staging looks again this soon at the earliest (a join being sent right now
-#: must not make the loop tick in a busy loop until the thread's report is in).
+#: must not make the loop tick in a busy loop until the join process's report is in).
 HOLD_RECHECK_US = 1_000
 #: A burst is staged early by ``Runner.stage_cost_us`` per bot, looking this far ahead...
 MAX_EARLY_STAGE_US = 60_000_000
@@ -97,7 +97,7 @@ class Scheduler:
         #: order, each with its true time: retried until recorded, never sent again.
         self._unrecorded: list[tuple[list[Change], int]] = []
         self._unrecorded_ids: set[str] = set()
-        #: Staged bots (with a runner) whose join is not handed to the runner's thread yet.
+        #: Staged bots (with a runner) whose join is not handed to the join process yet.
         self._to_arm: dict[str, int] = {}
         self._next_arm_us = 0  # the earliest join_at in _to_arm (a lower bound)
         self._last_tick = 0.0
@@ -138,7 +138,7 @@ class Scheduler:
         """``store.next_time``, leaving out bots whose join was sent but not yet recorded
         (they still look due in the store): their record is retried within
         ``RECORD_RETRY_US`` instead of spinning, and they are never joined again. With
-        ``exclude_armed``, joins armed in the runner's thread are left out too: the thread
+        ``exclude_armed``, joins armed in the join process are left out too: it
         sends them and pokes us (the loop must not wake, let alone spin, at their instant)."""
         when = self.store.next_time(state)
         if when is None:
@@ -181,7 +181,7 @@ class Scheduler:
         return self.next_due_us()
 
     def _arm_due(self, now: int) -> None:
-        """Hand the joins due within ``ARM_LEAD_US`` to the runner's thread, one call per instant."""
+        """Hand the joins due within ``ARM_LEAD_US`` to the join process, one call per instant."""
         if not self._to_arm or self._next_arm_us - now > ARM_LEAD_US:
             return
         by_time: dict[int, list[str]] = {}
@@ -201,7 +201,7 @@ class Scheduler:
         self._to_arm[bot_id] = join_at_us
 
     def joins_sent(self, fired: list[tuple[str, int, int, str | None]]) -> None:
-        """The runner's thread sent these joins (or could not): staged -> joining (or
+        """The join process sent these joins (or could not): staged -> joining (or
         fatal_error) for the whole lot in one commit, each at the instant it was sent."""
         by_time: dict[int, list[Change]] = {}
         for bot_id, due_us, sent_us, error in fired:
@@ -550,7 +550,7 @@ class Scheduler:
     async def _coalesce(self) -> None:
         """Woken by a request: wait out ``POKE_COALESCE_S`` since the last tick, so the
         pokes of many requests share one tick (staging can wait a few ms; joins are the
-        join thread's, and do not wait for ticks)."""
+        join process's, and do not wait for ticks)."""
         gap = POKE_COALESCE_S - (time.monotonic() - self._last_tick)
         if gap > 0 and not self._stopping:
             await asyncio.sleep(gap)

@@ -1,6 +1,6 @@
 """An agent frozen past its lease (SIGSTOP half a second before its bots' join_at, when their
-joins are already armed in its join thread; SIGCONT once the other agent has re-staged and
-joined them, late): the thawed agent's join thread wakes with those joins overdue and must
+joins are already armed in its join process, which is not frozen with it; SIGCONT once the
+other agent has re-staged and joined them, late): the join process sends nothing while its
 not send them; the agent stops the runners it no longer holds, and nothing it writes for
 them is accepted. Runner-side: exactly one join per bot."""
 
@@ -76,7 +76,7 @@ def test_a_thawed_agent_sends_no_join_for_bots_taken_over_while_it_was_frozen(
 
         wait_until(joined_by_other, timeout=5 * LEASE_S + 5, what="the frozen agent's bots joined by the other")
     finally:
-        os.kill(pid, signal.SIGCONT)  # its join thread wakes with those joins overdue
+        os.kill(pid, signal.SIGCONT)  # its joins are overdue by now
 
     def all_ended() -> bool:
         return all(other.show(bot_id)["state"] in ("ended", "fatal_error") for bot_id in ids)

@@ -23,7 +23,9 @@ fire: its answer comes after the report of any instant being fired. Daemon -> jo
 - ``J OFFSET`` + fd: the journal; each instant is ``pwrite``-n at OFFSET onwards (the file is
   preallocated, so a full disk cannot refuse the line) just before its joins are written.
 - ``L UNTIL_NS``: send only while ``CLOCK_MONOTONIC`` < UNTIL_NS (-1: always): a cluster
-  agent's leases.
+  agent's leases. With a limit set, the process also sends only while the daemon is not
+  stopped (SIGSTOP): a frozen agent cannot record a join, and once its leases lapse another
+  agent would send it again (a thread froze with its daemon; this process must check).
 
 Joiner -> daemon: ``F DUE SENT_US ID[=ERR]...``, ERR ``missed``, ``short`` or an errno.
 """
@@ -75,8 +77,9 @@ def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
 
 
 class _Joiner:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, daemon_pid: int) -> None:
         self.sock = sock
+        self.daemon_pid = daemon_pid  # -1: a thread of the daemon (it cannot be stopped alone)
         self.batches: dict[int, dict[str, int]] = {}  # due_us -> {bot_id: fd (-1: none)}
         self.grace: dict[int, int] = {}
         self.due_of: dict[str, int] = {}
@@ -171,7 +174,7 @@ class _Joiner:
         grace = self.grace.pop(due, 0)
         now = _now_us()
         errors: dict[str, bytes] = {}
-        if now - due > grace or (self.until_ns >= 0 and time.monotonic_ns() >= self.until_ns):
+        if now - due > grace or (self.until_ns >= 0 and (time.monotonic_ns() >= self.until_ns or self._frozen())):
             errors = dict.fromkeys(batch, b"missed")
             sent = now
         else:
@@ -200,6 +203,17 @@ class _Joiner:
         for start in range(0, len(items), REPORT_IDS):
             self._send(b"F %d %d " % (due, sent) + b" ".join(items[start:start + REPORT_IDS]))
 
+    def _frozen(self) -> bool:
+        """The daemon is stopped (or gone)."""
+        if self.daemon_pid < 0:
+            return False
+        try:
+            with open(f"/proc/{self.daemon_pid}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        return state in (b"T", b"t", b"Z", b"X")
+
     def _send(self, message: bytes) -> None:
         try:
             self.sock.sendall(message)
@@ -207,11 +221,11 @@ class _Joiner:
             pass  # the daemon is gone: the next receive ends us
 
 
-def serve(sock: socket.socket) -> None:
+def serve(sock: socket.socket, daemon_pid: int = -1) -> None:
     """Arm, fire and report until the daemon's end of ``sock`` closes."""
     _raise_priority()
     try:
-        _Joiner(sock).run()
+        _Joiner(sock, daemon_pid).run()
     finally:
         sock.close()
 
@@ -232,7 +246,7 @@ def _die_with(parent: int) -> None:
 def main(argv: list[str]) -> None:
     fd, parent = int(argv[1]), int(argv[2])
     _die_with(parent)
-    serve(socket.socket(fileno=fd))
+    serve(socket.socket(fileno=fd), parent)
 
 
 if __name__ == "__main__":
