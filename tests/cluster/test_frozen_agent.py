@@ -1,8 +1,9 @@
 """An agent frozen past its lease (SIGSTOP half a second before its bots' join_at, when their
 joins are already armed in its join process, which is not frozen with it; SIGCONT once the
 other agent has re-staged and joined them, late): the join process sends nothing while its
-not send them; the agent stops the runners it no longer holds, and nothing it writes for
-them is accepted. Runner-side: exactly one join per bot."""
+daemon is stopped, and the thawed agent's joins are overdue and must not be sent; the agent
+stops the runners it no longer holds, and nothing it writes for them is accepted.
+Runner-side: exactly one join per bot."""
 
 from __future__ import annotations
 
