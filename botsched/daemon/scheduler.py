@@ -105,6 +105,7 @@ class Scheduler:
         self._stage_hold_us = 0
         runner.on_slot_freed = self.poke
         runner.on_joins_sent = self.joins_sent
+        runner.report_many = self.report_many
 
     # -- the rules ----------------------------------------------------------------
 
@@ -454,6 +455,32 @@ class Scheduler:
             log.warning("runner reported illegal transition %s -> %s for %s; ignored", current[0], state, bot_id)
             return
         self._write([(bot_id, current[0], state, detail)], self.clock.now_us())
+
+    def report_many(self, reports: list[tuple[str, str, str | None]]) -> None:
+        """Runner reports read together (a burst's ``state`` lines): the legal ones in one
+        commit, each judged from the state the ones before it leave. Behind a storage fault
+        (changes queued), one at a time as ``report``."""
+        if self._unrecorded:
+            for report in reports:
+                self.report(*report)
+            return
+        after: dict[str, str] = {}
+        changes: list[Change] = []
+        for bot_id, state, detail in reports:
+            current = after.get(bot_id)
+            if current is None:
+                since = self.store.state_since(bot_id)
+                if since is None:
+                    log.warning("runner reported %s for unknown bot %s; ignored", state, bot_id)
+                    continue
+                current = since[0]
+            if not states.is_legal(current, state):
+                log.warning("runner reported illegal transition %s -> %s for %s; ignored", current, state, bot_id)
+                continue
+            changes.append((bot_id, current, state, detail))
+            after[bot_id] = state
+        if changes:
+            self._write(changes, self.clock.now_us())
 
     def _write(self, changes: Sequence[Change], now: int) -> list[str]:
         """Where every compare-and-set about a running bot goes: the store here; a cluster

@@ -284,3 +284,26 @@ def test_a_burst_is_staged_early_enough_for_its_last_runner(tmp_path: Path) -> N
     h.at(first)
     assert len(h.runner.ops("stage")) == 100, "the whole burst starts staging at once"
     assert {h.store.get(i)["state"] for i in ids} == {states.STAGED}
+
+
+def test_runner_reports_read_together_are_one_commit_judged_in_order(tmp_path: Path) -> None:
+    h = _arming(tmp_path)
+    join = T0 + 60 * S
+    a, b, c = h.add_many(join, 3)
+    h.at(join - LEAD)
+    h.at(join - ARM_LEAD_US)
+    h.clock.t = join + 100
+    h.runner.send(join + 100)
+    commits: list[int] = []
+    write = h.sched._write
+
+    def counting(changes: Any, now: int) -> list[str]:
+        commits.append(len(changes))
+        return write(changes, now)
+
+    h.sched._write = counting  # type: ignore[method-assign]
+    h.sched.report_many([(a, states.JOINED_RECORDING, None), (b, states.JOINED_RECORDING, None),
+                         (a, states.LEAVING, "done"), (c, states.ENDED, None),
+                         ("bot_unknown0000000", states.ENDED, None)])
+    assert commits == [4]  # c: joining -> ended is legal; the unknown bot is ignored
+    assert [h.store.get(i)["state"] for i in (a, b, c)] == [states.LEAVING, states.JOINED_RECORDING, states.ENDED]

@@ -81,6 +81,8 @@ class Runner(ABC):
         #: Called on the loop with ``(bot_id, due_us, sent_us, error)`` for joins the join
         #: process wrote (error None) or could not write (set by the scheduler to record them).
         self.on_joins_sent: Callable[[list[tuple[str, int, int, str | None]]], None] | None = None
+        #: Several ``report`` calls at once, in order, in one commit (set by the scheduler).
+        self.report_many: Callable[[list[tuple[str, str, str | None]]], None] | None = None
 
     def describe(self) -> str:
         """One line for ``daemon status``."""

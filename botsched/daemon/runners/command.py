@@ -305,6 +305,7 @@ class CommandRunner(Runner):
         #: appends, once that joiner is surely gone (the lock).
         self._journal_fd, self._fired_before = open_journal(self.journal_path())
         self._journal_reset = False
+        self._reports: list[tuple[str, str, str | None]] = []  # state lines not yet reported
         self.timer = Joins(self.collect_fired, grace_us=lambda: self.config.misfire_grace_us)
 
     def start(self) -> None:
@@ -692,16 +693,30 @@ class CommandRunner(Runner):
             log.warning("runner for %s reported unknown or reserved state %r; ignored", proc.bot_id, name)
             return
         proc.last_state = name
-        try:
-            self.report(proc.bot_id, name, detail[0] if detail else None)
-        except Exception:  # a storage fault: the exit path that drains us must still finish
-            log.exception("cannot record %s reported by the runner of %s", name, proc.bot_id)
+        if not self._reports:
+            asyncio.get_running_loop().call_soon(self.flush_reports)
+        self._reports.append((proc.bot_id, name, detail[0] if detail else None))
         if proc.exited or proc.leaving:
             return
         if states.is_terminal(name) or name in (states.LEAVING, states.POST_PROCESSING):
             # done with the meeting: it must exit within the grace, or it is stopped
             proc.leaving = True
             self._arm_kill(proc, float(self.config["runner.leave_grace_seconds"]))
+
+    def flush_reports(self) -> None:
+        """The ``state`` lines read since the last flush, reported together (one commit for a
+        burst's 200 at once, not 200); before any other report, so the order holds."""
+        reports, self._reports = self._reports, []
+        if not reports:
+            return
+        try:
+            if self.report_many is not None:
+                self.report_many(reports)
+            else:
+                for report in reports:
+                    self.report(*report)
+        except Exception:  # a storage fault: the exit path that drains us must still finish
+            log.exception("cannot record %d state(s) reported by runners (%s, ...)", len(reports), reports[0][0])
 
     def _end_stream(self, proc: RunnerProcess, fd: int) -> None:
         """No more output on this stream: its unfinished line counts as a line."""
@@ -756,6 +771,7 @@ class CommandRunner(Runner):
         if proc.finished:
             return
         proc.finished = True
+        self.flush_reports()
         unread = {proc.read_fds.get(fd, "?"): proc.drain_left.get(fd, 0) for fd in proc.open_streams}
         if any(left > 0 for left in unread.values()):
             log.warning("runner for %s exited; %s of its output left unread after %gs", proc.bot_id,
@@ -908,6 +924,7 @@ class CommandRunner(Runner):
 
     async def close(self) -> None:
         """Graceful daemon stop: runners keep running; the next daemon re-attaches."""
+        self.flush_reports()
         for proc in list(self._procs.values()):
             proc.close_fds()
         self._procs.clear()
