@@ -141,6 +141,8 @@ class Joins:
         self._watch()
 
     def _spawn(self) -> None:
+        """Called on the loop's thread: ``PR_SET_PDEATHSIG`` fires when the spawning *thread*
+        exits, so never from a worker thread."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         if not self._use_thread:
             try:
