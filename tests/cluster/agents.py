@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ from tests.support.home import Home, Homes
 RECORDER = Path(__file__).with_name("agent_recorder.sh")
 
 
-def start_agent(make_home: Homes, url: str, name: str, rec_dir: Path, lease_s: float, hold_s: float = 2,
+def start_agent(make_home: Homes, url: str, name: str, rec_dir: Path, lease_s: float, hold_s: float | str = 2,
                 slots: int = 25, **cluster: Any) -> Home:
     """An agent (its own home and daemon) named ``name``, staging 20 s ahead; its runners stay
     ``hold_s`` in each meeting and record every line they read in ``rec_dir``."""
@@ -65,3 +69,75 @@ def events(url: str) -> dict[str, list[tuple[int, str, int, str | None, str | No
         ).fetchall():
             found.setdefault(str(bot_id), []).append((int(seq), str(state), int(at_us), detail, agent))
     return found
+
+
+class CuttableLink:
+    """A TCP relay between one agent and the database, which the test can cut: ``cut()``
+    resets every connection through it and from then on accepts new ones but never answers
+    (what a dropped network looks like: silence, not a refusal); ``mend()`` relays again."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.lock = threading.Lock()
+        self.open: list[socket.socket] = []
+        self.silent = False
+        self.stopping = False
+        threading.Thread(target=self._accept, daemon=True, name="cuttable-link").start()
+
+    def url(self, url: str) -> str:
+        """``url`` (of the database at ``target_port``) going through this link."""
+        return url.replace(f":{self.target[1]}/", f":{self.port}/")
+
+    def _accept(self) -> None:
+        while not self.stopping:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.open.append(client)
+                if self.silent:
+                    continue  # held open, never answered
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.open.append(upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self.lock:
+            self.silent = True
+            doomed, self.open = self.open, []
+        for sock in doomed:  # a reset, as a middlebox that forgot the connection sends
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+
+    def mend(self) -> None:
+        with self.lock:
+            self.silent = False
+            held, self.open = self.open, []
+        for sock in held:
+            sock.close()
+
+    def close(self) -> None:
+        self.stopping = True
+        self.cut()
+        self.listener.close()

@@ -161,10 +161,11 @@ class DatabaseUnreachable(StorageError):
 
 
 class Outage(NamedTuple):
-    """The server has been away since ``since`` (``time.monotonic()``). ``server_said`` is
-    whether the last attempt to reach it got an answer saying that the *server* is down
-    (connection refused, shutting down, starting up, in recovery) -- down for every agent --
-    rather than no answer at all (this machine may be cut off while others still reach it)."""
+    """The server has been away since ``since`` (``time.monotonic()``). ``server_said``: every
+    attempt to reach it since, from the first, got an answer saying that the *server* is not
+    serving (its host refused the connection, its socket is gone, it is shutting down, starting
+    up, in recovery) -- down for every agent -- never silence (this machine may be cut off
+    while others still reach it). One silent attempt and it stays false for this outage."""
 
     since: float
     server_said: bool
@@ -287,7 +288,7 @@ class PostgresStore:
         with self._outage_lock:
             if self._outage is not None or self._closing.is_set():
                 return
-            self._outage = Outage(time.monotonic(), server_said_down(exc))
+            self._outage = Outage(time.monotonic(), False)  # the first probe, at once, decides
         log.error("the database %s cannot be reached (%s): requests fail with exit 5 until it is back",
                   self.shown_url, self._said(exc))
         threading.Thread(target=self._probe, name="botsched-db-probe", daemon=True).start()
@@ -296,6 +297,7 @@ class PostgresStore:
         """Until the server answers again (or we close): connect at once, then every
         PROBE_EVERY_S (each failure says whether the server itself answered); then
         let the pool drop its broken connections, end the outage, and tell ``on_reachable``."""
+        first = True
         while not self._closing.is_set():
             try:
                 with psycopg.connect(self.url, connect_timeout=PROBE_TIMEOUT_S, autocommit=True,
@@ -304,7 +306,9 @@ class PostgresStore:
             except psycopg.Error as exc:
                 outage = self._outage
                 if outage is not None:
-                    self._outage = outage._replace(server_said=server_said_down(exc))
+                    said = server_said_down(exc) and (first or outage.server_said)
+                    self._outage = outage._replace(server_said=said)
+                first = False
                 self._closing.wait(PROBE_EVERY_S)
                 continue
             with contextlib.suppress(psycopg.Error, psycopg_pool.PoolTimeout):
