@@ -74,8 +74,9 @@ PROBE_EVERY_S = 0.5
 PROBE_TIMEOUT_S = 3
 #: A silent network (a cut cable, a dead host) shows as an error within seconds, not after
 #: the kernel's TCP retransmission timeout (minutes): keepalives and an unacknowledged-data limit.
-LIVENESS: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
-            "tcp_user_timeout": 10_000}
+LIVENESS: dict[str, Any] = {
+    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 10_000,
+}
 #: SQLSTATEs of a server that is shutting down, crashed, or starting up / in recovery: it said so.
 _SERVER_DOWN_STATES = ("57P01", "57P02", "57P03")
 #: Client-side messages of a server that is not there (nothing listens at its address or socket).
