@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.home import Home, Homes
-from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures: a private PostgreSQL)
+from tests.support.postgres import postgres_server, postgres_url, private_postgres  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

@@ -171,6 +171,10 @@ SCHEMA: dict[str, Key] = {
     "cluster.lease_seconds": Key(
         15, "a number of seconds > 0", lambda v: _number(v) and v > 0, "an agent silent this long loses its bots"
     ),
+    "cluster.outage_grace_seconds": Key(
+        60, "a number of seconds >= 0", _number,
+        "while the database is down this long, staged bots still join from the agent's clock",
+    ),
     # SPEC section 8: webhook retries (seconds after each failed attempt, +-20 %) and [[hooks]]
     "webhooks.retry_seconds": Key(
         [5, 300, 1800, 7200, 18000, 36000, 36000], "a list of numbers of seconds >= 0", _seconds_list,

@@ -15,6 +15,14 @@ this. What changes against ``Scheduler``:
 
 The join is still sent from this agent's own clock: nothing crosses the network at the
 join instant (the in-memory join times of the bots we hold drive it).
+
+While the database is away (docs/cluster-failures.md): nothing here waits on it (the store
+fails at once during an outage); the bots we hold go on from memory -- their joins are sent
+on time while the server itself said it is down, for up to ``cluster.outage_grace_seconds``
+after our last renewal (no agent can take a bot over meanwhile), otherwise only while our
+leases surely hold -- and every change is queued, in order, with its true time, until the
+database is back. Then we renew first, write the queue, and take over other agents' lapsed
+bots only after a whole lease of reachability (their holders renew first).
 """
 
 from __future__ import annotations
@@ -32,9 +40,9 @@ from botsched.core import states
 from botsched.core.config import Config
 from botsched.core.model import Due
 from botsched.daemon.runners import Runner, RunnerError
-from botsched.daemon.scheduler import BATCH, LATE_NOTE_US, Clock, Scheduler, _seconds
+from botsched.daemon.scheduler import ARM_LEAD_US, BATCH, LATE_NOTE_US, RECORD_RETRY_US, Clock, Scheduler, _seconds
 from botsched.daemon.store.base import Change, StorageError, Store
-from botsched.daemon.store.postgres import Claim, FencedChange
+from botsched.daemon.store.postgres import Claim, DatabaseUnreachable, FencedChange, Outage
 
 __all__ = ["ClaimingStore", "ClusterScheduler", "agent_name", "supports_claims"]
 
@@ -48,7 +56,8 @@ LEASE_MARGIN = 0.9
 class ClaimingStore(Store, Protocol):
     """A store that several agents share: claims, leases, fencing (store/postgres.py)."""
 
-    def claim_due(self, agent: str, until_us: int, slots: int, lease_us: int, now_us: int) -> list[Claim]: ...
+    def claim_due(self, agent: str, until_us: int, slots: int, lease_us: int, now_us: int,
+                  take_over: bool = True) -> list[Claim]: ...
     def renew(self, agent: str, held: list[tuple[str, int]], lease_us: int) -> set[str]: ...
     def transition_held(self, agent: str, changes: list[FencedChange], now_us: int) -> list[str]: ...
     def listen(self, on_due: Callable[[int], None], stopping: threading.Event,
@@ -56,6 +65,9 @@ class ClaimingStore(Store, Protocol):
     def notify_leave(self, bot_id: str) -> None: ...
     def fail_lost(self, now_us: int, limit: int = 1000) -> list[str]: ...
     def holder(self, bot_id: str) -> tuple[str | None, int] | None: ...
+    def outage(self) -> Outage | None: ...
+    def reachable_for(self) -> float: ...
+    on_reachable: Callable[[], None] | None
 
 
 def supports_claims(store: Store) -> bool:
@@ -79,15 +91,24 @@ class ClusterScheduler(Scheduler):
         #: the held bots still staged, with their join_at: the joins this agent sends
         self._staged: dict[str, int] = {}
         self._next_beat_us = 0
-        #: time.monotonic() until which every lease we hold is surely still ours (see _lease_ok)
+        #: time.monotonic() until which every lease we hold is surely still ours (see _lease_ok),
+        #: and when the renewal (or first claim) that gave that bound began
         self._leases_until = 0.0
-        # the join process sends a join only while our leases hold: an agent frozen past its
+        self._renewed_at = 0.0
+        #: the state we last wrote for each bot we hold: runner reports during an outage queue from it
+        self._held_state: dict[str, str] = {}
+        # the join process sends a join only while _join_bound() holds: an agent frozen past its
         # lease (SIGSTOP, a VM pause) must not send, when it thaws, a join another agent sent
-        runner.send_joins_until(self._leases_until)
+        self._sent_bound = 0.0
+        runner.send_joins_until(self._sent_bound)
 
     @property
     def lease_us(self) -> int:
         return int(float(self.config["cluster.lease_seconds"]) * 1_000_000)
+
+    @property
+    def outage_grace_s(self) -> float:
+        return float(self.config["cluster.outage_grace_seconds"])
 
     # -- what is due: our own staged bots, the shared queue, the heartbeat ---------------
 
@@ -101,7 +122,10 @@ class ClusterScheduler(Scheduler):
         if state != states.STAGED:
             return super()._next_time(state, exclude_armed)
         skip = self._unrecorded_ids.union(self.runner.armed()) if exclude_armed else self._unrecorded_ids
-        return min((t for bot_id, t in self._staged.items() if bot_id not in skip), default=None)
+        when = min((t for bot_id, t in self._staged.items() if bot_id not in skip), default=None)
+        if when is not None and not self._may_join():
+            when = max(when, self.clock.now_us() + RECORD_RETRY_US)  # joins wait for a renewal: no busy loop
+        return when
 
     def _next_stage_us(self) -> int | None:
         when = self.store.next_time(states.SCHEDULED)
@@ -111,7 +135,22 @@ class ClusterScheduler(Scheduler):
         now = self.clock.now_us()
         if now >= self._next_beat_us:
             self._heartbeat(now)
-        return super().tick()
+        self._bound_joins()  # an outage the server announced may extend it (see _may_join)
+        try:
+            return super().tick()
+        except DatabaseUnreachable:
+            # joins, arming and queued records are done (they need no database); staging waits
+            return self._offline_due(now)
+
+    def _offline_due(self, now: int) -> int:
+        """When to tick while the database is away: our next join or arming, else a retry."""
+        candidates = [now + RECORD_RETRY_US]
+        when = self._next_time(states.STAGED, exclude_armed=True)
+        if when is not None:
+            candidates.append(when)
+        if self._to_arm:
+            candidates.append(self._next_arm_us - ARM_LEAD_US)
+        return min(candidates)
 
     def _lease_ok(self) -> bool:
         """Our leases hold now: the last renewal (or first claim) began less than
@@ -119,9 +158,38 @@ class ClusterScheduler(Scheduler):
         may have taken our bots: nothing is sent for them until a heartbeat says they are ours."""
         return time.monotonic() < self._leases_until
 
+    def _may_join(self) -> bool:
+        """Joins of the bots we hold may be sent now: our leases hold, or the database server
+        itself said it is down (no agent can take a bot over while it is), that outage began
+        while our leases held, and our last renewal is less than ``outage_grace_seconds`` ago.
+        A database that just stops answering may be this machine cut off while the others
+        still reach it: then only the leases count."""
+        return time.monotonic() < self._join_bound()
+
+    def _join_bound(self) -> float:
+        """``_may_join`` as a deadline (``time.monotonic()``), the one the join process obeys."""
+        outage = self.shared.outage()
+        if outage is not None and outage.server_said and outage.since < self._leases_until:
+            return max(self._leases_until, self._renewed_at + self.outage_grace_s)
+        return self._leases_until
+
+    def _bound_joins(self) -> None:
+        """Tell the join process the current deadline (only when it moved)."""
+        bound = self._join_bound()
+        if bound != self._sent_bound:
+            self._sent_bound = bound
+            self.runner.send_joins_until(bound)
+
+    def _may_take_over(self) -> bool:
+        """Other agents' lapsed leases may be taken (re-staged, failed): only once the database
+        has been reachable a whole lease without a break. After an outage every holder gets
+        that long to renew: a lease that lapsed while nobody could renew is no sign of death."""
+        return self.shared.reachable_for() >= self.lease_us / 1_000_000
+
     def _leases_from(self, started: float) -> None:
+        self._renewed_at = started
         self._leases_until = started + LEASE_MARGIN * self.lease_us / 1_000_000
-        self.runner.send_joins_until(self._leases_until)
+        self._bound_joins()
 
     # -- staging: claims ---------------------------------------------------------------
 
@@ -134,13 +202,15 @@ class ClusterScheduler(Scheduler):
         if slots <= 0:
             return 0
         started = time.monotonic()
-        claims = self.shared.claim_due(self.agent, now + self.config.stage_lead_us, slots, self.lease_us, now)
+        claims = self.shared.claim_due(self.agent, now + self.config.stage_lead_us, slots, self.lease_us, now,
+                                       take_over=self._may_take_over())
         if claims and not self.held:
             self._leases_from(started)  # else the last renewal's (earlier) bound still covers them
         ready_changes: list[Change] = []
         joins: list[str] = []
         for claim in claims:
             self.held[claim.id] = claim.epoch
+            self._held_state[claim.id] = claim.state
             if claim.taken_from is not None:
                 log.warning("%s: re-staged here (agent %s lost its lease)", claim.id, claim.taken_from)
             missed = self._missed(Due(claim.id, claim.state, claim.join_at_us), now)
@@ -167,9 +237,9 @@ class ClusterScheduler(Scheduler):
         return len(claims) if len(claims) == BATCH else 0
 
     def _join_due(self, now: int) -> int:
-        if self._staged and not self._lease_ok():
+        if self._staged and not self._may_join():
             self._heartbeat(now)  # joins wait for a renewal (a lost bot is let go there)
-            if not self._lease_ok():
+            if not self._may_join():
                 return 0
         skip = self._unrecorded_ids.union(self.runner.armed()) if self.runner.arms_joins else self._unrecorded_ids
         due = sorted((t, bot_id) for bot_id, t in self._staged.items() if t <= now and bot_id not in skip)
@@ -214,15 +284,55 @@ class ClusterScheduler(Scheduler):
                     continue
                 if new != states.STAGED:
                     self._staged.pop(bot_id, None)
+                self._held_state[bot_id] = new
                 if states.is_terminal(new):
                     self.held.pop(bot_id, None)
+                    self._held_state.pop(bot_id, None)
         return moved
+
+    def joins_sent(self, fired: list[tuple[str, int, int, str | None]]) -> None:
+        """As ``Scheduler.joins_sent``, except that a join the thread held back only because our
+        leases were not sure any more (frozen, cut off, an outage past its grace) is not a
+        failure: the bot stays staged, and its join is sent late once a renewal says it is
+        still ours (within ``misfire_grace_seconds``); a bot taken over meanwhile is let go."""
+        kept = []
+        for bot_id, due_us, sent_us, error in fired:
+            if (error == "missed" and bot_id in self._staged
+                    and self._missed(Due(bot_id, states.STAGED, due_us), sent_us) is None):
+                log.warning("%s: join held back at its join_at (this agent's leases were not sure); "
+                            "it is sent once a renewal says the bot is still ours", bot_id)
+                continue
+            kept.append((bot_id, due_us, sent_us, error))
+        if kept:
+            super().joins_sent(kept)
+        else:
+            self.poke()
+
+    def report(self, bot_id: str, state: str, detail: str | None) -> None:
+        """A runner's report. While the database is away (or earlier changes wait to be
+        written) it queues behind them, from the state we last wrote or queued for the bot:
+        written when the database is back, in order, at its true time."""
+        if self.shared.outage() is None and not self._unrecorded:
+            try:
+                super().report(bot_id, state, detail)
+                return
+            except DatabaseUnreachable:
+                pass  # the outage begins now: queue it like the others
+        if bot_id not in self.held:
+            log.warning("runner reported %s for %s, which this agent does not hold; ignored", state, bot_id)
+            return
+        queued = [change[2] for changes, _ in self._unrecorded for change in changes if change[0] == bot_id]
+        old = queued[-1] if queued else self._held_state.get(bot_id)
+        if old is None or not states.is_legal(old, state):
+            log.warning("runner reported %s for %s (last known %s); ignored", state, bot_id, old)
+            return
+        self._record([(bot_id, old, state, detail)], self.clock.now_us())
 
     # -- the heartbeat ------------------------------------------------------------------
 
     def _heartbeat(self, now: int) -> None:
         """Renew our leases; stop the runners of claims we no longer hold; fail the bots
-        that lost agents had past ``staged``."""
+        that lost agents had past ``staged`` (not just after an outage: see _may_take_over)."""
         self._next_beat_us = now + max(self.lease_us // 3, 1_000)
         try:
             if self.held:
@@ -231,7 +341,9 @@ class ClusterScheduler(Scheduler):
                 self._leases_from(started)
                 for bot_id in [bot_id for bot_id in self.held if bot_id not in kept]:
                     self._lose(bot_id)
-            lost = self.shared.fail_lost(now)
+            lost = self.shared.fail_lost(now) if self._may_take_over() else []
+        except DatabaseUnreachable:
+            return  # the store said so once, when the outage began; we retry every beat
         except StorageError as exc:
             log.error("heartbeat failed: %s", exc.message)
             return
@@ -244,6 +356,7 @@ class ClusterScheduler(Scheduler):
             return  # our own write for it is pending: the next heartbeat looks again
         log.warning("%s: this agent no longer holds the bot; its runner is stopped", bot_id)
         self.held.pop(bot_id, None)
+        self._held_state.pop(bot_id, None)
         self._staged.pop(bot_id, None)
         self._to_arm.pop(bot_id, None)
         timer = getattr(self.runner, "timer", None)
@@ -270,6 +383,12 @@ class ClusterScheduler(Scheduler):
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(self._leave_here, bot_id)
 
+        def on_reachable() -> None:
+            if not stopping.is_set():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._reachable_again)
+
+        self.shared.on_reachable = on_reachable
         listener = threading.Thread(target=self.shared.listen, args=(on_due, stopping, on_leave),
                                     name="botsched-listen", daemon=True)
         listener.start()
@@ -277,6 +396,12 @@ class ClusterScheduler(Scheduler):
             await super().run()
         finally:
             stopping.set()
+            self.shared.on_reachable = None
+
+    def _reachable_again(self) -> None:
+        """The database is back: renew at once (the queue is written right after, in order)."""
+        self._next_beat_us = 0
+        self.poke()
 
     def leave_elsewhere(self, bot_id: str) -> str | None:
         """``leave`` for a bot another agent runs: ask that agent (a notification), and say so;
@@ -322,6 +447,7 @@ class ClusterScheduler(Scheduler):
             if bot_id not in kept:
                 continue
             self.held[bot_id] = epochs[bot_id]
+            self._held_state[bot_id] = due.state
             since = self.store.state_since(bot_id)
             if since is None:
                 continue

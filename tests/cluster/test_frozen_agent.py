@@ -2,7 +2,8 @@
 joins are already armed in its join process, which is not frozen with it; SIGCONT once the
 other agent has re-staged and joined them, late): the join process sends nothing while its
 daemon is stopped, and the thawed agent's joins are overdue and must not be sent; the agent
-stops the runners it no longer holds, and nothing it writes for them is accepted.
+stops the runners it no longer holds (SIGTERM, as a leave does: no runner of its survives for
+those bots), and nothing it writes for them is accepted.
 Runner-side: exactly one join per bot."""
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from tests.support.home import Home, Homes, wait_until
+from tests.cluster.agents import joins_read, records
+from tests.support.home import Home, Homes, pid_alive, wait_until
 from tests.support.postgres import PostgresServer
 from tests.support.times import in_s, parse_z
 
@@ -84,13 +86,18 @@ def test_a_thawed_agent_sends_no_join_for_bots_taken_over_while_it_was_frozen(
 
     wait_until(all_ended, timeout=20, interval=0.1, what="every bot final")
     time.sleep(1.0)  # anything the thawed agent would still send or write has been sent by now
+    # the runners the thawed agent started for the bots taken from it are stopped, not left running
+    stale = [int(line[1]) for bot_id in taken for line in records(rec_dir, bot_id)
+             if line[0] == "start" and line[2] == frozen_name]
+    assert stale, "the frozen agent had started runners for its bots"
+    wait_until(lambda: not any(pid_alive(pid) for pid in stale), timeout=15,
+               what="the thawed agent's runners of bots it no longer holds stopped")
     for bot_id in ids:
         assert other.show(bot_id)["state"] == "ended", other.show(bot_id)
-        path = rec_dir / f"{bot_id}.log"
-        records = [line.split() for line in path.read_text().splitlines()]
-        joins = [line for line in records if line[0] == "line" and line[3:] == ["join"]]
-        assert len(joins) == 1, f"{bot_id}: {records}"
-        assert bot_id not in taken or joins[0][2] == other_name, f"{bot_id}: {records}"
+        seen = records(rec_dir, bot_id)
+        joins = joins_read(rec_dir, bot_id)
+        assert len(joins) == 1, f"{bot_id}: {seen}"
+        assert bot_id not in taken or joins[0][2] == other_name, f"{bot_id}: {seen}"
     with psycopg.connect(url) as connection:
         late = connection.execute(
             "SELECT e.bot_id, e.state, e.detail FROM events e WHERE e.agent = %s AND e.bot_id = ANY(%s) "

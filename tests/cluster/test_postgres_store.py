@@ -5,6 +5,7 @@ every message. Real PostgreSQL (the session's private server), never a mock."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -14,6 +15,7 @@ from botsched.core import states
 from botsched.core.errors import DaemonUnavailable
 from botsched.core.model import Due, NewBot
 from botsched.daemon.store.postgres import SCHEMA_VERSION, DatabaseUnreachable, PostgresStore
+from tests.support.home import wait_until
 from tests.support.postgres import PostgresServer, _free_port
 
 S = 1_000_000
@@ -150,8 +152,15 @@ def test_an_unreachable_server_is_exit_5_and_the_password_is_never_said(
             assert lost.value.exit_code == 5
             assert "nothing was changed" in lost.value.message
             assert password not in lost.value.message
+            # the probe tells a server that says it is down (refused) from a silent network
+            wait_until(lambda: (store.outage() or (None, False))[1], timeout=5, what="the outage seen as the server's")
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnreachable):  # during the outage: at once, no wait on the pool
+                store.counts()
+            assert time.monotonic() - started < 0.5
         finally:
             postgres_server.restart()
+        wait_until(lambda: store.outage() is None, timeout=10, what="the store to notice the server is back")
         store.insert(new_bots(1), T0)  # and it is back by itself
         assert store.counts()["scheduled"] == 1
     finally:

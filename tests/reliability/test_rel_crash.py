@@ -16,6 +16,11 @@ Some bots join within seconds, with ``runner.kind = "command"`` (``recorder.sh``
 every start and stdin line), so kills land while runners are staged, joining and exiting.
 At the end: every such bot ended, no runner was started twice for one bot, and ``join``
 never arrived twice.
+
+The whole harness runs twice: on the SQLite file, and on the PostgreSQL store (cluster mode,
+SPEC §10: the daemon is then an agent of the session's private server, restarted under the
+same agent name). Beside SQLite's ``integrity_check``, both stores must be *sound*: every bot
+has its history, and its last event is its state.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 import pytest
 
 from tests.support.home import Client, Home, Lost
+from tests.support.postgres import PostgresServer
 from tests.support.times import UTC, iso_ms, z_seconds
 
 from .relhelpers import SOAK, integrity, open_ro, record_figures
@@ -284,19 +290,57 @@ class Worker(threading.Thread):
 # -- checking --------------------------------------------------------------------------------
 
 
-def _rows_from_db(db: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    conn = open_ro(db)
-    try:
+#: A store whose rows disagree with their history is corrupt whatever its file format says: a
+#: bot without events, or whose last event is not its state (the same SQL on both stores).
+UNSOUND = (
+    ("bot(s) without a history",
+     "SELECT b.id FROM bots b WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.bot_id = b.id)"),
+    ("bot(s) whose state is not their last event's",
+     "SELECT b.id FROM bots b JOIN events e ON e.bot_id = b.id "
+     "WHERE e.seq = (SELECT max(l.seq) FROM events l WHERE l.bot_id = b.id) AND e.state <> b.state"),
+)
+
+
+class StoreView:
+    """The daemon's store, read beside it: its SQLite file read-only, or its PostgreSQL schema."""
+
+    def __init__(self, home: Home, url: str | None) -> None:
+        self.home = home
+        self.url = url
+
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.url is not None:
+            import psycopg
+
+            with psycopg.connect(self.url) as connection:
+                return list(connection.execute(sql).fetchall())  # type: ignore[arg-type]
+        conn = open_ro(self.home.db)
+        try:
+            return list(conn.execute(sql).fetchall())
+        finally:
+            conn.close()
+
+    def rows(self) -> tuple[list[dict[str, Any]], list[str]]:
         rows = [
             {"id": r[0], "meeting_url": r[1], "bot_name": r[2], "state": r[3], "join_at": r[4],
              "metadata": json.loads(r[5]), "deduplication_key": r[6]}
-            for r in conn.execute("SELECT id, meeting_url, bot_name, state, join_at, metadata, dedup_key FROM bots")
+            for r in self._query("SELECT id, meeting_url, bot_name, state, join_at, metadata, dedup_key FROM bots")
         ]
-        doubled = [r[0] for r in conn.execute(
+        doubled = [r[0] for r in self._query(
             "SELECT bot_id FROM events WHERE state = 'joining' GROUP BY bot_id HAVING count(*) > 1")]
-    finally:
-        conn.close()
-    return rows, doubled
+        return rows, doubled
+
+    def soundness(self) -> str:
+        """"ok", else what is wrong (SQLite's integrity_check first)."""
+        if self.url is None:
+            result = integrity(self.home.db)
+            if result != "ok":
+                return f"integrity_check says {result}"
+        for what, sql in UNSOUND:
+            found = [row[0] for row in self._query(sql)]
+            if found:
+                return f"{len(found)} {what}: {found[:5]}"
+        return "ok"
 
 
 def check(rows: list[dict[str, Any]], doubled: list[str], ledger: Ledger, when: str) -> tuple[list[str], int]:
@@ -345,6 +389,7 @@ def _runner_records(rec_dir: Path) -> dict[str, list[str]]:
 
 @dataclass
 class CrashRun:
+    store: str
     seed: int
     kills: int
     store_problems: list[str]
@@ -354,15 +399,23 @@ class CrashRun:
     lost: int
 
 
-@pytest.fixture(scope="module")
-def crash_run(module_make_home, tmp_path_factory) -> CrashRun:
-    """The harness, run once for the module; the tests below each assert one property."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def crash_run(request, module_make_home, tmp_path_factory) -> CrashRun:
+    """The harness, run once for the module per store; the tests below each assert one property."""
     rec_dir = tmp_path_factory.mktemp("records")
-    home = module_make_home({
+    config: dict[str, dict[str, Any]] = {
         "scheduler": {"stage_lead_seconds": 1, "misfire_grace_seconds": 300},
         "runner": {"kind": "command", "command": ["/bin/sh", str(RECORDER)], "env": {"REC_DIR": str(rec_dir)},
                    "max_concurrent": 200, "leave_grace_seconds": 5},
-    })
+    }
+    url = None
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.url(schema=server.fresh_schema())
+        config["store"] = {"url": url}
+        config["cluster"] = {"agent_name": "crash-agent"}
+    home = module_make_home(config)
+    view = StoreView(home, url)
     seed = int(os.environ.get("BOTSCHED_CRASH_SEED", str(random.randrange(1 << 30))))
     rng = random.Random(seed)
     ledger = Ledger()
@@ -384,10 +437,10 @@ def crash_run(module_make_home, tmp_path_factory) -> CrashRun:
             gate.pause()
             gate.wait_idle(60)
             home.launch()
-            result = integrity(home.db)
+            result = view.soundness()
             if result != "ok":
-                store_problems.append(f"after kill {kills}: integrity_check says {result}")
-            rows, doubled = _rows_from_db(home.db)
+                store_problems.append(f"after kill {kills}: {result}")
+            rows, doubled = view.rows()
             found, lost = check(rows, doubled, ledger, f"after kill {kills}")
             store_problems += found
             lost_total += lost
@@ -400,7 +453,7 @@ def crash_run(module_make_home, tmp_path_factory) -> CrashRun:
         near = [b for b in list(ledger.acked.values()) + list(ledger.unknown.values()) if b.near]
 
         def near_states() -> dict[str, str]:
-            rows, _ = _rows_from_db(home.db)
+            rows, _ = view.rows()
             tags = {b.tag for b in near}
             return {r["id"]: r["state"] for r in rows if r["metadata"].get("tag") in tags}
 
@@ -422,9 +475,9 @@ def crash_run(module_make_home, tmp_path_factory) -> CrashRun:
             worker.join(5)
         home.terminate()
     elapsed = time.monotonic() - started
-    result = integrity(home.db)
+    result = view.soundness()
     if result != "ok":
-        store_problems.append(f"after the graceful stop: integrity_check says {result}")
+        store_problems.append(f"after the graceful stop: {result}")
 
     records = _runner_records(rec_dir)
     log_text = "".join(path.read_text(errors="replace") for path in sorted(home.path.glob("botsched.log*")))
@@ -453,7 +506,7 @@ def crash_run(module_make_home, tmp_path_factory) -> CrashRun:
 
     counts = ledger.counts
     record_figures(
-        "crash consistency",
+        f"crash consistency ({request.param})",
         seed=seed,
         kills=kills,
         seconds=round(elapsed, 1),
@@ -469,11 +522,12 @@ def crash_run(module_make_home, tmp_path_factory) -> CrashRun:
         runner_starts=sum(1 for lines in records.values() for line in lines if line.startswith("start ")),
         bots_lost=lost_total,
     )
-    return CrashRun(seed, kills, store_problems, runner_problems, near_problems, list(ledger.errors), lost_total)
+    return CrashRun(request.param, seed, kills, store_problems, runner_problems, near_problems, list(ledger.errors),
+                    lost_total)
 
 
 def _report(run: CrashRun, problems: list[str]) -> str:
-    return f"{len(problems)} problem(s) (seed {run.seed}, {run.kills} kills):\n" + "\n".join(problems[:25])
+    return f"{len(problems)} problem(s) ({run.store}, seed {run.seed}, {run.kills} kills):\n" + "\n".join(problems[:25])
 
 
 @pytest.mark.soak

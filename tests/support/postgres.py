@@ -12,6 +12,10 @@ Tests that need it are skipped only when no server binary can be found at all; C
 Each test gets its own schema (cheap: no database copy) through ``PostgresServer.fresh_url``:
 the URL carries ``options=-csearch_path=...``, so the store under test creates its tables
 there and sees nothing of the other tests'.
+
+Tests that take the server down mid-run (``outage``) use a server of their own
+(``private_postgres``), whose commits are durable on acknowledgement (``synchronous_commit``
+on), so that even ``pg_ctl stop -m immediate`` loses nothing a client was told is committed.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from urllib.parse import quote
 
 import pytest
 
-__all__ = ["PostgresServer", "find_bindir", "postgres_server", "postgres_url"]
+__all__ = ["PostgresServer", "find_bindir", "postgres_server", "postgres_url", "private_postgres"]
 
 #: The database superuser of the private server (trust authentication, loopback only).
 SUPERUSER = "botsched"
@@ -67,9 +71,11 @@ def _free_port() -> int:
 class PostgresServer:
     """One running private server; ``url()`` and ``fresh_url()`` are what tests use."""
 
-    def __init__(self, bindir: Path, root: Path) -> None:
+    def __init__(self, bindir: Path, root: Path, durable: bool = False) -> None:
         self.bindir = bindir
         self.root = root
+        #: each acknowledged commit is in the WAL (written, if not fsynced: the OS keeps it)
+        self.durable = durable
         self.data = root / "data"
         self.sockets = root / "sockets"
         self.log = root / "server.log"
@@ -114,11 +120,14 @@ class PostgresServer:
         self._pg_ctl_start()
 
     def _pg_ctl_start(self) -> None:
-        # Speed over durability: this server's data is thrown away at the end of the session.
+        # Speed over durability: this server's data is thrown away at the end of the session
+        # (a durable one still writes each commit before acknowledging it: see ``outage``).
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            "-c fsync=off -c full_page_writes=off -c max_connections=200"
         )
+        if not self.durable:
+            options += " -c synchronous_commit=off"
         self._run(
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
             "-w", "-t", str(START_TIMEOUT_S), "start",
@@ -147,6 +156,21 @@ class PostgresServer:
         if (self.data / "postmaster.pid").exists():
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
         self._pg_ctl_start()
+
+    def start_again(self) -> None:
+        """Start a stopped server again: same data, port and socket directory."""
+        self._pg_ctl_start()
+
+    @contextlib.contextmanager
+    def outage(self, mode: str = "fast") -> Iterator[float]:
+        """The server down inside the block (``pg_ctl stop -m MODE``: ``fast`` ends sessions
+        cleanly, ``immediate`` is a crash and recovery at the next start), up again after it.
+        Yields the monotonic time at which it was down."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+        try:
+            yield time.monotonic()
+        finally:
+            self.start_again()
 
     # -- what tests use ------------------------------------------------------------------
 
@@ -186,9 +210,9 @@ class PostgresServer:
             self.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
-def _start(bindir: Path) -> tuple[PostgresServer, Path]:
+def _start(bindir: Path, durable: bool = False) -> tuple[PostgresServer, Path]:
     root = Path(tempfile.mkdtemp(prefix="botsched-pg-"))
-    server = PostgresServer(bindir, root)
+    server = PostgresServer(bindir, root, durable)
     try:
         server.start()
     except BaseException:
@@ -198,18 +222,28 @@ def _start(bindir: Path) -> tuple[PostgresServer, Path]:
     return server, root
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """The session's private PostgreSQL server (skipped only if PostgreSQL is not installed)."""
+def _served(durable: bool) -> Iterator[PostgresServer]:
     bindir = find_bindir()
     if bindir is None:
         pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl found); .ci/run installs it")
-    server, root = _start(bindir)
+    server, root = _start(bindir, durable)
     try:
         yield server
     finally:
         server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's private PostgreSQL server (skipped only if PostgreSQL is not installed)."""
+    yield from _served(durable=False)
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PostgresServer]:
+    """A server of the module's own, with durable commits: for tests that take it down."""
+    yield from _served(durable=True)
 
 
 @pytest.fixture

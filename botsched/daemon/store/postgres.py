@@ -18,9 +18,11 @@ in the URL is never logged or shown (``describe()`` and every error message mask
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -64,7 +66,21 @@ LISTEN_POLL_S = 0.5
 LISTEN_RETRY_S = 1.0
 #: A request waits at most this long for a pooled connection (while the server is away the
 #: pool reconnects in the background, and the request fails with exit 5).
-POOL_WAIT_S = 5.0
+POOL_WAIT_S = 2.0
+#: While the server is away (see ``outage()``) every call fails at once, without waiting on the
+#: pool: the daemon's loop (joins, requests) must never wait on a database that is not there. A
+#: probe connects this often (each attempt waiting at most PROBE_TIMEOUT_S) to notice its return.
+PROBE_EVERY_S = 0.5
+PROBE_TIMEOUT_S = 3
+#: A silent network (a cut cable, a dead host) shows as an error within seconds, not after
+#: the kernel's TCP retransmission timeout (minutes): keepalives and an unacknowledged-data limit.
+LIVENESS: dict[str, Any] = {
+    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 10_000,
+}
+#: SQLSTATEs of a server that is shutting down, crashed, or starting up / in recovery: it said so.
+_SERVER_DOWN_STATES = ("57P01", "57P02", "57P03")
+#: Client-side messages of a server that is not there (nothing listens at its address or socket).
+_SERVER_DOWN_SAID = ("connection refused", "no such file or directory", "the database system is")
 
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
 
@@ -145,6 +161,35 @@ class DatabaseUnreachable(StorageError):
     code = "unavailable"
 
 
+class Outage(NamedTuple):
+    """The server has been away since ``since`` (``time.monotonic()``). ``server_said``: every
+    attempt to reach it since, from the first, got an answer saying that the *server* is not
+    serving (its host refused the connection, its socket is gone, it is shutting down, starting
+    up, in recovery) -- down for every agent -- never silence (this machine may be cut off
+    while others still reach it). One silent attempt and it stays false for this outage."""
+
+    since: float
+    server_said: bool
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The connection is gone or cannot be made (not a refused statement, a deadlock...)."""
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SERVER_DOWN_STATES
+
+
+def server_said_down(exc: BaseException) -> bool:
+    """``exc`` is the server (or its host) saying it is not serving, not a silent network."""
+    if getattr(exc, "sqlstate", None) in _SERVER_DOWN_STATES:
+        return True
+    text = str(exc).lower()
+    return any(said in text for said in _SERVER_DOWN_SAID)
+
+
 class Claim(NamedTuple):
     """A bot an agent now holds: run it only while ``epoch`` is still the bot's (each write
     about it is conditional on that); ``taken_from`` names the agent that lost it, if any."""
@@ -192,6 +237,13 @@ class PostgresStore:
         self._on_events = on_events
         self._on_deleted = on_deleted
         self._held: list[Event] | None = None  # see hold_announcements()
+        #: set while the server is away (see outage()); a probe thread clears it
+        self._outage: Outage | None = None
+        self._outage_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._reachable_since = time.monotonic()
+        #: called (from the probe thread) once the server is back after an outage
+        self.on_reachable: Callable[[], None] | None = None
         #: one writer at a time in this process: listeners hear commits in commit order
         self._write_lock = threading.RLock()
         self.commits_since_checkpoint = 0
@@ -205,7 +257,8 @@ class PostgresStore:
             min_size=1,
             max_size=pool_size,
             # autocommit: a one-statement read is one round trip; transactions are explicit
-            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "botsched", "autocommit": True},
+            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "botsched", "autocommit": True,
+                    **LIVENESS},
             # a connection broken by a server restart is found out (and replaced) before use
             check=psycopg_pool.ConnectionPool.check_connection,
             timeout=POOL_WAIT_S,
@@ -218,7 +271,58 @@ class PostgresStore:
         return f"postgresql {self.shown_url}"
 
     def close(self) -> None:
+        self._closing.set()
         self._pool.close()
+
+    # -- outages: fail fast while the server is away, notice its return -----------------
+
+    def outage(self) -> Outage | None:
+        """Since when (and how) the server is away; ``None`` while it is reachable."""
+        return self._outage
+
+    def reachable_for(self) -> float:
+        """Seconds the server has been reachable without a break (0 during an outage)."""
+        return 0.0 if self._outage is not None else time.monotonic() - self._reachable_since
+
+    def _unreachable(self, exc: BaseException) -> None:
+        """An outage begins (or goes on): from now on calls fail at once; a probe watches."""
+        with self._outage_lock:
+            if self._outage is not None or self._closing.is_set():
+                return
+            self._outage = Outage(time.monotonic(), False)  # the first probe, at once, decides
+        log.error("the database %s cannot be reached (%s): requests fail with exit 5 until it is back",
+                  self.shown_url, self._said(exc))
+        threading.Thread(target=self._probe, name="botsched-db-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        """Until the server answers again (or we close): connect at once, then every
+        PROBE_EVERY_S (each failure says whether the server itself answered); then
+        let the pool drop its broken connections, end the outage, and tell ``on_reachable``."""
+        first = True
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(self.url, connect_timeout=PROBE_TIMEOUT_S, autocommit=True,
+                                     application_name="botsched-probe", **LIVENESS) as connection:
+                    connection.execute("SELECT 1")
+            except psycopg.Error as exc:
+                outage = self._outage
+                if outage is not None:
+                    said = server_said_down(exc) and (first or outage.server_said)
+                    self._outage = outage._replace(server_said=said)
+                first = False
+                self._closing.wait(PROBE_EVERY_S)
+                continue
+            with contextlib.suppress(psycopg.Error, psycopg_pool.PoolTimeout):
+                self._pool.check()  # connections broken by the outage are replaced, not handed out
+            outage = self._outage
+            self._reachable_since = time.monotonic()
+            self._outage = None
+            if outage is not None:
+                log.warning("the database %s is reachable again after %.1f s", self.shown_url,
+                            self._reachable_since - outage.since)
+            if self.on_reachable is not None:
+                self.on_reachable()
+            return
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -233,10 +337,16 @@ class PostgresStore:
     def _connection(self, writing: bool) -> Iterator[Connection]:
         """A pooled connection; driver failures become the store's typed errors."""
         suffix = "; nothing was changed" if writing else ""
+        outage = self._outage
+        if outage is not None:
+            raise DatabaseUnreachable(f"the database {self.shown_url} cannot be reached "
+                                      f"(for {time.monotonic() - outage.since:.0f} s){suffix}")
         try:
             with self._pool.connection() as connection:
                 yield connection
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            if is_outage(exc):
+                self._unreachable(exc)
             raise DatabaseUnreachable(
                 f"the database {self.shown_url} cannot be reached: {self._said(exc)}{suffix}"
             ) from None
@@ -634,22 +744,25 @@ class PostgresStore:
         assert row is not None
         return int(row[0])
 
-    def claim_due(self, agent: str, until_us: int, slots: int, lease_us: int, now_us: int) -> list[Claim]:
+    def claim_due(self, agent: str, until_us: int, slots: int, lease_us: int, now_us: int,
+                  take_over: bool = True) -> list[Claim]:
         """Claim at most ``slots`` bots for ``agent`` and stage them, earliest first: scheduled
         bots due by ``until_us`` (-> staged), ad-hoc ``ready`` bots nobody holds, and staged bots
         whose holder's lease ran out (re-staged here; the event says from whom). ``SKIP LOCKED``:
         agents claiming at once never wait for each other, and each bot has exactly one winner.
         A bot being rescheduled or cancelled at that moment is skipped (it is locked): the
-        change wins, and the next tick sees the bot as it then is."""
+        change wins, and the next tick sees the bot as it then is. Without ``take_over`` no
+        lapsed lease is taken (just after an outage: their holders renew first)."""
         if slots <= 0:
             return []
+        lapsed = f"b.lease_until_us < {_DB_NOW_US}" if take_over else "false"
         with self._transaction() as (connection, pending):
             rows = connection.execute(
                 f"""WITH picked AS (
                     SELECT b.id, b.agent AS previous, b.state AS was FROM bots b
                     WHERE (b.state = 'scheduled' AND b.sort_us <= %(until)s)
-                       OR (b.state = 'ready' AND (b.agent IS NULL OR b.lease_until_us < {_DB_NOW_US}))
-                       OR (b.state = 'staged' AND b.lease_until_us < {_DB_NOW_US})
+                       OR (b.state = 'ready' AND (b.agent IS NULL OR {lapsed}))
+                       OR (b.state = 'staged' AND {lapsed})
                     ORDER BY b.sort_us LIMIT %(slots)s
                     FOR UPDATE OF b SKIP LOCKED
                 )
@@ -740,11 +853,12 @@ class PostgresStore:
         the agent with a free slot plans its staging at once, not at its next re-plan; and
         ``on_leave(bot_id)`` for each ``leave`` asked through another agent (notify_leave).
         A lost connection is re-made (every LISTEN_RETRY_S); a queue change missed meanwhile
-        costs only that re-plan delay."""
+        costs only that re-plan delay. This connection is the first to hear of a server restart
+        (its session is ended at once): it starts the outage (``outage()``) for every caller."""
         while not stopping.is_set():
             try:
                 with psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True,
-                                     application_name="botsched-listen") as connection:
+                                     application_name="botsched-listen", **LIVENESS) as connection:
                     connection.execute(f"LISTEN {QUEUE_CHANNEL}")
                     if on_leave is not None:
                         connection.execute(f"LISTEN {LEAVE_CHANNEL}")
@@ -757,7 +871,10 @@ class PostgresStore:
                                 on_due(int(notice.payload) if notice.payload.isdigit() else 0)
             except psycopg.Error as exc:
                 if not stopping.is_set():
-                    log.warning("listening for queue changes failed: %s; retrying", self._said(exc))
+                    if is_outage(exc):
+                        self._unreachable(exc)
+                    if self._outage is None:
+                        log.warning("listening for queue changes failed: %s; retrying", self._said(exc))
                     stopping.wait(LISTEN_RETRY_S)
 
     def notify_leave(self, bot_id: str) -> None:
