@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import gc
 import logging
 import logging.handlers
@@ -145,10 +146,11 @@ class Daemon:
         # (every agent serves the webhook ops; each delivery is claimed by exactly one agent)
         outbox_db: str | StoreDb = str(paths.database)
         if not isinstance(self.store, SqliteStore):
+            from botsched.daemon.cluster import agent_name
             from botsched.daemon.store.postgres import PostgresStore
 
             if isinstance(self.store, PostgresStore):
-                outbox_db = StoreDb(self.store.outbox_call)
+                outbox_db = StoreDb(functools.partial(self.store.outbox_call, agent=agent_name(self.config)))
                 self.feed = EventFeed(self._read_events, self.hub, self.store.last_seq())
                 if hasattr(self.scheduler, "on_events"):
                     self.scheduler.on_events = self.feed.notice

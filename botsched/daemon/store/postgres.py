@@ -131,6 +131,8 @@ MIGRATIONS: dict[int, list[str]] = {
     # tables, outbox.POSTGRES_DDL) and the runners' output, in chunks, bounded per bot
     4: [
         *(statement for statement in outbox.POSTGRES_DDL.split(";") if statement.strip()),
+        # the agent whose claim it is: a restarted agent voids only its own (outbox.release_claims)
+        "ALTER TABLE webhook_deliveries ADD COLUMN claimed_by text",
         """CREATE TABLE runner_logs (
             seq     bigserial PRIMARY KEY,
             bot_id  text COLLATE "C" NOT NULL,
@@ -202,8 +204,10 @@ class OutboxConnection:
 
     dialect = outbox.POSTGRES
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, agent: str | None = None) -> None:
         self.connection = connection
+        #: the agent deliveries are claimed for (``claimed_by``)
+        self.agent = agent
 
     @property
     def in_transaction(self) -> bool:
@@ -831,11 +835,12 @@ class PostgresStore:
 
     # -- what every agent serves: the webhook outbox, the runners' output -------------------
 
-    def outbox_call(self, fn: Callable[[OutboxConnection], Any]) -> Any:
-        """Run an outbox function (webhooks/outbox.py) on a pooled connection (the caller's
-        thread: the daemon's webhook thread). Driver failures become the store's errors."""
+    def outbox_call(self, fn: Callable[[OutboxConnection], Any], agent: str | None = None) -> Any:
+        """Run an outbox function (webhooks/outbox.py) on a pooled connection, claiming for
+        ``agent`` (the caller's thread: the daemon's webhook thread). Driver failures become
+        the store's errors."""
         with self._connection(writing=True) as connection:
-            return fn(OutboxConnection(connection))
+            return fn(OutboxConnection(connection, agent))
 
     def append_logs(self, chunks: Sequence[tuple[str, bytes]]) -> None:
         """Runner output, (bot_id, bytes) in order, in one transaction; each bot keeps only its

@@ -542,12 +542,23 @@ def replay(conn: Conn, delivery_id: str, now_us: int) -> str:
 # -- the worker's side ----------------------------------------------------------------
 
 
+def _agent(conn: Conn) -> str | None:
+    """The cluster agent a PostgreSQL connection claims for (``claimed_by``); ``None``: SQLite."""
+    agent = getattr(conn, "agent", None)
+    return None if agent is None else str(agent)
+
+
 def release_claims(conn: Conn) -> int:
-    """At start-up (single daemon): leases of a process that died are void, send at once."""
+    """At start-up: leases of a process that died are void, send at once. One daemon per
+    SQLite file: every lease is its own; in cluster mode only this agent's (``claimed_by``;
+    two live agents never share a name), the others' stay with their live owners."""
+    agent = _agent(conn)
+    mine, args = ("AND claimed_by = ?", (PENDING, agent)) if agent is not None else ("", (PENDING,))
     with _write(conn):
         cursor = conn.execute(
-            "UPDATE webhook_deliveries SET claimed_until_us = NULL WHERE state = ? AND claimed_until_us IS NOT NULL",
-            (PENDING,),
+            "UPDATE webhook_deliveries SET claimed_until_us = NULL WHERE state = ? AND claimed_until_us IS NOT NULL "
+            + mine,
+            args,
         )
     return int(cursor.rowcount)
 
@@ -604,10 +615,17 @@ def claim_due(
             taken.append(claim)
             if len(taken) >= limit:
                 break
-        conn.executemany(
-            "UPDATE webhook_deliveries SET claimed_until_us = ? WHERE id = ?",
-            [(now_us + lease_us, claim.id) for claim in taken],
-        )
+        agent = _agent(conn)
+        if agent is None:
+            conn.executemany(
+                "UPDATE webhook_deliveries SET claimed_until_us = ? WHERE id = ?",
+                [(now_us + lease_us, claim.id) for claim in taken],
+            )
+        else:
+            conn.executemany(
+                "UPDATE webhook_deliveries SET claimed_until_us = ?, claimed_by = ? WHERE id = ?",
+                [(now_us + lease_us, agent, claim.id) for claim in taken],
+            )
     return taken
 
 

@@ -70,7 +70,7 @@ class Webhooks:
         next_join_us: Callable[[], int | None] | None = None,
     ) -> None:
         """``database``: the SQLite file's path, or (cluster mode) a ``StoreDb`` on the shared
-        database, whose claims are leases other agents honour (never released at start-up)."""
+        database (claiming for this agent: only its own leases are voided at start-up)."""
         self.config = config
         self.clock = clock
         self._next_join_us = next_join_us
@@ -79,7 +79,6 @@ class Webhooks:
         self.hooks = HookRunner(parse_hooks(config["hooks"]), float(config["hooks_timeout_seconds"]))
         self.worker = DeliveryWorker(
             self.db, self.sender, clock=clock, retry_seconds=self._retry_seconds(), hold=self._before_write,
-            release_on_start=isinstance(database, str),
         )
         self._task: asyncio.Task[None] | None = None
         self._hook_tasks: set[asyncio.Task[None]] = set()
