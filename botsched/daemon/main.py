@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,9 @@ class Daemon:
         self.webhooks: Webhooks | None = Webhooks(outbox_db, self.config, next_join_us=self.scheduler.next_join_us)
         self.calendars = Calendars(self.store, self.service, self.config, self.clock)
         self._stopped = asyncio.Event()
+        #: the loop (and its thread) that announcements are handed to (see _published)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = threading.get_ident()
         self.server = Server(self.service, paths.socket, stop=self._stopped.set, reload=self._reload_op,
                              webhooks=self.webhooks, calendars=self.calendars)
         # the socket's HTTP side (SPEC §9), and TCP with [http] listen: the same service, the same rules
@@ -177,6 +181,12 @@ class Daemon:
         the feed, which reads every agent's events in order), then hooks and webhooks (hooks
         run here, on the agent that recorded the change), then log: one line per change, or
         one per kind of change for a batch (a burst of 1,000 joins must not write 1,000 lines)."""
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread:
+            # a store without group commit (PostgreSQL) announces on the writer thread: hop over
+            with contextlib.suppress(RuntimeError):  # (the loop closed meanwhile)
+                loop.call_soon_threadsafe(self._published, events)
+            return
         if self.feed is not None:
             self.feed.wake()
         else:
@@ -215,6 +225,7 @@ class Daemon:
 
     async def serve(self, sock: socket.socket, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
+        self._loop, self._loop_thread = loop, threading.get_ident()
         # Start-up objects never die: keep them out of the collector's way, and collect
         # young garbage less often, so a GC pause does not land on a join.
         gc.collect()
