@@ -168,3 +168,34 @@ def test_events_wait_logs_webhooks_and_hooks_work_on_any_agent(
     for name in names:
         streamed = _states((tmp_path / f"follow-{name}.jsonl").read_text())
         assert {bot_id: streamed.get(bot_id) for bot_id in bots} == expected, name
+
+
+def test_a_follow_misses_nothing_while_its_agent_is_not_listening(
+    make_home: Homes, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """The listening connections are cut (as by a network blip or a server restart) and bots
+    change meanwhile: notifications are lost for good, yet ``events --follow`` on the other
+    agent gets every event: it catches up from its last seq when it listens again."""
+    url = postgres_server.url(schema=postgres_server.fresh_schema())
+    a, b = (make_home({"store": {"url": url}, "cluster": {"agent_name": name}}) for name in ("agent-a", "agent-b"))
+    a.start()
+    b.start()
+    follow = _follow(b, tmp_path / "follow.jsonl")
+    try:
+        time.sleep(0.5)
+        first = a.create(URL, "--join-at", in_s(60))
+        wait_until(lambda: first in _states((tmp_path / "follow.jsonl").read_text()), 10, what="a live event")
+        with psycopg.connect(url, autocommit=True) as connection:
+            cut = connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'botsched-listen'"
+            ).fetchall()
+            assert len(cut) == 2, cut  # one listener per agent
+            later = [a.create(URL, "--join-at", in_s(60)) for _ in range(3)]  # while nobody listens
+        wait_until(lambda: set(later) <= set(_states((tmp_path / "follow.jsonl").read_text())), 15,
+                   what="the events committed while the listener was away")
+        shown = {bot_id: [e["state"] for e in b.show(bot_id)["events"]] for bot_id in [first, *later]}
+        streamed = _states((tmp_path / "follow.jsonl").read_text())
+        assert {bot_id: streamed[bot_id] for bot_id in shown} == shown
+    finally:
+        follow.terminate()
+        follow.wait(10)
