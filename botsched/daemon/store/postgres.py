@@ -842,9 +842,9 @@ class PostgresStore:
         with self._connection(writing=True) as connection:
             return fn(OutboxConnection(connection, agent))
 
-    def append_logs(self, chunks: Sequence[tuple[str, bytes]]) -> None:
+    def append_logs(self, chunks: Sequence[tuple[str, bytes]], max_bytes: int = RUNNER_LOG_MAX_BYTES) -> None:
         """Runner output, (bot_id, bytes) in order, in one transaction; each bot keeps only its
-        last RUNNER_LOG_MAX_BYTES (older chunks are deleted)."""
+        newest chunks within ``max_bytes`` (older ones are deleted)."""
         if not chunks:
             return
         with self._connection(writing=True) as connection, connection.transaction():
@@ -856,7 +856,7 @@ class PostgresStore:
                     SELECT seq, sum(size) OVER (PARTITION BY bot_id ORDER BY seq DESC) AS newer
                     FROM runner_logs WHERE bot_id = ANY(%s)
                 ) k WHERE r.seq = k.seq AND k.newer > %s""",
-                (sorted({bot_id for bot_id, _ in chunks}), RUNNER_LOG_MAX_BYTES),
+                (sorted({bot_id for bot_id, _ in chunks}), max_bytes),
             )
 
     def read_logs(self, bot_id: str, after: int = 0, limit: int = 64) -> list[tuple[int, bytes]]:
