@@ -29,10 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' PostgreSQL server code
 
-from _common import BenchDaemon, percentile  # noqa: E402
+from _common import BenchDaemon, percentile
 
-from tests.support.postgres import _start, find_bindir  # noqa: E402
-from tests.webhooks.webhook_helpers import ThreadReceiver  # noqa: E402
+from tests.support.postgres import _start, find_bindir
+from tests.webhooks.webhook_helpers import ThreadReceiver
 
 URL = "https://meet.google.com/abc-defg-hij"
 FAR = "2028-01-01T00:00:00Z"
@@ -44,9 +44,8 @@ def _agent(url: str, name: str) -> BenchDaemon:
 
 def _follower(agent: BenchDaemon, seen: dict[str, float], ready: threading.Event) -> threading.Thread:
     def follow() -> None:
-        from botsched.core.protocol import Op
-
         from botsched.core.errors import BotschedError
+        from botsched.core.protocol import Op
 
         with agent.connect() as conn, contextlib.suppress(BotschedError):  # (the stream ends at the stop)
             stream = conn.stream(Op.EVENTS, follow=True)
