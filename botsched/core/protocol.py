@@ -54,6 +54,7 @@ class Op(StrEnum):
     STATUS = "status"
     EVENTS = "events"
     WAIT = "wait"
+    LOGS = "logs"
     PING = "ping"
     STOP = "stop"
     RELOAD = "reload"

@@ -61,7 +61,8 @@ class ClaimingStore(Store, Protocol):
     def renew(self, agent: str, held: list[tuple[str, int]], lease_us: int) -> set[str]: ...
     def transition_held(self, agent: str, changes: list[FencedChange], now_us: int) -> list[str]: ...
     def listen(self, on_due: Callable[[int], None], stopping: threading.Event,
-               on_leave: Callable[[str], None] | None = None) -> None: ...
+               on_leave: Callable[[str], None] | None = None,
+               on_events: Callable[[str], None] | None = None) -> None: ...
     def notify_leave(self, bot_id: str) -> None: ...
     def fail_lost(self, now_us: int, limit: int = 1000) -> list[str]: ...
     def holder(self, bot_id: str) -> tuple[str | None, int] | None: ...
@@ -91,6 +92,8 @@ class ClusterScheduler(Scheduler):
         #: the held bots still staged, with their join_at: the joins this agent sends
         self._staged: dict[str, int] = {}
         self._next_beat_us = 0
+        #: told of each ``botsched_events`` notification (the daemon's EventFeed.notice)
+        self.on_events: Callable[[str], None] | None = None
         #: time.monotonic() until which every lease we hold is surely still ours (see _lease_ok),
         #: and when the renewal (or first claim) that gave that bound began
         self._leases_until = 0.0
@@ -389,7 +392,7 @@ class ClusterScheduler(Scheduler):
                     loop.call_soon_threadsafe(self._reachable_again)
 
         self.shared.on_reachable = on_reachable
-        listener = threading.Thread(target=self.shared.listen, args=(on_due, stopping, on_leave),
+        listener = threading.Thread(target=self.shared.listen, args=(on_due, stopping, on_leave, self.on_events),
                                     name="botsched-listen", daemon=True)
         listener.start()
         try:

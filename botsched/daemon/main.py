@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import gc
 import logging
 import logging.handlers
@@ -18,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,12 @@ from botsched.core.paths import (
 )
 from botsched.core.protocol import MAX_LINE
 from botsched.daemon.calendars import Calendars
+from botsched.daemon.feed import EventFeed
 from botsched.daemon.http.app import build_app
 from botsched.daemon.http.listen import HttpFront, TokenSource, token_path
 from botsched.daemon.http.streams import ServiceStreams
 from botsched.daemon.hub import EventHub
+from botsched.daemon.logship import LogShipper
 from botsched.daemon.runners import make_runner
 from botsched.daemon.runners.base import raise_nofile_limit
 from botsched.daemon.scheduler import Clock, Scheduler, SystemClock
@@ -46,6 +50,7 @@ from botsched.daemon.service import BotService
 from botsched.daemon.store import SqliteStore
 from botsched.daemon.store.base import Store
 from botsched.daemon.webhooks.service import Webhooks
+from botsched.daemon.webhooks.worker import StoreDb
 
 __all__ = ["FILES_CHECK_S", "MAX_CONNECTIONS", "Daemon", "PidLock", "open_store", "run"]
 
@@ -134,12 +139,31 @@ class Daemon:
             if supports_claims(self.store):
                 self.scheduler = ClusterScheduler(self.store, self.runner, self.config, self.clock)  # type: ignore[arg-type]
         self.service = BotService(self.store, self.scheduler, self.runner, self.hub, self.config, self.clock, paths)
-        # the outbox lives in the SQLite store only, for now: a cluster agent answers webhook ops
-        # with "runs without webhooks" rather than keep a second, unshared outbox
-        self.webhooks = (Webhooks(str(paths.database), self.config, next_join_us=self.scheduler.next_join_us)
-                         if isinstance(self.store, SqliteStore) else None)
+        #: cluster mode: the hub hears every agent's events (from the shared events table)
+        self.feed: EventFeed | None = None
+        #: cluster mode: the runners' output also goes to the shared database (``logs`` anywhere)
+        self.log_shipper: LogShipper | None = None
+        # the webhook outbox lives in the store's database: the local file, or the shared one
+        # (every agent serves the webhook ops; each delivery is claimed by exactly one agent)
+        outbox_db: str | StoreDb = str(paths.database)
+        if not isinstance(self.store, SqliteStore):
+            from botsched.daemon.cluster import agent_name
+            from botsched.daemon.store.postgres import PostgresStore
+
+            if isinstance(self.store, PostgresStore):
+                outbox_db = StoreDb(functools.partial(self.store.outbox_call, agent=agent_name(self.config)))
+                self.feed = EventFeed(self._read_events, self.hub, self.store.last_seq())
+                if hasattr(self.scheduler, "on_events"):
+                    self.scheduler.on_events = self.feed.notice
+                if hasattr(self.runner, "log_sink"):
+                    self.log_shipper = LogShipper(self.store.append_logs)
+                    self.runner.log_sink = self.log_shipper.add
+        self.webhooks: Webhooks | None = Webhooks(outbox_db, self.config, next_join_us=self.scheduler.next_join_us)
         self.calendars = Calendars(self.store, self.service, self.config, self.clock)
         self._stopped = asyncio.Event()
+        #: the loop (and its thread) that announcements are handed to (see _published)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = threading.get_ident()
         self.server = Server(self.service, paths.socket, stop=self._stopped.set, reload=self._reload_op,
                              webhooks=self.webhooks, calendars=self.calendars)
         # the socket's HTTP side (SPEC §9), and TCP with [http] listen: the same service, the same rules
@@ -149,12 +173,27 @@ class Daemon:
     def _report(self, bot_id: str, state: str, detail: str | None) -> None:
         self.scheduler.report(bot_id, state, detail)
 
+    def _read_events(self, after_seq: int, limit: int) -> list[Event]:
+        return self.store.events(None, after_seq, limit)
+
     def _published(self, events: list[Event]) -> None:
-        """Fan out first (waiters are waiting), then log: one line per change, or one per
-        kind of change for a batch (a burst of 1,000 joins must not write 1,000 lines)."""
-        self.hub.publish(events)
-        if self.webhooks is not None and isinstance(self.store, SqliteStore):
-            self.webhooks.published(events, self.store.deliveries_written)  # pokes the worker, starts hooks
+        """This daemon's commits. Fan out first (waiters are waiting; in cluster mode through
+        the feed, which reads every agent's events in order), then hooks and webhooks (hooks
+        run here, on the agent that recorded the change), then log: one line per change, or
+        one per kind of change for a batch (a burst of 1,000 joins must not write 1,000 lines)."""
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread:
+            # a store without group commit (PostgreSQL) announces on the writer thread: hop over
+            with contextlib.suppress(RuntimeError):  # (the loop closed meanwhile)
+                loop.call_soon_threadsafe(self._published, events)
+            return
+        if self.feed is not None:
+            self.feed.wake()
+        else:
+            self.hub.publish(events)
+        if self.webhooks is not None:
+            written = int(getattr(self.store, "deliveries_written", 0))
+            self.webhooks.published(events, written)  # pokes the worker, starts hooks
         if len(events) <= 3:
             for event in events:
                 log.info("%s -> %s%s", event.bot_id, event.state, f" ({event.detail})" if event.detail else "")
@@ -186,6 +225,7 @@ class Daemon:
 
     async def serve(self, sock: socket.socket, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
+        self._loop, self._loop_thread = loop, threading.get_ident()
         # Start-up objects never die: keep them out of the collector's way, and collect
         # young garbage less often, so a GC pause does not land on a join.
         gc.collect()
@@ -202,6 +242,7 @@ class Daemon:
         files_task = asyncio.create_task(self._watch_files())
         if self.webhooks is not None:
             await self.webhooks.start()
+        feed_task = asyncio.create_task(self.feed.run()) if self.feed is not None else None
         self.calendars.load()
         calendars_task = asyncio.create_task(self.calendars.run())
         log.info("daemon %s listening on %s (runner: %s)", os.getpid(), self.paths.socket, self.runner.describe())
@@ -214,11 +255,15 @@ class Daemon:
         files_task.cancel()
         await self.calendars.stop()
         calendars_task.cancel()
+        if feed_task is not None:
+            feed_task.cancel()
         self.hub.close()
         await self.http.close()
         with contextlib.suppress(asyncio.CancelledError):
             await scheduler_task
         await self.runner.close()
+        if self.log_shipper is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.log_shipper.close)
         if self.webhooks is not None:
             await self.webhooks.close()
         self.service.writer.stop()  # its last group is committed first

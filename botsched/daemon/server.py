@@ -8,6 +8,7 @@ the handler for their op, and writes the replies (``core/protocol.py`` has the w
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import inspect
@@ -220,6 +221,7 @@ class Server:
             Op.EVENTS: self._events,
             Op.LIST: self._list,
             Op.WAIT: self._wait,
+            Op.LOGS: self._logs,
             Op.CREATE_MANY: self._create_many,
             Op.PING: self._ping,
             Op.STOP: self._stop_op,
@@ -340,7 +342,7 @@ class Server:
         """A webhook op (SPEC section 8); a daemon without an outbox says so (exit 5)."""
 
         async def unavailable(_args: dict[str, Any]) -> tuple[Any, list[str]]:
-            raise DaemonUnavailable("this daemon runs without webhooks (they need the local SQLite store for now)")
+            raise DaemonUnavailable("this daemon runs without webhooks")
 
         return cls._request(webhooks.handlers()[name] if webhooks is not None else unavailable)
 
@@ -381,6 +383,18 @@ class Server:
             writer.write(protocol.reply(result, warnings))
 
         await _unless_departed(reader, writer, answer())
+        return True
+
+    async def _logs(self, args: dict[str, Any], _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """``logs``: the stored runner output as event lines ``{"data": BASE64}``, then a reply
+        saying whether it was stored (cluster mode) or is in the local files (one machine)."""
+        bot_id, chunks = self.service.logs(args)
+        if chunks is not None:
+            async for data in chunks:
+                writer.write(protocol.event_line({"data": base64.b64encode(data).decode("ascii")}))
+                if writer.transport.get_write_buffer_size() > STREAM_BUFFER:
+                    await writer.drain()
+        writer.write(protocol.reply({"id": bot_id, "stored": chunks is not None}))
         return True
 
     async def _create_many(

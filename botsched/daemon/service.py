@@ -414,6 +414,24 @@ class BotService:
                 if live.seq > last:
                     yield live.to_stream_json()
 
+    def logs(self, args: dict[str, Any]) -> tuple[str, AsyncIterator[bytes] | None]:
+        """``logs BOT_ID``: the bot's id and, when the store keeps the runners' output (cluster
+        mode: any agent's bots), that output chunk by chunk; ``None``: it is in the local
+        runner log files, which the client reads itself (one machine)."""
+        bot_id = str(self._get(validate_bot_id(args.get("id")))["id"])
+        read: Callable[[str, int], list[tuple[int, bytes]]] | None = getattr(self.store, "read_logs", None)
+        if read is None:
+            return bot_id, None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            after = 0
+            while page := await asyncio.to_thread(read, bot_id, after):
+                for seq, data in page:
+                    yield data
+                    after = seq
+
+        return bot_id, chunks()
+
     async def wait(self, args: dict[str, Any]) -> Result:
         """Block until the bot reaches the state (default: any terminal one); the bot then."""
         bot_id = validate_bot_id(args.get("id"))

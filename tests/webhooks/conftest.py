@@ -1,13 +1,13 @@
-"""Fixtures: a real SQLite outbox file per test."""
+"""Fixtures: a real outbox per test, on each store (a SQLite file, a PostgreSQL schema)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from webhook_helpers import Bots, connect, make_db
+from webhook_helpers import Backend, Bots, make_db
 
 
 @pytest.fixture
@@ -15,13 +15,21 @@ def db_path(tmp_path: Path) -> Path:
     return make_db(tmp_path / "botsched.db")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """The outbox's database: the SQLite file, then (cluster mode) a PostgreSQL schema."""
+    if request.param == "postgres":
+        return Backend("postgres", url=request.getfixturevalue("postgres_url"))
+    return Backend("sqlite", path=tmp_path / "botsched.db")
+
+
 @pytest.fixture
-def conn(db_path: Path) -> Iterator[sqlite3.Connection]:
-    c = connect(db_path)
+def conn(backend: Backend) -> Iterator[Any]:
+    c = backend.connect()
     yield c
     c.close()
 
 
 @pytest.fixture
-def bots(conn: sqlite3.Connection) -> Bots:
+def bots(conn: Any) -> Bots:
     return Bots(conn)

@@ -1,4 +1,5 @@
-"""The worker and the aiohttp sender against a REAL receiver on loopback (no mock client)."""
+"""The worker and the aiohttp sender against a REAL receiver on loopback (no mock client), on
+each store's outbox (``backend``: SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,15 @@ import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from standardwebhooks import Webhook
-from webhook_helpers import Bots, Receiver, connect
+from webhook_helpers import Backend, Bots, Receiver
 
 from botsched.daemon.webhooks import outbox
 from botsched.daemon.webhooks.sender import Sender
-from botsched.daemon.webhooks.worker import DeliveryWorker, ThreadDb
+from botsched.daemon.webhooks.worker import DeliveryWorker
 
 
 async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -27,7 +27,7 @@ async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def _run(
-    db_path: Path,
+    backend: Backend,
     receiver: Receiver,
     body: Callable[[DeliveryWorker, sqlite3.Connection], Awaitable[None]],
     *,
@@ -38,8 +38,8 @@ def _run(
     """Start receiver, worker (on a ThreadDb) and run ``body``; everything torn down after."""
 
     async def main() -> None:
-        db = ThreadDb(str(db_path))
-        conn = connect(db_path)
+        db = backend.db()
+        conn = backend.connect()
         try:
             async with receiver, Sender(timeout=timeout) as sender:
                 worker = DeliveryWorker(
@@ -68,7 +68,7 @@ def _states(conn: sqlite3.Connection) -> list[tuple[str, int, Any, Any]]:
     ).fetchall()
 
 
-def test_every_event_arrives_in_order_per_bot_signed(db_path: Path) -> None:
+def test_every_event_arrives_in_order_per_bot_signed(backend: Backend) -> None:
     first_tries: set[str] = set()
 
     def behave(request: web.Request, n: int) -> web.Response:
@@ -110,10 +110,10 @@ def test_every_event_arrives_in_order_per_bot_signed(db_path: Path) -> None:
             states == path for states in delivered.values()
         )
 
-    _run(db_path, receiver, body)
+    _run(backend, receiver, body)
 
 
-def test_500_twice_then_200_same_webhook_id(db_path: Path) -> None:
+def test_500_twice_then_200_same_webhook_id(backend: Backend) -> None:
     receiver = Receiver(
         behave=lambda request, n: web.Response(status=500 if n < 2 else 200)
     )
@@ -132,10 +132,10 @@ def test_500_twice_then_200_same_webhook_id(db_path: Path) -> None:
             Webhook(secret).verify(got.body, got.headers)
         assert _states(conn) == [("delivered", 3, 200, None)]
 
-    _run(db_path, receiver, body)
+    _run(backend, receiver, body)
 
 
-def test_retries_run_out_then_failed(db_path: Path) -> None:
+def test_retries_run_out_then_failed(backend: Backend) -> None:
     receiver = Receiver(behave=lambda request, n: web.Response(status=503))
 
     async def body(worker: DeliveryWorker, conn: sqlite3.Connection) -> None:
@@ -147,10 +147,10 @@ def test_retries_run_out_then_failed(db_path: Path) -> None:
             _states(conn) == [("failed", 3, 503, None)] and len(receiver.received) == 3
         )
 
-    _run(db_path, receiver, body, retry=(0.05, 0.05))
+    _run(backend, receiver, body, retry=(0.05, 0.05))
 
 
-def test_429_retry_after_is_honoured(db_path: Path) -> None:
+def test_429_retry_after_is_honoured(backend: Backend) -> None:
     receiver = Receiver(
         behave=lambda request, n: (
             web.Response(status=429, headers={"Retry-After": "1"})
@@ -167,11 +167,11 @@ def test_429_retry_after_is_honoured(db_path: Path) -> None:
         first, second = receiver.received
         assert second.at - first.at >= 0.95  # the schedule alone says 0.05 s
 
-    _run(db_path, receiver, body)
+    _run(backend, receiver, body)
 
 
 def test_a_hanging_receiver_times_out_and_slows_no_other_endpoint(
-    db_path: Path,
+    backend: Backend,
 ) -> None:
     async def behave(request: web.Request, n: int) -> web.Response:
         if request.path == "/hang" and n < 50:
@@ -206,10 +206,10 @@ def test_a_hanging_receiver_times_out_and_slows_no_other_endpoint(
             20,
         )
 
-    _run(db_path, receiver, body, timeout=0.6, concurrency=8)
+    _run(backend, receiver, body, timeout=0.6, concurrency=8)
 
 
-def test_410_disables_the_endpoint(db_path: Path) -> None:
+def test_410_disables_the_endpoint(backend: Backend) -> None:
     receiver = Receiver(behave=lambda request, n: web.Response(status=410))
 
     async def body(worker: DeliveryWorker, conn: sqlite3.Connection) -> None:
@@ -224,10 +224,10 @@ def test_410_disables_the_endpoint(db_path: Path) -> None:
         assert len(receiver.received) == 1
         assert [s for s, *_ in _states(conn)] == ["failed", "failed"]
 
-    _run(db_path, receiver, body)
+    _run(backend, receiver, body)
 
 
-def test_a_redirect_is_not_followed(db_path: Path) -> None:
+def test_a_redirect_is_not_followed(backend: Backend) -> None:
     receiver = Receiver(
         behave=lambda request, n: (
             web.Response(status=302, headers={"Location": "/elsewhere"})
@@ -244,10 +244,10 @@ def test_a_redirect_is_not_followed(db_path: Path) -> None:
         assert {r.path for r in receiver.received} == {"/hook"}
         assert _states(conn) == [("failed", 2, 302, "redirect (302) not followed")]
 
-    _run(db_path, receiver, body, retry=(0.05,))
+    _run(backend, receiver, body, retry=(0.05,))
 
 
-def test_a_dead_endpoint_is_a_connection_error(db_path: Path) -> None:
+def test_a_dead_endpoint_is_a_connection_error(backend: Backend) -> None:
     receiver = Receiver()
 
     async def body(worker: DeliveryWorker, conn: sqlite3.Connection) -> None:
@@ -260,4 +260,4 @@ def test_a_dead_endpoint_is_a_connection_error(db_path: Path) -> None:
         _state, attempts, status, error = _states(conn)[0]
         assert attempts == 2 and status is None and error.startswith("connection error")
 
-    _run(db_path, receiver, body, retry=(0.05,))
+    _run(backend, receiver, body, retry=(0.05,))

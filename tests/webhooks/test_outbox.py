@@ -1,14 +1,16 @@
-"""The outbox on a real SQLite file: matching, order per bot per endpoint, leases,
-410, replay, listing, and rows that survive a reopened connection."""
+"""The outbox on each store (a real SQLite file, a real PostgreSQL schema: ``backend``):
+matching, order per bot per endpoint, leases, 410, replay, listing, and rows that survive a
+reopened connection; on PostgreSQL also two agents claiming at once."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from pathlib import Path
+import threading
+import time
 
 import pytest
-from webhook_helpers import Bots, connect
+from webhook_helpers import Backend, Bots, begin
 
 from botsched.core.errors import Conflict, InvalidInput, NotFound
 from botsched.daemon.webhooks import outbox
@@ -79,7 +81,7 @@ def test_a_rolled_back_state_change_leaves_no_delivery(
 ) -> None:
     _add(conn)
     bots.add("bot_a")
-    conn.execute("BEGIN IMMEDIATE")
+    begin(conn)
     conn.execute(
         "INSERT INTO events (seq, bot_id, state, at_us) VALUES (1, 'bot_a', 'scheduled', 1)"
     )
@@ -141,14 +143,14 @@ def test_per_endpoint_share(conn: sqlite3.Connection, bots: Bots) -> None:
 
 
 def test_rows_and_order_survive_a_reopened_connection(
-    db_path: Path, conn: sqlite3.Connection, bots: Bots
+    backend: Backend, conn: sqlite3.Connection, bots: Bots
 ) -> None:
     endpoint = _add(conn)
     bots.change([("bot_a", "scheduled"), ("bot_a", "staged")])
     claimed = outbox.claim_due(conn, NOW * 2, 10)
     assert len(claimed) == 1
     conn.close()  # the daemon dies mid-send
-    again = connect(db_path)
+    again = backend.connect()
     try:
         assert (
             outbox.claim_due(again, NOW * 2, 10) == []
@@ -217,3 +219,64 @@ def test_replay_list_remove(conn: sqlite3.Connection, bots: Bots) -> None:
     assert outbox.list_deliveries(conn) == []
     with pytest.raises(NotFound):
         outbox.remove_endpoint(conn, endpoint)
+
+
+def test_two_agents_claiming_at_once_send_each_delivery_once_in_order(
+    backend: Backend, conn: sqlite3.Connection, bots: Bots
+) -> None:
+    """Cluster mode: agents claim from one outbox at the same moment (``SKIP LOCKED``): no
+    delivery is claimed twice, and per bot and endpoint each goes only after the previous one."""
+    if backend.kind != "postgres":
+        pytest.skip("one daemon per SQLite file: nobody claims alongside it")
+    endpoints = [_add(conn), _add(conn)]
+    path = ["scheduled", "staged", "joining", "ended"]
+    for state in path:
+        bots.change([(f"bot_{i:02d}", state) for i in range(30)])
+    claimed: dict[str, list[str]] = {"a": [], "b": []}
+    sent: dict[tuple[str, str], list[str]] = {}
+    lock = threading.Lock()
+    start = threading.Barrier(2)
+
+    def agent(name: str) -> None:
+        mine = backend.connect(agent=name)
+        try:
+            start.wait()
+            idle = 0
+            while idle < 20:
+                claims = outbox.claim_due(mine, NOW * 2, 4)
+                if not claims:
+                    idle += 1
+                    time.sleep(0.005)
+                    continue
+                idle = 0
+                for claim in claims:
+                    with lock:  # before the record: the next one of this bot cannot be claimed yet
+                        claimed[name].append(claim.id)
+                        state = json.loads(claim.body)["data"]["new_state"]
+                        sent.setdefault((claim.endpoint_id, str(claim.bot_id)), []).append(state)
+                    outbox.record_attempt(mine, claim.id, NOW * 2, 200, None, "delivered")
+        finally:
+            mine.close()
+
+    threads = [threading.Thread(target=agent, args=(name,)) for name in claimed]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    every = claimed["a"] + claimed["b"]
+    assert len(every) == len(set(every)) == 240, "a delivery was claimed twice, or one was never claimed"
+    assert claimed["a"] and claimed["b"], "both agents took part"
+    assert set(sent) == {(e, f"bot_{i:02d}") for e in endpoints for i in range(30)}
+    assert all(states == path for states in sent.values()), "out of order for a bot and an endpoint"
+    [state] = conn.execute("SELECT DISTINCT state FROM webhook_deliveries").fetchall()
+    assert state[0] == "delivered"
+    # each claim is its agent's: a restarted agent voids its own leases, never another's
+    bots.change([("bot_z", "scheduled")])
+    a, b = backend.connect(agent="a"), backend.connect(agent="b")
+    try:
+        assert len(outbox.claim_due(a, NOW * 2, 10)) == 2  # bot_z, to each endpoint
+        assert outbox.release_claims(b) == 0
+        assert outbox.release_claims(a) == 2
+    finally:
+        a.close()
+        b.close()

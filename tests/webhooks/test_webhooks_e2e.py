@@ -11,6 +11,7 @@ import itertools
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,6 +30,20 @@ def make(make_home: Homes, retry: list[float] | None = None, **top: Any) -> Home
     cfg: dict[str, Any] = merge_config({"webhooks": {"retry_seconds": FAST_RETRY if retry is None else retry}})
     cfg.update(top)
     return make_home(tomli_w.dumps(cfg))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_agent(request: pytest.FixtureRequest, make_home: Homes) -> Callable[..., Home]:
+    """``make`` on each store: the home's SQLite file, then a PostgreSQL database (cluster
+    mode: the outbox lives in the shared database)."""
+    shared: dict[str, Any] = {}
+    if request.param == "postgres":
+        shared = {"store": {"url": request.getfixturevalue("postgres_url")}, "cluster": {"agent_name": "agent-a"}}
+
+    def agent(retry: list[float] | None = None, **top: Any) -> Home:
+        return make(make_home, retry, **shared, **top)
+
+    return agent
 
 
 @pytest.fixture
@@ -96,9 +111,9 @@ def deliveries(home: Home, *args: str) -> list[dict[str, Any]]:
 # -- every event, in order, signed ----------------------------------------------------------
 
 
-def test_every_event_of_every_bot_arrives_in_order_signed(make_home: Homes, receivers: Any) -> None:
+def test_every_event_of_every_bot_arrives_in_order_signed(make_agent: Callable[..., Home], receivers: Any) -> None:
     receiver = receivers()
-    home = make(make_home)
+    home = make_agent()
     endpoint = add_endpoint(home, receiver.url())
     bots = [home.create(URL) for _ in range(4)]
     for bot_id in bots:
@@ -143,9 +158,9 @@ def test_state_filter_sends_only_those_changes(make_home: Homes, receivers: Any)
 # -- retries -------------------------------------------------------------------------------
 
 
-def test_500_twice_then_200_same_webhook_id_and_order_kept(make_home: Homes, receivers: Any) -> None:
+def test_500_twice_then_200_same_webhook_id_and_order_kept(make_agent: Callable[..., Home], receivers: Any) -> None:
     receiver = receivers(lambda path, headers, body, seen: Answer(500 if seen < 2 else 200))
-    home = make(make_home)
+    home = make_agent()
     endpoint = add_endpoint(home, receiver.url())
     bot_id = home.create(URL)
     wait_until(lambda: ended(home, bot_id), 20, what="the bot to end")
@@ -169,10 +184,10 @@ def test_500_twice_then_200_same_webhook_id_and_order_kept(make_home: Homes, rec
         assert (row["state"], row["attempts"], row["last_status"]) == ("delivered", 3, 200)
 
 
-def test_429_waits_for_retry_after(make_home: Homes, receivers: Any) -> None:
+def test_429_waits_for_retry_after(make_agent: Callable[..., Home], receivers: Any) -> None:
     receiver = receivers(lambda path, headers, body, seen: Answer(429, {"Retry-After": "2"}) if seen == 0
                          else Answer(204))
-    home = make(make_home, retry=[0.1, 0.1])
+    home = make_agent(retry=[0.1, 0.1])
     endpoint = add_endpoint(home, receiver.url())
     result = home.run("webhook", "test", endpoint["id"], "--json")
     assert result.returncode == 0, result.stderr
@@ -219,9 +234,9 @@ def test_a_hanging_endpoint_times_out_and_slows_nothing_else(make_home: Homes, r
     assert len(retried) == 2 and retried[1].at - retried[0].at >= 9.5
 
 
-def test_410_disables_the_endpoint(make_home: Homes, receivers: Any) -> None:
+def test_410_disables_the_endpoint(make_agent: Callable[..., Home], receivers: Any) -> None:
     receiver = receivers(lambda path, headers, body, seen: Answer(410))
-    home = make(make_home)
+    home = make_agent()
     endpoint = add_endpoint(home, receiver.url())
     bot_id = home.create(URL)
     wait_until(lambda: ended(home, bot_id), 20, what="the bot to end")
@@ -257,9 +272,11 @@ def test_redirects_are_not_followed(make_home: Homes, receivers: Any) -> None:
 # -- durability ------------------------------------------------------------------------------
 
 
-def test_sigkill_with_deliveries_pending_then_all_arrive_after_restart(make_home: Homes, receivers: Any) -> None:
+def test_sigkill_with_deliveries_pending_then_all_arrive_after_restart(
+    make_agent: Callable[..., Home], receivers: Any
+) -> None:
     port = free_port()  # the receiver is down: nothing listens here yet
-    home = make(make_home, retry=[0.3] * 30)
+    home = make_agent(retry=[0.3] * 30)
     home.launch()
     endpoint = add_endpoint(home, f"http://127.0.0.1:{port}/hook")
     bots = [home.create(URL) for _ in range(3)]
@@ -286,9 +303,9 @@ def test_sigkill_with_deliveries_pending_then_all_arrive_after_restart(make_home
 # -- the CLI ---------------------------------------------------------------------------------
 
 
-def test_cli_add_list_remove_replay_and_bad_input(make_home: Homes, receivers: Any) -> None:
+def test_cli_add_list_remove_replay_and_bad_input(make_agent: Callable[..., Home], receivers: Any) -> None:
     receiver = receivers()
-    home = make(make_home)
+    home = make_agent()
     human = home.ok("webhook", "add", receiver.url(), "--state", "ended")
     secret = next(line.split()[1] for line in human.stdout.splitlines() if line.startswith("secret:"))
     endpoint_id = next(line.split()[1] for line in human.stdout.splitlines() if line.startswith("id:"))

@@ -14,6 +14,8 @@ from typing import Any, Self
 from aiohttp import web
 
 from botsched.daemon.webhooks import outbox
+from botsched.daemon.webhooks.outbox import Conn
+from botsched.daemon.webhooks.worker import StoreDb, ThreadDb
 
 #: The columns of the store's ``bots`` and ``events`` tables that the outbox reads: the
 #: worker's unit tests need no whole store (``test_store_outbox.py`` uses the real one).
@@ -54,11 +56,72 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def begin(conn: Conn) -> None:
+    """A write transaction in the connection's dialect (SQLite: ``BEGIN IMMEDIATE``)."""
+    conn.execute("BEGIN" if getattr(conn, "dialect", outbox.SQLITE) == outbox.POSTGRES else "BEGIN IMMEDIATE")
+
+
+class Backend:
+    """Where a test's outbox lives: a SQLite file, or (cluster mode) a PostgreSQL schema
+    reached through the store's ``OutboxConnection``; the same tests run on both."""
+
+    def __init__(self, kind: str, path: Path | None = None, url: str | None = None) -> None:
+        self.kind = kind
+        self.path = path
+        self.url = url
+        if kind == "postgres":
+            from botsched.daemon.store.postgres import MIGRATIONS
+
+            conn = self.connect()
+            try:
+                begin(conn)
+                for statement in BOTS_DDL.replace(" INTEGER", " BIGINT").split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                for statement in MIGRATIONS[4]:  # the store's own outbox tables (and runner_logs)
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+        else:
+            assert path is not None
+            make_db(path)
+
+    def connect(self, agent: str | None = None) -> Any:
+        """A test-side connection (``close()`` when done); on PostgreSQL, claiming for ``agent``."""
+        if self.kind == "sqlite":
+            assert self.path is not None
+            return connect(self.path)
+        import psycopg
+
+        from botsched.daemon.store.postgres import OutboxConnection
+
+        class Closing(OutboxConnection):
+            def close(self) -> None:
+                self.connection.close()
+
+        assert self.url is not None
+        return Closing(psycopg.connect(self.url, autocommit=True), agent)
+
+    def db(self) -> ThreadDb | StoreDb:
+        """The worker's ``Db``: its own thread and connection, as in the daemon."""
+        if self.kind == "sqlite":
+            return ThreadDb(str(self.path))
+        held: list[Any] = []
+
+        def lend(fn: Callable[[Conn], Any]) -> Any:
+            if not held:
+                held.append(self.connect())
+            return fn(held[0])
+
+        return StoreDb(lend)
+
+
 class Bots:
     """A tiny stand-in for the store's writes: bot rows and events, then ``enqueue`` in the
     same transaction (as the store will do)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self.conn = conn
         self.seq = 0
 
@@ -82,7 +145,7 @@ class Bots:
     ) -> list[Ev]:
         """Record (bot_id, new_state) events and their deliveries in one transaction."""
         events = []
-        self.conn.execute("BEGIN IMMEDIATE")
+        begin(self.conn)
         for bot_id, state in changes:
             if (
                 self.conn.execute(

@@ -239,28 +239,52 @@ def events(bot_id: str | None, follow: bool, as_json: bool) -> None:
 
 
 def logs(bot_id: str) -> None:
-    """The runner's output: raw bytes into a pipe, escaped text on a terminal."""
-    from botsched.core.paths import resolve_paths
-
-    bot = call(Op.SHOW, id=bot_id)
-    path = resolve_paths().runner_logs / f"{bot['id']}.log"
-    terminal = sys.stdout.isatty()  # a person reads it: escape what the terminal would obey
+    """The runner's output: raw bytes into a pipe, escaped text on a terminal. One machine:
+    the local runner log files; cluster mode: the daemon streams what the store keeps (any
+    agent's bots), as base64 chunks."""
+    import base64
     import codecs
 
+    from botsched.core.paths import resolve_paths
+
+    terminal = sys.stdout.isatty()  # a person reads it: escape what the terminal would obey
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def out(chunk: bytes) -> None:
+        if terminal:
+            sys.stdout.write(printable(decoder.decode(chunk), keep="\n\t"))
+        else:
+            sys.stdout.buffer.write(chunk)  # into a pipe or file: the bytes as they are
+
+    def end() -> None:
+        if terminal:
+            sys.stdout.write(printable(decoder.decode(b"", final=True), keep="\n\t"))
+
+    answer: dict[str, Any] = {}
+    wrote = False
+    with connect() as conn:
+        for message in conn.stream(Op.LOGS, id=bot_id):
+            if "result" in message:
+                answer = message["result"]
+            else:
+                out(base64.b64decode(message["data"]))
+                wrote = True
+    shown = answer.get("id", bot_id)
+    if answer.get("stored"):
+        end()
+        if not wrote:
+            sys.stderr.write(f"no runner output for {shown} (simulated runs and bots not yet staged have none)\n")
+        return
+    path = resolve_paths().runner_logs / f"{shown}.log"
     rotated = path.with_name(path.name + ".1")  # the daemon rotates a big log (issue 12): older part first
     try:
         for part in ([rotated] if rotated.exists() else []) + [path]:
             with open(part, "rb") as handle:
                 while chunk := handle.read(65536):
-                    if terminal:
-                        sys.stdout.write(printable(decoder.decode(chunk), keep="\n\t"))
-                    else:
-                        sys.stdout.buffer.write(chunk)  # into a pipe or file: the bytes as they are
-            if terminal:
-                sys.stdout.write(printable(decoder.decode(b"", final=True), keep="\n\t"))
+                    out(chunk)
+            end()
     except FileNotFoundError:
-        sys.stderr.write(f"no runner output for {bot['id']} (simulated runs and bots not yet staged have none)\n")
+        sys.stderr.write(f"no runner output for {shown} (simulated runs and bots not yet staged have none)\n")
 
 
 def complete_ids(*wanted: str) -> Any:

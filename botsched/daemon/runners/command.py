@@ -59,6 +59,7 @@ import sys
 import termios
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -254,6 +255,8 @@ class RunnerProcess:
         self.log_buf.clear()
         with contextlib.suppress(OSError):
             self.log_size += os.write(self.log_fd, data)
+        if self.runner.log_sink is not None:  # cluster mode: to the shared database too (daemon/logship.py)
+            self.runner.log_sink(self.bot_id, data)
 
     def _rotate_log(self) -> None:
         path = self.runner.log_path(self.bot_id)
@@ -300,6 +303,8 @@ class CommandRunner(Runner):
         super().__init__(config, report)
         self.log_dir = log_dir
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        #: each flush of a bot's log is also given here (bot_id, bytes), on the loop: memory only
+        self.log_sink: Callable[[str, bytes], None] | None = None
         self._procs: dict[str, RunnerProcess] = {}
         #: The instants a previous daemon's joiner reached (its journal), read before this one
         #: appends, once that joiner is surely gone (the lock).

@@ -46,8 +46,9 @@ from botsched.daemon.store.base import (
     StorageError,
     insert_rows,
 )
+from botsched.daemon.webhooks import outbox
 
-__all__ = ["SCHEMA_VERSION", "Claim", "DatabaseUnreachable", "FencedChange", "PostgresStore"]
+__all__ = ["SCHEMA_VERSION", "Claim", "DatabaseUnreachable", "FencedChange", "OutboxConnection", "PostgresStore"]
 
 log = logging.getLogger("botsched.daemon.store")
 
@@ -61,6 +62,12 @@ CONNECT_TIMEOUT_S = 10
 QUEUE_CHANNEL = "botsched_queue"
 #: ``leave`` asked through one agent for a bot another runs: the payload is the bot's id.
 LEAVE_CHANNEL = "botsched_leave"
+#: Events committed by any agent (a wake-up, no payload; "gone BOT_ID" for a cancel): every
+#: agent's ``events --follow`` and ``wait`` then read the events table from their last seq.
+EVENTS_CHANNEL = "botsched_events"
+#: A bot's runner output kept in the database (``logs`` from any machine), at most this much:
+#: the local log's bound (runners/command.py: LOG_MAX_BYTES, and the one rotated file).
+RUNNER_LOG_MAX_BYTES = 32 << 20
 #: The listener looks at its stop flag this often, and reconnects after this long.
 LISTEN_POLL_S = 0.5
 LISTEN_RETRY_S = 1.0
@@ -84,7 +91,7 @@ _SERVER_DOWN_SAID = ("connection refused", "no such file or directory", "the dat
 
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: version -> the statements that bring the schema from version - 1 to it (one transaction each).
 MIGRATIONS: dict[int, list[str]] = {
@@ -135,6 +142,20 @@ MIGRATIONS: dict[int, list[str]] = {
             poll        text NOT NULL,
             created_us  bigint NOT NULL
         )""",
+    ],
+    # cluster mode, every command on any agent: the webhook outbox (the SQLite store's
+    # tables, outbox.POSTGRES_DDL) and the runners' output, in chunks, bounded per bot
+    4: [
+        *(statement for statement in outbox.POSTGRES_DDL.split(";") if statement.strip()),
+        # the agent whose claim it is: a restarted agent voids only its own (outbox.release_claims)
+        "ALTER TABLE webhook_deliveries ADD COLUMN claimed_by text",
+        """CREATE TABLE runner_logs (
+            seq     bigserial PRIMARY KEY,
+            bot_id  text COLLATE "C" NOT NULL,
+            size    integer NOT NULL,
+            data    bytea NOT NULL
+        )""",
+        "CREATE INDEX runner_logs_by_bot ON runner_logs (bot_id, seq) INCLUDE (size)",
     ],
 }
 
@@ -221,6 +242,32 @@ class _DuplicateKey(Exception):
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 
+class OutboxConnection:
+    """A pooled connection speaking the outbox's SQL (``webhooks/outbox.py``, shared with the
+    SQLite store): ``?`` placeholders become ``%s``; ``dialect`` tells the outbox to begin
+    with ``BEGIN`` and to claim with ``FOR UPDATE SKIP LOCKED``."""
+
+    dialect = outbox.POSTGRES
+
+    def __init__(self, connection: Connection, agent: str | None = None) -> None:
+        self.connection = connection
+        #: the agent deliveries are claimed for (``claimed_by``)
+        self.agent = agent
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[tuple[Any, ...]]:
+        return self.connection.execute(sql.replace("?", "%s"), parameters or None)
+
+    def executemany(self, sql: str, parameters: Any, /) -> None:
+        rows = list(parameters)
+        if rows:
+            with self.connection.cursor() as cursor:
+                cursor.executemany(sql.replace("?", "%s"), rows)
+
+
 class PostgresStore:
     """``Store`` on a PostgreSQL database (``postgresql://USER@HOST/DB``)."""
 
@@ -247,6 +294,8 @@ class PostgresStore:
         #: one writer at a time in this process: listeners hear commits in commit order
         self._write_lock = threading.RLock()
         self.commits_since_checkpoint = 0
+        #: webhook deliveries written by this agent (the daemon pokes its delivery worker)
+        self.deliveries_written = 0
         try:
             with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as first:
                 migrate(first, self.shown_url)
@@ -393,10 +442,11 @@ class PostgresStore:
         rows: Sequence[tuple[str, str, int, str | None]],
         agent: str | None = None,
     ) -> None:
-        """Insert (bot_id, state, at_us, detail) rows with sequence numbers that commit in order."""
+        """Insert (bot_id, state, at_us, detail) rows with sequence numbers that commit in order,
+        their webhook deliveries (same transaction), and a wake-up for every agent's streams."""
         if not rows:
             return
-        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENTS_LOCK,))
+        connection.execute("SELECT pg_advisory_xact_lock(%s), pg_notify(%s, '')", (_EVENTS_LOCK, EVENTS_CHANNEL))
         seqs = [
             int(row[0])
             for row in connection.execute(
@@ -407,7 +457,10 @@ class PostgresStore:
         with connection.cursor().copy("COPY events (seq, bot_id, state, at_us, detail, agent) FROM STDIN") as copy:
             for seq, row in zip(seqs, rows, strict=True):
                 copy.write_row((seq, *row, agent))
-        pending.extend(Event(seq, *row) for seq, row in zip(seqs, rows, strict=True))
+        added = [Event(seq, *row) for seq, row in zip(seqs, rows, strict=True)]
+        pending.extend(added)
+        # the webhook outbox: its deliveries commit (or roll back) with these events
+        self.deliveries_written += outbox.enqueue(OutboxConnection(connection), added)
 
     @staticmethod
     def _state_of(connection: Connection, bot_id: str) -> str | None:
@@ -701,6 +754,7 @@ class PostgresStore:
             if cursor.rowcount != 1:
                 raise NotScheduled(bot_id, self._state_of(connection, bot_id))
             connection.execute("DELETE FROM events WHERE bot_id = %s", (bot_id,))
+            connection.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"gone {bot_id}"))
         if self._on_deleted is not None:
             self._on_deleted(bot_id)
 
@@ -847,14 +901,18 @@ class PostgresStore:
         return [bot_id for bot_id, _ in failed]
 
     def listen(self, on_due: Callable[[int], None], stopping: threading.Event,
-               on_leave: Callable[[str], None] | None = None) -> None:
+               on_leave: Callable[[str], None] | None = None,
+               on_events: Callable[[str], None] | None = None) -> None:
         """Until ``stopping`` is set (in a thread of its own): call ``on_due(due_us)`` for
         each queue change any agent commits (a create, a reschedule: see _notify_queue), so
         the agent with a free slot plans its staging at once, not at its next re-plan; and
-        ``on_leave(bot_id)`` for each ``leave`` asked through another agent (notify_leave).
-        A lost connection is re-made (every LISTEN_RETRY_S); a queue change missed meanwhile
-        costs only that re-plan delay. This connection is the first to hear of a server restart
-        (its session is ended at once): it starts the outage (``outage()``) for every caller."""
+        ``on_leave(bot_id)`` for each ``leave`` asked through another agent (notify_leave);
+        ``on_events(payload)`` when any agent committed events ("") or cancelled a bot
+        ("gone BOT_ID"). A lost connection is re-made (every LISTEN_RETRY_S); once it is,
+        ``on_due(0)`` and ``on_events("")`` say "look again": what was missed meanwhile is
+        read from the tables (the events from the last seq seen), not from notifications.
+        This connection is the first to hear of a server restart (its session is ended at
+        once): it starts the outage (``outage()``) for every caller."""
         while not stopping.is_set():
             try:
                 with psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True,
@@ -862,10 +920,15 @@ class PostgresStore:
                     connection.execute(f"LISTEN {QUEUE_CHANNEL}")
                     if on_leave is not None:
                         connection.execute(f"LISTEN {LEAVE_CHANNEL}")
+                    if on_events is not None:
+                        connection.execute(f"LISTEN {EVENTS_CHANNEL}")
+                        on_events("")  # events committed while we were not listening: catch up
                     on_due(0)  # anything sent while we were not listening: re-plan now
                     while not stopping.is_set():
                         for notice in connection.notifies(timeout=LISTEN_POLL_S):
-                            if notice.channel == LEAVE_CHANNEL and on_leave is not None:
+                            if notice.channel == EVENTS_CHANNEL and on_events is not None:
+                                on_events(notice.payload)
+                            elif notice.channel == LEAVE_CHANNEL and on_leave is not None:
                                 on_leave(notice.payload)
                             elif notice.channel == QUEUE_CHANNEL:
                                 on_due(int(notice.payload) if notice.payload.isdigit() else 0)
@@ -887,6 +950,41 @@ class PostgresStore:
         with self._connection(writing=False) as connection:
             row = connection.execute("SELECT agent, epoch FROM bots WHERE id = %s", (bot_id,)).fetchone()
         return None if row is None else (row[0], int(row[1]))
+
+    # -- what every agent serves: the webhook outbox, the runners' output -------------------
+
+    def outbox_call(self, fn: Callable[[OutboxConnection], Any], agent: str | None = None) -> Any:
+        """Run an outbox function (webhooks/outbox.py) on a pooled connection, claiming for
+        ``agent`` (the caller's thread: the daemon's webhook thread). Driver failures become
+        the store's errors."""
+        with self._connection(writing=True) as connection:
+            return fn(OutboxConnection(connection, agent))
+
+    def append_logs(self, chunks: Sequence[tuple[str, bytes]], max_bytes: int = RUNNER_LOG_MAX_BYTES) -> None:
+        """Runner output, (bot_id, bytes) in order, in one transaction; each bot keeps only its
+        newest chunks within ``max_bytes`` (older ones are deleted)."""
+        if not chunks:
+            return
+        with self._connection(writing=True) as connection, connection.transaction():
+            with connection.cursor().copy("COPY runner_logs (bot_id, size, data) FROM STDIN") as copy:
+                for bot_id, data in chunks:
+                    copy.write_row((bot_id, len(data), data))
+            connection.execute(
+                """DELETE FROM runner_logs r USING (
+                    SELECT seq, sum(size) OVER (PARTITION BY bot_id ORDER BY seq DESC) AS newer
+                    FROM runner_logs WHERE bot_id = ANY(%s)
+                ) k WHERE r.seq = k.seq AND k.newer > %s""",
+                (sorted({bot_id for bot_id, _ in chunks}), max_bytes),
+            )
+
+    def read_logs(self, bot_id: str, after: int = 0, limit: int = 64) -> list[tuple[int, bytes]]:
+        """(seq, bytes) chunks of a bot's runner output after ``after``, oldest first."""
+        with self._connection(writing=False) as connection:
+            rows = connection.execute(
+                "SELECT seq, data FROM runner_logs WHERE bot_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+                (bot_id, after, limit),
+            ).fetchall()
+        return [(int(seq), bytes(data)) for seq, data in rows]
 
 
 def _notify_queue(connection: Connection, due_us: int) -> None:

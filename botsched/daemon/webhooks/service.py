@@ -26,7 +26,7 @@ from botsched.daemon.webhooks.hooks import HookRunner, parse_hooks
 from botsched.daemon.webhooks.outbox import EventLike
 from botsched.daemon.webhooks.schedule import DELIVERED
 from botsched.daemon.webhooks.sender import Sender
-from botsched.daemon.webhooks.worker import DeliveryWorker, ThreadDb
+from botsched.daemon.webhooks.worker import DeliveryWorker, StoreDb, ThreadDb
 
 log = logging.getLogger("botsched.daemon.webhooks")
 
@@ -64,19 +64,21 @@ class Webhooks:
 
     def __init__(
         self,
-        database: str,
+        database: str | StoreDb,
         config: Config,
         clock: Callable[[], float] = time.time,
         next_join_us: Callable[[], int | None] | None = None,
     ) -> None:
+        """``database``: the SQLite file's path, or (cluster mode) a ``StoreDb`` on the shared
+        database (claiming for this agent: only its own leases are voided at start-up)."""
         self.config = config
         self.clock = clock
         self._next_join_us = next_join_us
-        self.db = ThreadDb(database)
+        self.db: ThreadDb | StoreDb = ThreadDb(database) if isinstance(database, str) else database
         self.sender = Sender()
         self.hooks = HookRunner(parse_hooks(config["hooks"]), float(config["hooks_timeout_seconds"]))
         self.worker = DeliveryWorker(
-            self.db, self.sender, clock=clock, retry_seconds=self._retry_seconds(), hold=self._before_write
+            self.db, self.sender, clock=clock, retry_seconds=self._retry_seconds(), hold=self._before_write,
         )
         self._task: asyncio.Task[None] | None = None
         self._hook_tasks: set[asyncio.Task[None]] = set()

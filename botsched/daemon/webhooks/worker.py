@@ -17,11 +17,11 @@ import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from botsched.daemon.waiting import wait_event
 from botsched.daemon.webhooks import outbox
-from botsched.daemon.webhooks.outbox import Claim
+from botsched.daemon.webhooks.outbox import Claim, Conn
 from botsched.daemon.webhooks.schedule import DEFAULT_RETRY_SECONDS, Outcome, classify
 
 _T = TypeVar("_T")
@@ -37,7 +37,7 @@ HELD_BACK_SLEEP_SECONDS = 1.0
 class Db(Protocol):
     """Runs ``fn(connection)`` somewhere that is not the event loop and returns its result."""
 
-    def __call__(self, fn: Callable[[sqlite3.Connection], _T]) -> Awaitable[_T]: ...
+    def __call__(self, fn: Callable[[Conn], _T]) -> Awaitable[_T]: ...
 
 
 class Send(Protocol):
@@ -67,7 +67,7 @@ class ThreadDb:
             self._conn = conn
         return self._conn
 
-    def __call__(self, fn: Callable[[sqlite3.Connection], _T]) -> Awaitable[_T]:
+    def __call__(self, fn: Callable[[Conn], _T]) -> Awaitable[_T]:
         return asyncio.get_running_loop().run_in_executor(
             self._pool, lambda: fn(self._open())
         )
@@ -79,6 +79,22 @@ class ThreadDb:
                 self._conn = None
 
         self._pool.submit(shut).result()
+        self._pool.shutdown(wait=True)
+
+
+class StoreDb:
+    """A ``Db`` on a store that lends its own connections (the PostgreSQL store's pool,
+    ``outbox_call``), on one private thread: cluster mode's outbox is the shared database's."""
+
+    def __init__(self, lend: Callable[[Callable[[Conn], Any]], Any]) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="botsched-webhooks")
+        self._lend = lend
+
+    def __call__(self, fn: Callable[[Conn], _T]) -> Awaitable[_T]:
+        lend = self._lend
+        return asyncio.get_running_loop().run_in_executor(self._pool, lambda: cast(_T, lend(fn)))
+
+    def close(self) -> None:
         self._pool.shutdown(wait=True)
 
 
@@ -117,7 +133,7 @@ class DeliveryWorker:
         self._busy: dict[str, int] = {}
         self.sent = 0  # attempts made (for status and the benchmark)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def _write(self, fn: Callable[[Conn], _T]) -> _T:
         """A database write, held back while ``hold`` says a join is about to commit: the
         join's ``BEGIN IMMEDIATE`` must not find our lock and sleep in SQLite's busy handler."""
         if self._hold is not None and not self._held:
