@@ -528,4 +528,5 @@ class Homes:
             if subprocess.run(["umount", str(mount)], capture_output=True, timeout=10).returncode != 0:
                 subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10)
         for _, root in self.items:
-            shutil.rmtree(root, ignore_errors=True)
+            if not os.environ.get("BOTSCHED_TEST_KEEP"):  # =1: keep the homes (logs) for a post-mortem
+                shutil.rmtree(root, ignore_errors=True)

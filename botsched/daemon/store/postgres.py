@@ -86,8 +86,11 @@ LIVENESS: dict[str, Any] = {
 }
 #: SQLSTATEs of a server that is shutting down, crashed, or starting up / in recovery: it said so.
 _SERVER_DOWN_STATES = ("57P01", "57P02", "57P03")
-#: Client-side messages of a server that is not there (nothing listens at its address or socket).
-_SERVER_DOWN_SAID = ("connection refused", "no such file or directory", "the database system is")
+#: Client-side messages of a server that is not there (nothing listens at its address or socket),
+#: or whose host closed the connection as it went (an immediate shutdown's backends end without a
+#: word: the peer's FIN is an answer, not the silence of a cut link).
+_SERVER_DOWN_SAID = ("connection refused", "no such file or directory", "the database system is",
+                     "server closed the connection unexpectedly")
 
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
 
@@ -357,6 +360,9 @@ class PostgresStore:
                 outage = self._outage
                 if outage is not None:
                     said = server_said_down(exc) and (first or outage.server_said)
+                    if not said and (first or outage.server_said):
+                        log.warning("the database %s: no answer from its server (%s): joins go on only "
+                                    "while this agent's leases surely hold", self.shown_url, self._said(exc))
                     self._outage = outage._replace(server_said=said)
                 first = False
                 self._closing.wait(PROBE_EVERY_S)
