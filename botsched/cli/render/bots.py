@@ -276,7 +276,11 @@ def status(info: dict[str, Any]) -> None:
                                   f"joins up to {_seconds(config.get('scheduler.misfire_grace_seconds', 0))} "
                                   f"late after downtime"))
     grid.add_row("socket", Text(info["socket"]))
-    grid.add_row("database", Text(info["database"]))
+    if info.get("store") == "postgresql":  # cluster mode (SPEC §10): the URL shown has no password
+        grid.add_row("database", Text.assemble(info["database"], ("  (PostgreSQL, shared: botsched agents)", "dim")))
+        grid.add_row("agent", Text(str(info.get("agent"))))
+    else:
+        grid.add_row("database", Text(info["database"]))
     config_file = info.get("config_file") or ""
     if config_file:
         note = "" if Path(config_file).exists() else "  (not created yet: all defaults; botsched config set KEY VALUE)"
