@@ -284,7 +284,7 @@ class ClusterScheduler(Scheduler):
         replacing = None
         if holder is not None:
             instance, host, pid, _left = holder
-            if host == socket.gethostname() and pid != os.getpid() and not _pid_alive(pid):
+            if host == socket.gethostname() and pid != os.getpid() and not _daemon_alive(pid):
                 replacing = instance
         if not self.shared.beat_agent(self._beat(), self.lease_us, replacing):
             assert holder is not None
@@ -410,8 +410,9 @@ class ClusterScheduler(Scheduler):
                     self._want_armed(bot_id, due.join_at_us)
 
 
-def _pid_alive(pid: int) -> bool:
-    """A process of this host runs as ``pid`` (a zombie is dead: nobody reaped it yet)."""
+def _daemon_alive(pid: int) -> bool:
+    """A botsched process of this host runs as ``pid`` (a zombie is dead: nobody reaped it
+    yet; another program that got the pid after a reboot is not a daemon of ours)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -420,6 +421,9 @@ def _pid_alive(pid: int) -> bool:
         return True
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+            if handle.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"botsched" in handle.read()
     except (OSError, IndexError):
         return True  # no /proc: kill(0) said it exists

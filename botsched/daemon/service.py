@@ -367,7 +367,8 @@ class BotService:
             "socket": str(self.paths.socket),
             "store": "sqlite" if shared is None else "postgresql",
             "database": str(self.paths.database) if shared is None else str(shared),
-            "agent": agent_name(self.config),
+            # the name the agent registered with (a reload does not rename a running agent)
+            "agent": getattr(self.scheduler, "agent", None) or agent_name(self.config),
             "config_file": str(self.paths.config),
             "log": str(self.paths.log),
             "runner": self.config["runner.kind"],

@@ -67,8 +67,10 @@ def _free_port() -> int:
 class PostgresServer:
     """One running private server; ``url()`` and ``fresh_url()`` are what tests use."""
 
-    def __init__(self, bindir: Path, root: Path) -> None:
+    def __init__(self, bindir: Path, root: Path, durable: bool = False) -> None:
         self.bindir = bindir
+        #: fsync and synchronous commits on, as a real server runs (benchmarks); tests skip them
+        self.durable = durable
         self.root = root
         self.data = root / "data"
         self.sockets = root / "sockets"
@@ -114,11 +116,10 @@ class PostgresServer:
         self._pg_ctl_start()
 
     def _pg_ctl_start(self) -> None:
-        # Speed over durability: this server's data is thrown away at the end of the session.
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        # Speed over durability for tests: this server's data is thrown away at the end of the session.
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
             "-w", "-t", str(START_TIMEOUT_S), "start",
