@@ -99,8 +99,13 @@ class Cluster:
         self.close()
 
     def close(self) -> None:
+        """Stop the daemons, then their runners: a graceful stop leaves runners running (the next
+        daemon re-attaches), and a killed agent's runners wait for a join that never comes."""
+        from tests.support.home import kill_home_processes
+
         for agent in self.agents:
             agent.cleanup()
+            kill_home_processes(agent.home)
 
     def holders(self) -> list[tuple[str, str, str | None]]:
         import psycopg
