@@ -93,6 +93,8 @@ def test_agents_lists_every_agent_refuses_a_live_name_twice_and_says_who_staged_
     assert recorded[0] == ("scheduled", "beta"), recorded  # created through beta
     assert recorded[1] == ("staged", shown["agent"]), recorded  # staged (and then run) by its agent
     assert all(agent == shown["agent"] for _, agent in recorded[1:]), recorded
+    human_show = alpha.ok("show", bot_id).stdout
+    assert f"agent      {shown['agent']}" in human_show or f"[{shown['agent']}]" in human_show, human_show
     streamed = [json.loads(line) for line in alpha.ok("events", bot_id, "--json").stdout.splitlines()]
     assert [event["agent"] for event in streamed] == [agent for _, agent in recorded], streamed
 
