@@ -137,25 +137,37 @@ def test_agents_lists_every_agent_refuses_a_live_name_twice_and_says_who_staged_
     assert len(warnings) == 1 and "skewed" in warnings[0] and "-80.0 ms" in warnings[0], result.stderr
 
 
-def test_an_agent_whose_heartbeat_lapsed_cannot_block_a_restart_elsewhere(
+def test_a_frozen_agents_name_is_taken_once_its_heartbeat_lapsed_and_it_thaws_without_it(
     make_home: Homes, postgres_server: PostgresServer
 ) -> None:
-    """The registry's lease is the database's clock: a row left by a frozen agent stops
-    counting as alive once ``lease_seconds`` pass without a heartbeat."""
+    """The registry's lease is the database's clock: a frozen agent (SIGSTOP; its process
+    still exists) stops counting as alive once ``lease_seconds`` pass without a heartbeat,
+    and another daemon may then take its name. Thawed, the old one finds its name taken:
+    it says so and claims nothing (two live daemons never hold claims under one name)."""
     url = postgres_server.url(schema=postgres_server.fresh_schema())
-    home = _agent(make_home, url, "frozen")
-    pid = home.daemon_pid()
+    old = _agent(make_home, url, "frozen")
+    pid = old.daemon_pid()
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:
         other = _agent(make_home, url, "watcher")
         assert _by_name(other.json("agents"))["frozen"]["alive"] is True
+        successor = _agent(make_home, url, "frozen", start=False)
+        assert_clean_error(successor.run("daemon", "start", timeout=60), 4)  # still within its lease
         started = time.monotonic()
         wait_until(lambda: not _by_name(other.json("agents"))["frozen"]["alive"], timeout=5 * LEASE_S + 10,
                    interval=0.2, what="the frozen agent shown not alive")
         assert time.monotonic() - started <= LEASE_S + 10
+        successor.start()
     finally:
         os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: "was taken by another live agent" in old.log.read_text(), timeout=5 * LEASE_S + 10,
+               interval=0.2, what="the thawed agent to notice its name is taken")
+    bot_id = other.create("https://meet.google.com/aaa-bbbb-ccc", "--join-at", in_s(1.5))
+    wait_until(lambda: other.show(bot_id)["state"] == "ended", timeout=30, interval=0.1, what="the bot ended")
+    assert bot_id not in old.log.read_text(), "the thawed agent without its name ran a bot"
+    rows = _by_name(other.json("agents"))
+    assert rows["frozen"]["alive"] is True and rows["watcher"]["alive"] is True, rows
 
 
 def test_on_sqlite_agents_is_this_daemon_alone_and_bots_have_no_agent(make_home: Homes) -> None:
