@@ -291,6 +291,14 @@ def calendar_remove(
 # -- daemon -----------------------------------------------------------------------
 
 
+@app.command(rich_help_panel=SETUP, epilog="Example: botsched agents --json | jq '.[] | select(.alive | not)'")
+def agents(as_json: JsonOpt = False) -> None:
+    """List the daemons (agents) sharing this store: one machine, or a cluster (store.url)."""
+    from botsched.cli.commands.agents import agents as show
+
+    show(as_json)
+
+
 @daemon_app.command("run", epilog="Example: BOTSCHED_HOME=/tmp/bs botsched daemon run")
 def daemon_run(background: Annotated[bool, typer.Option("--background", hidden=True)] = False) -> None:
     """Run the daemon in the foreground (for systemd or a terminal)."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from botsched.core import protocol
-from botsched.core.errors import BotschedError, DaemonUnavailable, from_code
+from botsched.core.errors import BotschedError, Conflict, DaemonUnavailable, ExitStatus, from_code
 from botsched.core.paths import (
     Paths,
     check_socket_path,
@@ -298,11 +298,13 @@ def ensure_started(paths: Paths, timeout: float = START_TIMEOUT_S) -> tuple[int,
     pid = running_pid(paths)
     if pid is not None:
         return pid, False
-    return _start(paths, timeout)
+    return _start(paths, timeout, conflicts=True)
 
 
-def _start(paths: Paths, timeout: float) -> tuple[int, bool]:
+def _start(paths: Paths, timeout: float, conflicts: bool = False) -> tuple[int, bool]:
     """Start a daemon; return ``(pid of the daemon that answers, whether it is ours)``.
+    With ``conflicts`` (``daemon start``), a daemon that refused to start for a conflict (exit
+    4: its agent name is another live agent's) is exit 4 too; otherwise exit 5 (SPEC §5).
 
     The child's stdout/stderr are a pipe: it closes them when ready, and whatever it
     printed before dying is the error we show.
@@ -341,6 +343,8 @@ def _start(paths: Paths, timeout: float) -> tuple[int, bool]:
             if "already running" in reason:  # the winner is not answering yet
                 time.sleep(0.05)
                 continue
+            if conflicts and child.returncode == ExitStatus.CONFLICT:
+                raise Conflict(f"the daemon could not be started: {reason}")
             raise DaemonUnavailable(f"the daemon could not be started: {reason}")
         time.sleep(0.02)
     raise DaemonUnavailable(f"the daemon did not answer within {timeout:.0f}s (see {paths.log})")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from typing import NamedTuple, TypedDict
+from typing import NamedTuple, NotRequired, TypedDict
 
 from botsched.core import states
 from botsched.core.timeparse import format_instant
@@ -27,6 +27,8 @@ class BotEvent(TypedDict):
     state: str
     at: str
     detail: str | None
+    #: cluster mode only (SPEC §10): the agent that recorded it
+    agent: NotRequired[str | None]
 
 
 class StreamEvent(BotEvent):
@@ -47,6 +49,8 @@ class Bot(TypedDict):
     updated_at: str
     metadata: dict[str, str]
     deduplication_key: str | None
+    #: cluster mode only (SPEC §10): the agent that staged it, null until then
+    agent: NotRequired[str | None]
     events: list[BotEvent]
 
 
@@ -61,9 +65,12 @@ def make_bot(
     metadata_json: str,
     dedup_key: str | None,
     events: list[Event],
+    agent: str | None = None,
+    clustered: bool = False,
 ) -> Bot:
-    """The wire form of a stored bot (SPEC §3): stores hand over columns, this shapes them."""
-    return {
+    """The wire form of a stored bot (SPEC §3): stores hand over columns, this shapes them.
+    A shared (cluster) store's bots also say which agent staged them (SPEC §10)."""
+    bot: Bot = {
         "id": bot_id,
         "meeting_url": meeting_url,
         "bot_name": bot_name,
@@ -73,8 +80,14 @@ def make_bot(
         "updated_at": format_instant(updated_us),
         "metadata": json.loads(metadata_json),
         "deduplication_key": dedup_key,
-        "events": [event.to_json() for event in events],
+        "events": [] if clustered else [event.to_json() for event in events],
     }
+    if clustered:
+        shown = [event.to_json() for event in events]
+        del bot["events"]  # type: ignore[misc]  # re-added after "agent": events stay last (SPEC §3)
+        bot["agent"] = agent
+        bot["events"] = shown
+    return bot
 
 
 def new_bot_id() -> str:
@@ -109,13 +122,22 @@ class Event(NamedTuple):
     state: str
     at_us: int
     detail: str | None
+    #: the agent that recorded it (cluster mode); None on the single-machine store
+    agent: str | None = None
 
     def to_json(self) -> BotEvent:
-        return {"state": self.state, "at": format_instant(self.at_us), "detail": self.detail}
+        shaped: BotEvent = {"state": self.state, "at": format_instant(self.at_us), "detail": self.detail}
+        if self.agent is not None:
+            shaped["agent"] = self.agent
+        return shaped
 
     def to_stream_json(self) -> StreamEvent:
         """The form the ``events`` and ``wait`` streams send: with the bot's id first."""
-        return {"bot_id": self.bot_id, "state": self.state, "at": format_instant(self.at_us), "detail": self.detail}
+        shaped: StreamEvent = {"bot_id": self.bot_id, "state": self.state, "at": format_instant(self.at_us),
+                               "detail": self.detail}
+        if self.agent is not None:
+            shaped["agent"] = self.agent
+        return shaped
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class Op(StrEnum):
     PING = "ping"
     STOP = "stop"
     RELOAD = "reload"
+    AGENTS = "agents"  # SPEC section 10: ``botsched agents``
     # SPEC section 8: ``botsched webhook ...``
     WEBHOOK_ADD = "webhook_add"
     WEBHOOK_LIST = "webhook_list"

@@ -30,15 +30,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from botsched import __version__
 from botsched.core import states
 from botsched.core.config import Config
+from botsched.core.errors import Conflict
 from botsched.core.model import Due
+from botsched.daemon.agents import CLOCK_WARN_MS, AgentBeat, AgentRow, agent_name, offset_warnings, slots
 from botsched.daemon.runners import Runner, RunnerError
 from botsched.daemon.scheduler import ARM_LEAD_US, BATCH, LATE_NOTE_US, RECORD_RETRY_US, Clock, Scheduler, _seconds
 from botsched.daemon.store.base import Change, StorageError, Store
@@ -69,15 +74,15 @@ class ClaimingStore(Store, Protocol):
     def outage(self) -> Outage | None: ...
     def reachable_for(self) -> float: ...
     on_reachable: Callable[[], None] | None
+    def clock_offset_ms(self, samples: int = 3) -> float: ...
+    def beat_agent(self, beat: AgentBeat, lease_us: int, replacing: str | None = None) -> bool: ...
+    def agent_holder(self, name: str) -> tuple[str, str, int, float] | None: ...
+    def retire_agent(self, name: str, instance: str) -> None: ...
+    def agents(self) -> list[AgentRow]: ...
 
 
 def supports_claims(store: Store) -> bool:
     return all(hasattr(store, name) for name in ("claim_due", "renew", "transition_held", "fail_lost"))
-
-
-def agent_name(config: Config) -> str:
-    """``cluster.agent_name``, else the host name."""
-    return str(config["cluster.agent_name"]) or socket.gethostname()
 
 
 class ClusterScheduler(Scheduler):
@@ -104,6 +109,11 @@ class ClusterScheduler(Scheduler):
         # lease (SIGSTOP, a VM pause) must not send, when it thaws, a join another agent sent
         self._sent_bound = 0.0
         runner.send_joins_until(self._sent_bound)
+        #: this daemon process in the agents registry (two live daemons never share a name)
+        self.instance = secrets.token_hex(8)
+        self.clock_offset_ms: float | None = None
+        #: another live daemon has our name (we lapsed meanwhile): we claim and run nothing
+        self._name_lost = False
 
     @property
     def lease_us(self) -> int:
@@ -200,6 +210,8 @@ class ClusterScheduler(Scheduler):
         return 0  # claim_due hands us ad-hoc bots too (see _stage_due)
 
     def _stage_due(self, now: int) -> int:
+        if self._name_lost:
+            return 0
         free = self.runner.free_slots()
         slots = BATCH if free is None else min(free, BATCH)
         if slots <= 0:
@@ -338,7 +350,11 @@ class ClusterScheduler(Scheduler):
         that lost agents had past ``staged`` (not just after an outage: see _may_take_over)."""
         self._next_beat_us = now + max(self.lease_us // 3, 1_000)
         try:
-            if self.held:
+            self._beat_registry()
+            if self.held and self._name_lost:
+                for bot_id in list(self.held):
+                    self._lose(bot_id)
+            elif self.held:
                 started = time.monotonic()
                 kept = self.shared.renew(self.agent, list(self.held.items()), self.lease_us)
                 self._leases_from(started)
@@ -352,6 +368,60 @@ class ClusterScheduler(Scheduler):
             return
         if lost:
             log.warning("%d bot(s) of lost agents -> fatal_error: %s", len(lost), ", ".join(lost[:3]))
+
+    # -- the agents registry ----------------------------------------------------------
+
+    def _beat(self) -> AgentBeat:
+        used, total = slots(self.runner, self.config, len(self.held))
+        return AgentBeat(self.agent, self.instance, socket.gethostname(), os.getpid(), __version__,
+                         str(self.config["runner.kind"]), used, total, self.clock_offset_ms)
+
+    def _measure_clock(self) -> None:
+        """Our clock's offset from the database server's; logged when it crosses ``CLOCK_WARN_MS``
+        (joins follow our clock: an offset is how early or late our bots join)."""
+        offset = self.shared.clock_offset_ms()
+        was_off = self.clock_offset_ms is not None and abs(self.clock_offset_ms) > CLOCK_WARN_MS
+        self.clock_offset_ms = offset
+        if abs(offset) > CLOCK_WARN_MS and not was_off:
+            log.warning("this machine's clock is %+.1f ms off the database server's: bots join that much "
+                        "off time (sync it, e.g. with NTP)", offset)
+        elif was_off and abs(offset) <= CLOCK_WARN_MS:
+            log.info("this machine's clock is back within %g ms of the database server's (%+.1f ms)",
+                     CLOCK_WARN_MS, offset)
+
+    def register(self) -> None:
+        """Enter the agents registry under our name, or refuse to start (exit 4) while another
+        live daemon has it. A holder whose lease lapsed may be replaced, and so may a dead
+        daemon of this host (a crash and restart need not wait out the lease)."""
+        self._measure_clock()
+        holder = self.shared.agent_holder(self.agent)
+        replacing = None
+        if holder is not None:
+            instance, host, pid, _left = holder
+            if host == socket.gethostname() and pid != os.getpid() and not _daemon_alive(pid):
+                replacing = instance
+        if not self.shared.beat_agent(self._beat(), self.lease_us, replacing):
+            assert holder is not None
+            raise Conflict(f"agent name {self.agent!r} is taken by a live agent (pid {holder[2]} on {holder[1]}, "
+                           f"lease {max(holder[3], 0):.1f}s left): give this one another cluster.agent_name")
+
+    def _beat_registry(self) -> None:
+        """The heartbeat's registry row: our slots and clock offset, alive for a lease more."""
+        self._measure_clock()
+        ours = self.shared.beat_agent(self._beat(), self.lease_us)
+        if ours == (not self._name_lost):
+            return
+        self._name_lost = not ours
+        if ours:
+            log.warning("agent name %s is ours again: claiming bots again", self.agent)
+        else:
+            log.error("agent name %s was taken by another live agent while this one was away: its bots are "
+                      "let go and nothing is claimed until the name is free again", self.agent)
+
+    def agents(self) -> tuple[list[AgentRow], list[str]]:
+        """``botsched agents``: every agent of the shared database, and warnings about clocks."""
+        rows = self.shared.agents()
+        return rows, offset_warnings(rows)
 
     def _lose(self, bot_id: str) -> None:
         """A claim is no longer ours: stop its runner (and its armed join), forget it."""
@@ -400,6 +470,8 @@ class ClusterScheduler(Scheduler):
         finally:
             stopping.set()
             self.shared.on_reachable = None
+            with contextlib.suppress(StorageError):  # an outage: the lease lapses by itself
+                self.shared.retire_agent(self.agent, self.instance)
 
     def _reachable_again(self) -> None:
         """The database is back: renew at once (the queue is written right after, in order)."""
@@ -432,6 +504,7 @@ class ClusterScheduler(Scheduler):
     def recover(self) -> None:
         """Re-attach to the runners of the bots this agent (by name) still holds; the others
         are not ours to touch (their agent runs them, or they are re-staged when it is lost)."""
+        self.register()
         log.info("cluster agent %s: lease %ss, %s runner slot(s)", self.agent, self.config["cluster.lease_seconds"],
                  self.runner.free_slots())
         waiting = (states.SCHEDULED, states.READY)
@@ -463,3 +536,22 @@ class ClusterScheduler(Scheduler):
                 self._staged[bot_id] = due.join_at_us
                 if self.runner.arms_joins:
                     self._want_armed(bot_id, due.join_at_us)
+
+
+def _daemon_alive(pid: int) -> bool:
+    """A botsched process of this host runs as ``pid`` (a zombie is dead: nobody reaped it
+    yet; another program that got the pid after a reboot is not a daemon of ours)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            if handle.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"botsched" in handle.read()
+    except (OSError, IndexError):
+        return True  # no /proc: kill(0) said it exists

@@ -35,6 +35,7 @@ from botsched.core.paths import (
     resolve_paths,
 )
 from botsched.core.protocol import MAX_LINE
+from botsched.daemon.agents import agent_name
 from botsched.daemon.calendars import Calendars
 from botsched.daemon.feed import EventFeed
 from botsched.daemon.http.app import build_app
@@ -102,7 +103,7 @@ def open_store(
         raise BotschedError(
             "a postgresql:// store needs the PostgreSQL driver: pip install 'botsched[postgres]'"
         ) from None
-    store = PostgresStore(url, on_events=on_events, on_deleted=on_deleted)
+    store = PostgresStore(url, on_events=on_events, on_deleted=on_deleted, agent=agent_name(config))
     log.info("store: %s", store.describe())
     return store
 

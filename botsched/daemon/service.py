@@ -47,6 +47,7 @@ from botsched.core.validation import (
     validate_meeting_url,
     validate_metadata,
 )
+from botsched.daemon.agents import agent_name, local_row
 from botsched.daemon.hub import EventHub, Gone
 from botsched.daemon.runners import Runner, RunnerError
 from botsched.daemon.scheduler import Clock, Scheduler
@@ -357,13 +358,17 @@ class BotService:
 
     def status(self, args: dict[str, Any]) -> Result:
         lost = self.store.check_files()
+        shared = getattr(self.store, "shown_url", None)  # cluster mode: the URL, its password masked
         return {
             "running": True,
             "pid": os.getpid(),
             "version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "socket": str(self.paths.socket),
-            "database": str(self.paths.database),
+            "store": "sqlite" if shared is None else "postgresql",
+            "database": str(self.paths.database) if shared is None else str(shared),
+            # the name the agent registered with (a reload does not rename a running agent)
+            "agent": getattr(self.scheduler, "agent", None) or agent_name(self.config),
             "config_file": str(self.paths.config),
             "log": str(self.paths.log),
             "runner": self.config["runner.kind"],
@@ -371,6 +376,16 @@ class BotService:
             "counts": self.store.counts(),
             "config": self.config.as_dict(),
         }, [] if lost is None else [f"changes are refused until the daemon restarts: {lost}"]
+
+    def agents(self, args: dict[str, Any]) -> Result:
+        """``botsched agents``: the shared registry in cluster mode; alone on SQLite, this
+        daemon is the one agent of its store (SPEC §5: one row)."""
+        shared = getattr(self.scheduler, "agents", None)
+        if shared is not None:
+            rows, warnings = shared()
+            return {"store": "postgresql", "agents": rows}, warnings
+        return {"store": "sqlite", "agents": [local_row(self.config, self.runner, self.store.counts(),
+                                                        self.clock.now_us())]}, []
 
     def handlers(self) -> dict[Op, Handler]:
         """The request-reply ops (the server adds the streams and its own ping/stop/reload)."""
@@ -383,6 +398,7 @@ class BotService:
             Op.LIST: self.list_bots,
             Op.IDS: self.ids,
             Op.STATUS: self.status,
+            Op.AGENTS: self.agents,
         }
 
     def durable_handlers(self) -> dict[Op, Handler]:

@@ -18,46 +18,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
+from tests.cluster import recording
+from tests.cluster.recording import HELD, meeting, recording_agent
 from tests.support.home import Home, Homes, wait_until
 from tests.support.postgres import PostgresServer
 from tests.support.times import in_s
 
-RECORDER = Path(__file__).with_name("agent_recorder.sh")
 SLOTS = 25
 LEASE_S = 2
 FIRST, SECOND = 20, 20  # joins at +3 s (joined before the kill), at +14 s (staged, not joined)
-HELD = ("staged", "joining", "waiting_room", "joined_not_recording", "joined_recording", "leaving", "post_processing")
 
 
 def _agent(make_home: Homes, url: str, name: str, rec_dir: Path) -> Home:
-    home = make_home(
-        {
-            "store": {"url": url},
-            "cluster": {"agent_name": name, "lease_seconds": LEASE_S},
-            "scheduler": {"stage_lead_seconds": 20},
-            "runner": {"kind": "command", "command": ["/bin/sh", str(RECORDER)], "max_concurrent": SLOTS,
-                       "env": {"REC_DIR": str(rec_dir), "AGENT_TAG": name, "HOLD_S": "2"}},
-        }
-    )
-    home.start()
-    return home
-
-
-def _meeting(i: int) -> str:
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return f"https://meet.google.com/abc-d{letters[i // 26]}{letters[i % 26]}e-fgh"
-
-
-def _rows(url: str) -> list[tuple[str, str, str | None]]:
-    with psycopg.connect(url) as connection:
-        return [(str(a), str(b), c) for a, b, c in connection.execute("SELECT id, state, agent FROM bots").fetchall()]
-
-
-def _records(rec_dir: Path, bot_id: str) -> list[list[str]]:
-    path = rec_dir / f"{bot_id}.log"
-    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+    return recording_agent(make_home, url, name, rec_dir, slots=SLOTS, hold_s=2, lease_s=LEASE_S, stage_lead_s=20)
 
 
 def test_two_agents_share_40_bots_and_a_killed_agents_bots_are_taken_over_or_failed(
@@ -70,7 +43,7 @@ def test_two_agents_share_40_bots_and_a_killed_agents_bots_are_taken_over_or_fai
     b = _agent(make_home, url, "agent-b", rec_dir)
 
     items: list[dict[str, Any]] = [
-        {"meeting_url": _meeting(i), "join_at": in_s(3 if i < FIRST else 14)} for i in range(FIRST + SECOND)
+        {"meeting_url": meeting(i), "join_at": in_s(3 if i < FIRST else 14)} for i in range(FIRST + SECOND)
     ]
     lines = "".join(json.dumps(item) + "\n" for item in items)
     created = json.loads(a.ok("create", "--from", "-", "--json", input=lines).stdout)
@@ -81,24 +54,24 @@ def test_two_agents_share_40_bots_and_a_killed_agents_bots_are_taken_over_or_fai
     peak: Counter[str] = Counter()
 
     def staged_all() -> bool:
-        rows = _rows(url)
+        rows = recording.rows(url)
         held = Counter(agent for _, state, agent in rows if state in HELD and agent is not None)
         for agent, count in held.items():
             peak[agent] = max(peak[agent], count)
         return sum(1 for _, state, _ in rows if state != "scheduled") == len(items)
 
     wait_until(staged_all, timeout=20, interval=0.05, what="all 40 bots staged")
-    both = {agent for _, _, agent in _rows(url)}
+    both = {agent for _, _, agent in recording.rows(url)}
     assert both == {"agent-a", "agent-b"}, f"the 40 bots were not spread over both agents: {both}"
 
     # the first bots join (by +3 s); then SIGKILL the agent that holds most of them
     def first_joined() -> bool:
-        rows = {bot_id: state for bot_id, state, _ in _rows(url)}
+        rows = {bot_id: state for bot_id, state, _ in recording.rows(url)}
         staged_all()
         return all(rows[bot_id] == "joined_recording" for bot_id in first)
 
     wait_until(first_joined, timeout=20, interval=0.05, what="the first 20 bots joined")
-    holders = {bot_id: agent for bot_id, _, agent in _rows(url)}
+    holders = {bot_id: agent for bot_id, _, agent in recording.rows(url)}
     by_agent = Counter(holders[bot_id] for bot_id in first)
     victim_name = str(by_agent.most_common(1)[0][0])
     victim, survivor = (a, b) if victim_name == "agent-a" else (b, a)
@@ -113,7 +86,7 @@ def test_two_agents_share_40_bots_and_a_killed_agents_bots_are_taken_over_or_fai
 
     # its unjoined staged bots are re-staged by the survivor after the lease lapses
     def taken_over() -> bool:
-        rows = {bot_id: agent for bot_id, _, agent in _rows(url)}
+        rows = {bot_id: agent for bot_id, _, agent in recording.rows(url)}
         return all(rows[bot_id] == survivor_name for bot_id in lost_staged)
 
     wait_until(taken_over, timeout=3 * LEASE_S + 5, interval=0.05, what="the victim's staged bots re-staged")
@@ -122,7 +95,7 @@ def test_two_agents_share_40_bots_and_a_killed_agents_bots_are_taken_over_or_fai
 
     # every bot reaches its end: the victim's joined ones fatal_error with the reason
     def all_final() -> bool:
-        return all(state in ("ended", "fatal_error") for _, state, _ in _rows(url))
+        return all(state in ("ended", "fatal_error") for _, state, _ in recording.rows(url))
 
     wait_until(all_final, timeout=30, interval=0.1, what="every bot final")
     for bot_id in lost_joined:
@@ -138,12 +111,13 @@ def test_two_agents_share_40_bots_and_a_killed_agents_bots_are_taken_over_or_fai
 
     # runner-side: exactly one join per bot, by the agent that held it last
     for bot_id in first | second:
-        records = _records(rec_dir, bot_id)
+        records = recording.records(rec_dir, bot_id)
         joins = [line for line in records if line[0] == "line" and line[3:] == ["join"]]
         assert len(joins) == 1, f"{bot_id}: {records}"
         expected = survivor_name if bot_id in lost_staged else holders[bot_id]
         assert joins[0][2] == expected, f"{bot_id} joined by {joins[0][2]}, held by {expected}: {records}"
-    starts = Counter(line[2] for bot_id in first | second for line in _records(rec_dir, bot_id) if line[0] == "start")
+    starts = Counter(line[2] for bot_id in first | second
+                     for line in recording.records(rec_dir, bot_id) if line[0] == "start")
     print(f"runner starts per agent: {dict(starts)}; peak bots held: {dict(peak)}")
     assert max(peak.values()) <= SLOTS, f"an agent held more than its {SLOTS} slots: {dict(peak)}"
     assert starts[victim_name] <= SLOTS, starts  # the victim started no runner after its kill

@@ -138,7 +138,8 @@ def test_insert_get_round_trip_in_spec_shape(store: Store) -> None:
         "metadata",
         "deduplication_key",
         "events",
-    }
+    } | (set() if isinstance(store, SqliteStore) else {"agent"})  # SPEC §10: a shared store's bots say who staged
+    assert got.get("agent") is None  # nobody yet
     assert ID_RE.fullmatch(got["id"])
     assert got["meeting_url"] == URL
     assert got["bot_name"] == "My scheduled bot"

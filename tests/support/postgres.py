@@ -73,9 +73,9 @@ class PostgresServer:
 
     def __init__(self, bindir: Path, root: Path, durable: bool = False) -> None:
         self.bindir = bindir
-        self.root = root
-        #: each acknowledged commit is in the WAL (written, if not fsynced: the OS keeps it)
+        #: fsync and synchronous commits on, as a real server runs (benchmarks); tests skip them
         self.durable = durable
+        self.root = root
         self.data = root / "data"
         self.sockets = root / "sockets"
         self.log = root / "server.log"
@@ -120,14 +120,10 @@ class PostgresServer:
         self._pg_ctl_start()
 
     def _pg_ctl_start(self) -> None:
-        # Speed over durability: this server's data is thrown away at the end of the session
-        # (a durable one still writes each commit before acknowledging it: see ``outage``).
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} "
-            "-c fsync=off -c full_page_writes=off -c max_connections=200"
-        )
+        # Speed over durability for tests: this server's data is thrown away at the end of the session.
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} -c max_connections=200"
         if not self.durable:
-            options += " -c synchronous_commit=off"
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
             "-w", "-t", str(START_TIMEOUT_S), "start",

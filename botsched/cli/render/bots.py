@@ -168,6 +168,8 @@ def bot_card(bot: dict[str, Any]) -> None:
                                               (clock.relative(bot["updated_at"]), "dim")))
     if bot.get("deduplication_key"):
         grid.add_row("dedup key", Text(bot["deduplication_key"]))
+    if "agent" in bot:  # cluster mode (SPEC §10): which agent staged it
+        grid.add_row("agent", Text(bot["agent"] or "none yet (not staged)"))
     for key, value in (bot.get("metadata") or {}).items():
         grid.add_row("metadata", Text(f"{key}={value}"))
 
@@ -185,6 +187,8 @@ def bot_card(bot: dict[str, Any]) -> None:
         if event["state"] == states.JOINING and bot["join_at"]:
             late_ms = (moment - clock.parse(bot["join_at"])).total_seconds() * 1000
             detail.append(("  " if detail else "") + f"{late_ms:+.0f} ms from join_at", style="dim")
+        if event.get("agent"):  # cluster mode: the agent that recorded it
+            detail.append(("  " if detail else "") + f"[{event['agent']}]", style="dim")
         timeline.add_row(Text(clock.event_time(event["at"], zone)), state_text(event["state"]), Text(gap), detail)
 
     parts: list[RenderableType] = [title, Padding(grid, (0, 0, 0, 2)), Text(""), Text("Timeline", style="bold"),
@@ -276,7 +280,11 @@ def status(info: dict[str, Any]) -> None:
                                   f"joins up to {_seconds(config.get('scheduler.misfire_grace_seconds', 0))} "
                                   f"late after downtime"))
     grid.add_row("socket", Text(info["socket"]))
-    grid.add_row("database", Text(info["database"]))
+    if info.get("store") == "postgresql":  # cluster mode (SPEC §10): the URL shown has no password
+        grid.add_row("database", Text.assemble(info["database"], ("  (PostgreSQL, shared: botsched agents)", "dim")))
+        grid.add_row("agent", Text(str(info.get("agent"))))
+    else:
+        grid.add_row("database", Text(info["database"]))
     config_file = info.get("config_file") or ""
     if config_file:
         note = "" if Path(config_file).exists() else "  (not created yet: all defaults; botsched config set KEY VALUE)"

@@ -23,13 +23,15 @@ SCHEMAS: dict[str, Any] = {
     "Event": {
         "type": "object",
         "required": ["state", "at", "detail"],
-        "properties": {"state": _STATE, "at": _TIME, "detail": {"type": ["string", "null"]}},
+        "properties": {"state": _STATE, "at": _TIME, "detail": {"type": ["string", "null"]},
+                       "agent": {"type": "string", "description": "cluster mode only: the agent that recorded it"}},
     },
     "StreamEvent": {
         "description": "One line of GET /events: a state change of a bot.",
         "type": "object",
         "required": ["bot_id", "state", "at", "detail"],
-        "properties": {"bot_id": _ID, "state": _STATE, "at": _TIME, "detail": {"type": ["string", "null"]}},
+        "properties": {"bot_id": _ID, "state": _STATE, "at": _TIME, "detail": {"type": ["string", "null"]},
+                       "agent": {"type": "string", "description": "cluster mode only: the agent that recorded it"}},
     },
     "Bot": {
         "type": "object",

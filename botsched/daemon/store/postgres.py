@@ -35,6 +35,8 @@ from botsched.core import states
 from botsched.core.config import redact_url
 from botsched.core.errors import DaemonUnavailable
 from botsched.core.model import Bot, Due, Event, NewBot, make_bot, new_bot_id
+from botsched.core.timeparse import format_instant
+from botsched.daemon.agents import AgentBeat, AgentRow
 from botsched.daemon.store.base import (
     Change,
     DeleteListener,
@@ -93,8 +95,11 @@ _SERVER_DOWN_SAID = ("connection refused", "no such file or directory", "the dat
                      "server closed the connection unexpectedly")
 
 _BOT_COLUMNS = "id, meeting_url, bot_name, state, join_at, join_at_us, created_us, updated_us, metadata, dedup_key"
+#: What a read of a bot selects: its columns and the agent that staged it (SPEC §10 "agent").
+_BOT_READ = f"{_BOT_COLUMNS}, agent"
+_EVENT_READ = "seq, bot_id, state, at_us, detail, agent"
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: version -> the statements that bring the schema from version - 1 to it (one transaction each).
 MIGRATIONS: dict[int, list[str]] = {
@@ -159,6 +164,24 @@ MIGRATIONS: dict[int, list[str]] = {
             data    bytea NOT NULL
         )""",
         "CREATE INDEX runner_logs_by_bot ON runner_logs (bot_id, seq) INCLUDE (size)",
+    ],
+    # the agents registry (``botsched agents``): one row per agent name, written by its
+    # heartbeat; ``instance`` is one daemon process, so two live daemons cannot share a name
+    5: [
+        """CREATE TABLE agents (
+            name            text PRIMARY KEY,
+            instance        text NOT NULL,
+            host            text NOT NULL,
+            pid             integer NOT NULL,
+            version         text NOT NULL,
+            runner          text NOT NULL,
+            slots_used      integer NOT NULL,
+            slots_total     integer,
+            clock_offset_ms double precision,
+            started_us      bigint NOT NULL,
+            heartbeat_us    bigint NOT NULL,
+            lease_until_us  bigint NOT NULL
+        )""",
     ],
 }
 
@@ -280,8 +303,12 @@ class PostgresStore:
         on_events: EventListener | None = None,
         on_deleted: DeleteListener | None = None,
         pool_size: int = 4,
+        agent: str | None = None,
     ) -> None:
         self.url = url
+        #: the agent this store records events for (SPEC §10: each event says which agent
+        #: recorded it); None outside a daemon (tests, tools)
+        self.agent = agent
         self.shown_url = redact_url(url)
         self._password = _password_of(url)
         self._on_events = on_events
@@ -449,9 +476,11 @@ class PostgresStore:
         agent: str | None = None,
     ) -> None:
         """Insert (bot_id, state, at_us, detail) rows with sequence numbers that commit in order,
-        their webhook deliveries (same transaction), and a wake-up for every agent's streams."""
+        recorded by ``agent`` (default: this store's own), their webhook deliveries (same
+        transaction), and a wake-up for every agent's streams."""
         if not rows:
             return
+        agent = agent or self.agent
         connection.execute("SELECT pg_advisory_xact_lock(%s), pg_notify(%s, '')", (_EVENTS_LOCK, EVENTS_CHANNEL))
         seqs = [
             int(row[0])
@@ -463,7 +492,7 @@ class PostgresStore:
         with connection.cursor().copy("COPY events (seq, bot_id, state, at_us, detail, agent) FROM STDIN") as copy:
             for seq, row in zip(seqs, rows, strict=True):
                 copy.write_row((seq, *row, agent))
-        added = [Event(seq, *row) for seq, row in zip(seqs, rows, strict=True)]
+        added = [Event(seq, *row, agent) for seq, row in zip(seqs, rows, strict=True)]
         pending.extend(added)
         # the webhook outbox: its deliveries commit (or roll back) with these events
         self.deliveries_written += outbox.enqueue(OutboxConnection(connection), added)
@@ -539,8 +568,9 @@ class PostgresStore:
 
     @staticmethod
     def _bot(row: Sequence[Any], events: list[Event]) -> Bot:
-        bot_id, url, name, state, join_at, _join_us, created_us, updated_us, metadata, dedup = row
-        return make_bot(bot_id, url, name, state, join_at, created_us, updated_us, metadata, dedup, events)
+        bot_id, url, name, state, join_at, _join_us, created_us, updated_us, metadata, dedup, agent = row
+        return make_bot(bot_id, url, name, state, join_at, created_us, updated_us, metadata, dedup, events,
+                        agent=agent, clustered=True)
 
     @staticmethod
     def _events_for(connection: Connection, bot_ids: Sequence[str]) -> dict[str, list[Event]]:
@@ -548,7 +578,7 @@ class PostgresStore:
         if not bot_ids:
             return found
         for row in connection.execute(
-            "SELECT seq, bot_id, state, at_us, detail FROM events WHERE bot_id = ANY(%s) ORDER BY seq",
+            f"SELECT {_EVENT_READ} FROM events WHERE bot_id = ANY(%s) ORDER BY seq",
             (list(bot_ids),),
         ):
             found[row[1]].append(Event(*row))
@@ -556,7 +586,7 @@ class PostgresStore:
 
     def get(self, bot_id: str) -> Bot | None:
         with self._snapshot() as connection:
-            row = connection.execute(f"SELECT {_BOT_COLUMNS} FROM bots WHERE id = %s", (bot_id,)).fetchone()
+            row = connection.execute(f"SELECT {_BOT_READ} FROM bots WHERE id = %s", (bot_id,)).fetchone()
             if row is None:
                 return None
             return self._bot(row, self._events_for(connection, [bot_id])[bot_id])
@@ -568,7 +598,7 @@ class PostgresStore:
             rows = {
                 row[0]: row
                 for row in connection.execute(
-                    f"SELECT {_BOT_COLUMNS} FROM bots WHERE id = ANY(%s)", (list(bot_ids),)
+                    f"SELECT {_BOT_READ} FROM bots WHERE id = ANY(%s)", (list(bot_ids),)
                 )
             }
             events = self._events_for(connection, list(rows))
@@ -580,7 +610,7 @@ class PostgresStore:
         """A page ordered by join_at (ad-hoc bots by created_at), and whether more match."""
         clauses, params = _list_filter(state_filter, dedup_prefix)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        query = f"SELECT {_BOT_COLUMNS} FROM bots {where} ORDER BY sort_us, created_us, id"
+        query = f"SELECT {_BOT_READ} FROM bots {where} ORDER BY sort_us, created_us, id"
         if limit > 0:
             query += " LIMIT %s"
             params.append(limit + 1)
@@ -601,7 +631,7 @@ class PostgresStore:
             clauses.append("sort_us >= %s AND (sort_us, created_us, id) > (%s, %s, %s)")
             params.extend([after[0], *after])
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        query = f"SELECT {_BOT_COLUMNS}, sort_us FROM bots {where} ORDER BY sort_us, created_us, id LIMIT %s"
+        query = f"SELECT {_BOT_READ}, sort_us FROM bots {where} ORDER BY sort_us, created_us, id LIMIT %s"
         with self._snapshot() as connection:
             rows = connection.execute(query, [*params, size]).fetchall()
             if not rows:
@@ -631,7 +661,7 @@ class PostgresStore:
         return result
 
     def events(self, bot_id: str | None = None, after_seq: int = 0, limit: int = 0) -> list[Event]:
-        query = "SELECT seq, bot_id, state, at_us, detail FROM events WHERE seq > %s"
+        query = f"SELECT {_EVENT_READ} FROM events WHERE seq > %s"
         params: list[Any] = [after_seq]
         if bot_id is not None:
             query += " AND bot_id = %s"
@@ -991,6 +1021,84 @@ class PostgresStore:
                 (bot_id, after, limit),
             ).fetchall()
         return [(int(seq), bytes(data)) for seq, data in rows]
+
+
+    # -- the agents registry (``botsched agents``) ----------------------------------------
+
+    def clock_offset_ms(self, samples: int = 3) -> float:
+        """This machine's clock minus the database server's, in ms, from the sample of
+        ``SELECT clock_timestamp()`` with the shortest round trip: the server read its clock
+        within half of it of the round trip's midpoint (on a LAN, well under a millisecond)."""
+        best: tuple[int, float] | None = None
+        with self._connection(writing=False) as connection:
+            for _ in range(samples):
+                sent = time.time_ns()
+                row = connection.execute(f"SELECT {_DB_NOW_US}").fetchone()
+                back = time.time_ns()
+                assert row is not None
+                offset_ms = ((sent + back) / 2_000 - int(row[0])) / 1_000
+                if best is None or back - sent < best[0]:
+                    best = (back - sent, offset_ms)
+        assert best is not None
+        return round(best[1], 3)
+
+    def beat_agent(self, beat: AgentBeat, lease_us: int, replacing: str | None = None) -> bool:
+        """Write ``beat.name``'s registry row (its heartbeat; alive for ``lease_us`` by the
+        database's clock), but only if that name is free, is this daemon's (``beat.instance``),
+        lapsed (its lease ran out), or held by the instance ``replacing`` (a dead daemon of
+        this host). False: another live daemon has the name."""
+        with self._connection(writing=True) as connection:
+            row = connection.execute(
+                f"""INSERT INTO agents AS a (name, instance, host, pid, version, runner, slots_used, slots_total,
+                        clock_offset_ms, started_us, heartbeat_us, lease_until_us)
+                    VALUES (%(name)s, %(instance)s, %(host)s, %(pid)s, %(version)s, %(runner)s, %(used)s,
+                        %(total)s, %(offset)s, {_DB_NOW_US}, {_DB_NOW_US}, {_DB_NOW_US} + %(lease)s)
+                    ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, host = excluded.host,
+                        pid = excluded.pid, version = excluded.version, runner = excluded.runner,
+                        slots_used = excluded.slots_used, slots_total = excluded.slots_total,
+                        clock_offset_ms = coalesce(excluded.clock_offset_ms, a.clock_offset_ms),
+                        started_us = CASE WHEN a.instance = excluded.instance THEN a.started_us
+                                          ELSE excluded.started_us END,
+                        heartbeat_us = excluded.heartbeat_us, lease_until_us = excluded.lease_until_us
+                    WHERE a.instance = excluded.instance OR a.lease_until_us < {_DB_NOW_US}
+                       OR a.instance = %(replacing)s
+                    RETURNING name""",
+                {"name": beat.name, "instance": beat.instance, "host": beat.host, "pid": beat.pid,
+                 "version": beat.version, "runner": beat.runner, "used": beat.slots_used, "total": beat.slots_total,
+                 "offset": beat.clock_offset_ms, "lease": lease_us, "replacing": replacing},
+            ).fetchone()
+        return row is not None
+
+    def agent_holder(self, name: str) -> tuple[str, str, int, float] | None:
+        """Who has the name ``name`` in the registry: (instance, host, pid, seconds its lease has
+        left, negative once lapsed); None if no agent ever had it."""
+        with self._connection(writing=False) as connection:
+            row = connection.execute(
+                f"SELECT instance, host, pid, (lease_until_us - {_DB_NOW_US}) / 1e6 FROM agents WHERE name = %s",
+                (name,),
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]), int(row[2]), float(row[3]))
+
+    def retire_agent(self, name: str, instance: str) -> None:
+        """A graceful stop: the agent is listed as not alive at once (its name is free)."""
+        with self._connection(writing=True) as connection:
+            connection.execute(
+                f"UPDATE agents SET lease_until_us = {_DB_NOW_US} - 1, slots_used = 0 "
+                "WHERE name = %s AND instance = %s",
+                (name, instance),
+            )
+
+    def agents(self) -> list[AgentRow]:
+        """Every agent that ever used this database, by name; ``alive`` while its lease holds."""
+        with self._connection(writing=False) as connection:
+            rows = connection.execute(
+                "SELECT name, version, runner, slots_used, slots_total, heartbeat_us, clock_offset_ms, "
+                f"lease_until_us >= {_DB_NOW_US} FROM agents ORDER BY name"
+            ).fetchall()
+        return [{"name": str(name), "version": str(version), "runner": str(runner), "slots_used": int(used),
+                 "slots_total": None if total is None else int(total), "last_heartbeat": format_instant(int(beat)),
+                 "clock_offset_ms": None if offset is None else float(offset), "alive": bool(alive)}
+                for name, version, runner, used, total, beat, offset, alive in rows]
 
 
 def _notify_queue(connection: Connection, due_us: int) -> None:
