@@ -536,6 +536,9 @@ class ClusterScheduler(Scheduler):
                 self._staged[bot_id] = due.join_at_us
                 if self.runner.arms_joins:
                     self._want_armed(bot_id, due.join_at_us)
+        stray = self.runner.stop_strays(set(self.held))
+        if stray:
+            log.warning("%d runner(s) of bots this agent no longer holds stopped: %s", len(stray), ", ".join(stray[:3]))
 
 
 def _daemon_alive(pid: int) -> bool:

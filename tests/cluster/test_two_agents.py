@@ -5,7 +5,9 @@ database, command runners that record every line they read (``agent_recorder.sh`
   agent, and neither agent ever holds (or starts) more bots than its ``runner.max_concurrent``;
 - SIGKILL of the agent that staged the first bots, after their joins: its bots in a meeting
   become ``fatal_error`` ("agent NAME lost") once its lease lapses, and its staged bots that
-  had not joined yet are re-staged by the other agent (an event says why), which joins them.
+  had not joined yet are re-staged by the other agent (an event says why), which joins them;
+- its runners outlive it (as on one machine), but once restarted under its name it stops
+  those of the bots it lost: no bot keeps a second runner.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from tests.cluster import recording
 from tests.cluster.recording import HELD, meeting, recording_agent
-from tests.support.home import Home, Homes, wait_until
+from tests.support.home import Home, Homes, pid_alive, wait_until
 from tests.support.postgres import PostgresServer
 from tests.support.times import in_s
 
@@ -122,3 +124,13 @@ def test_two_agents_share_40_bots_and_a_killed_agents_bots_are_taken_over_or_fai
     assert max(peak.values()) <= SLOTS, f"an agent held more than its {SLOTS} slots: {dict(peak)}"
     assert starts[victim_name] <= SLOTS, starts  # the victim started no runner after its kill
     assert starts[survivor_name] <= len(items) - len(lost_joined), starts
+
+    # the victim's runners of the bots it lost still wait (they outlive a daemon); restarted,
+    # it stops them (SIGTERM to their groups) instead of leaving a second runner per bot
+    strays = {int(line[1]) for bot_id in lost_staged for line in recording.records(rec_dir, bot_id)
+              if line[0] == "start" and line[2] == victim_name}
+    assert strays and any(pid_alive(stray) for stray in strays), strays
+    victim.start()
+    wait_until(lambda: not any(pid_alive(stray) for stray in strays), timeout=15, interval=0.1,
+               what="the restarted agent stopping the runners of the bots it lost")
+    assert victim.ok("list").returncode == 0

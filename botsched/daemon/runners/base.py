@@ -133,5 +133,11 @@ class Runner(ABC):
     def discard(self, bot_id: str) -> None:
         """The bot failed or was dropped by the scheduler: release whatever it holds."""
 
+    def stop_strays(self, keep: set[str]) -> list[str]:
+        """At start-up, after ``resume``: stop the runners a previous daemon of this home left
+        for bots not in ``keep`` (a cluster agent restarted after its bots went to others:
+        SPEC §10, a bot is never run by two runners); the ids stopped."""
+        return []
+
     async def close(self) -> None:
         """Daemon shutdown: stop watching runners (they may keep running)."""

@@ -128,6 +128,13 @@ def _process_start_time(pid: int) -> str | None:
         return None
 
 
+def _kill_left(pgid: int, start_time: str) -> None:
+    """SIGKILL what is left of a stray runner's process group (``stop_strays``), if anything."""
+    if _process_start_time(pgid) == start_time or _group_left_by(pgid, start_time):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
 def _pending_bytes(fd: int) -> int:
     """How many bytes wait in the pipe ``fd`` reads from."""
     try:
@@ -918,6 +925,25 @@ class CommandRunner(Runner):
                 if time.monotonic() >= deadline:
                     return 0, None
                 time.sleep(0.01)
+
+    def stop_strays(self, keep: set[str]) -> list[str]:
+        stopped: list[str] = []
+        for path in sorted(self.log_dir.glob("*.pid")):
+            bot_id = path.stem
+            if bot_id in keep or bot_id in self._procs:
+                continue
+            try:
+                data = json.loads(path.read_text())
+                pid, start_time = int(data["pid"]), str(data["start_time"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if _process_start_time(pid) != start_time:
+                continue  # gone (or the pid is someone else's now)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+            asyncio.get_running_loop().call_later(KILL_AFTER_TERM_S, _kill_left, pid, start_time)
+            stopped.append(bot_id)
+        return stopped
 
     def discard(self, bot_id: str) -> None:
         proc = self._procs.get(bot_id)
