@@ -432,10 +432,7 @@ class ClusterScheduler(Scheduler):
         self._held_state.pop(bot_id, None)
         self._staged.pop(bot_id, None)
         self._to_arm.pop(bot_id, None)
-        timer = getattr(self.runner, "timer", None)
-        if timer is not None and hasattr(timer, "disarm"):
-            timer.disarm(bot_id)
-        self.runner.discard(bot_id)
+        self.runner.discard(bot_id)  # its armed join too
 
     # -- notifications: changes made through any agent ------------------------------------
 

@@ -221,13 +221,12 @@ def test_replay_list_remove(conn: sqlite3.Connection, bots: Bots) -> None:
         outbox.remove_endpoint(conn, endpoint)
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # one daemon per SQLite file
 def test_two_agents_claiming_at_once_send_each_delivery_once_in_order(
     backend: Backend, conn: sqlite3.Connection, bots: Bots
 ) -> None:
     """Cluster mode: agents claim from one outbox at the same moment (``SKIP LOCKED``): no
     delivery is claimed twice, and per bot and endpoint each goes only after the previous one."""
-    if backend.kind != "postgres":
-        pytest.skip("one daemon per SQLite file: nobody claims alongside it")
     endpoints = [_add(conn), _add(conn)]
     path = ["scheduled", "staged", "joining", "ended"]
     for state in path:

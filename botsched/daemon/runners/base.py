@@ -131,7 +131,8 @@ class Runner(ABC):
         return None
 
     def discard(self, bot_id: str) -> None:
-        """The bot failed or was dropped by the scheduler: release whatever it holds."""
+        """The bot failed or was dropped by the scheduler: release whatever it holds (its
+        armed join too: it must not be sent)."""
 
     def stop_strays(self, keep: set[str]) -> list[str]:
         """At start-up, after ``resume``: stop the runners a previous daemon of this home left

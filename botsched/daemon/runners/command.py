@@ -277,14 +277,17 @@ class RunnerProcess:
         self.log_fd = fd
         self.log_size = 0
 
-    def close_fds(self) -> None:
-        self.flush_log()
+    def disarm(self) -> None:
+        """Its armed join, if not sent yet, will not be (the joiner closes its own copy of
+        the fd), so its intent goes too: a daemon started after its instant must not count it sent."""
         if self.armed_us is not None and self.runner.timer.disarm(self.bot_id):
-            # not sent (the joiner closes its own copy of the fd),
-            # so its intent goes too: a daemon started after its instant must not count it sent
             self.armed_us = None
             with contextlib.suppress(OSError):
                 self.runner.intent_path(self.bot_id).unlink()
+
+    def close_fds(self) -> None:
+        self.flush_log()
+        self.disarm()
         loop = asyncio.get_running_loop()
         for fd in [*self.read_fds, self.pidfd]:
             if fd >= 0:
@@ -948,6 +951,7 @@ class CommandRunner(Runner):
     def discard(self, bot_id: str) -> None:
         proc = self._procs.get(bot_id)
         if proc is not None:
+            proc.disarm()
             proc.signal_group(signal.SIGTERM)
             proc.timers.append(
                 asyncio.get_running_loop().call_later(KILL_AFTER_TERM_S, self._terminate, proc, signal.SIGKILL)
