@@ -72,6 +72,9 @@ C_PROBE = r"""
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+/* 37 ms: past a burst's last read (~6 ms), and not a multiple of a spread's 50 ms spacing, so
+   one probe's bookkeeping never lands on the next bot's join instant (at 50 ms it did). */
+#define DEFER_US 37000
 int main(void) {
     char buf[4096]; const char *out = getenv("BENCH_OUT"), *id = getenv("BOTSCHED_BOT_ID");
     const char *join_at = getenv("BOTSCHED_JOIN_AT"), *meta = getenv("BOTSCHED_METADATA");
@@ -85,12 +88,12 @@ int main(void) {
         buf[n] = 0;
         if (strstr(buf, "join")) {
             char path[4096], tmp[4096];
-            if (defer) usleep(50000);  /* --defer-probe: no work of its own while others wait for a CPU */
+            if (defer) usleep(DEFER_US);  /* --defer-probe: no work of its own while others wait for a CPU */
             snprintf(path, sizeof path, "%s/%s", out, id); snprintf(tmp, sizeof tmp, "%s/.%s.tmp", out, id);
             FILE *f = fopen(tmp, "w");
             if (f) { fprintf(f, "%lld\n%s\n", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec, join_at);
                      fclose(f); rename(tmp, path); }
-            if (defer_state) usleep(50000);
+            if (defer_state) usleep(DEFER_US);
             write(1, "state joined_recording\n", 23);
             if (flood) {
                 char line[64 * 1024]; size_t len = 0;

@@ -10,8 +10,12 @@ ahead of time, passing the runner's stdin FIFO fd (``SCM_RIGHTS``); this process
 the instant to the join journal, writes ``join\\n`` to every fd of that instant in one tight
 loop, and reports what it wrote. It runs ``SCHED_FIFO`` when allowed, dies with the daemon
 (``PR_SET_PDEATHSIG``) or when the socket closes, and ignores terminal and stop signals (the
-daemon decides when it goes). When it cannot be started, or keeps dying, the daemon runs
-``serve`` in a thread instead: the same code and protocol.
+daemon decides when it goes). It forks one *warmer* per CPU (``start_warmers``): a
+``SCHED_IDLE`` process that spins from just before each instant until 3 ms after it, so the
+runners woken by ``join`` find their CPUs awake instead of halted (``BOTSCHED_WARM_CPUS=0``
+in the daemon's environment turns them off, to measure without). When it cannot be
+started, or keeps dying, the daemon runs ``serve`` in a thread instead: the same code and
+protocol.
 
 Messages are processed only between instants, in order, so a disarm is exclusive with the
 fire: its answer comes after the report of any instant being fired. Daemon -> joiner:
@@ -40,6 +44,9 @@ import sys
 import time
 
 SPIN_US = 1_000
+#: The warmers keep every CPU awake from the joiner's spin (about ``SPIN_US`` + 1 ms before an
+#: instant) until this long after it, so the runners it wakes find a CPU running.
+WARM_AFTER_US = 3_000
 MAX_NAP_MS = 1_000
 JOIN_LINE = b"join\n"
 #: Fds per arm message (the kernel's SCM_MAX_FD is 253) and ids per report.
@@ -65,6 +72,56 @@ def _raise_priority() -> bool:
     return True
 
 
+def _warm_cpu(cpu: int, commands: int) -> None:
+    """A warmer's life: pinned to ``cpu`` at ``SCHED_IDLE`` (it runs only when nothing else
+    wants that CPU, and any woken task preempts it at once), it spins until each deadline it
+    is sent. On a virtual machine an idle vCPU halts, and waking a halted vCPU for the runner
+    a ``join`` just woke costs the hypervisor's latency: 2-10 ms measured on a 2-vCPU guest,
+    against ~0.2 ms when the CPU is kept running (``docs/reliability.md``, "Warm CPUs")."""
+    try:
+        os.sched_setaffinity(0, {cpu})
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:
+        pass
+    clock = time.monotonic_ns
+    while True:
+        try:
+            data = os.read(commands, 4096)
+        except InterruptedError:
+            continue
+        if not data:
+            os._exit(0)  # the joiner is gone
+        until = int(data.split()[-1])
+        while clock() < until:
+            pass
+
+
+def start_warmers() -> list[int]:
+    """One warmer process per CPU this process may use; the write ends of their command pipes.
+    Forked before the joiner raises its own priority; each dies with the joiner (its pipe's
+    EOF, or ``PR_SET_PDEATHSIG``)."""
+    import ctypes
+    import signal
+
+    ends: list[int] = []
+    for cpu in sorted(os.sched_getaffinity(0)):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(write_end)
+                for end in ends:
+                    os.close(end)
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+                _warm_cpu(cpu, read_end)
+            finally:
+                os._exit(0)
+        os.close(read_end)
+        os.set_blocking(write_end, False)
+        ends.append(write_end)
+    return ends
+
+
 def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One message and its fds, without waiting (``socket.recv_fds`` ignores its flags)."""
     fds = array.array("i")
@@ -77,8 +134,9 @@ def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
 
 
 class _Joiner:
-    def __init__(self, sock: socket.socket, daemon_pid: int) -> None:
+    def __init__(self, sock: socket.socket, daemon_pid: int, warmers: list[int] | None = None) -> None:
         self.sock = sock
+        self.warmers = warmers or []  # command pipes of the warmers (none in the thread fallback)
         self.daemon_pid = daemon_pid  # -1: a thread of the daemon (it cannot be stopped alone)
         self.batches: dict[int, dict[str, int]] = {}  # due_us -> {bot_id: fd (-1: none)}
         self.grace: dict[int, int] = {}
@@ -96,6 +154,7 @@ class _Joiner:
                 due = min(self.batches)
                 left = due - _now_us()
                 if left <= SPIN_US + 1_000:  # poll counts whole ms: spin the last stretch
+                    self._warm(due)
                     self._spin_until(due)
                     self._fire(due)
                     continue
@@ -159,6 +218,17 @@ class _Joiner:
             os.close(fd)
         return True
 
+    def _warm(self, due: int) -> None:
+        """Keep every CPU running until just after ``due`` (monotonic: the warmers' clock)."""
+        if not self.warmers:
+            return
+        until = b"%d\n" % (time.monotonic_ns() + (due - _now_us() + WARM_AFTER_US) * 1000)
+        for end in self.warmers:
+            try:
+                os.write(end, until)
+            except OSError:
+                pass  # a warmer gone, or its pipe full: the joins go out all the same
+
     def _spin_until(self, due: int) -> None:
         give_up = time.monotonic() + 2 * SPIN_US / 1e6 + 0.002  # a backward clock step must not trap us
         while True:
@@ -221,11 +291,11 @@ class _Joiner:
             pass  # the daemon is gone: the next receive ends us
 
 
-def serve(sock: socket.socket, daemon_pid: int = -1) -> None:
+def serve(sock: socket.socket, daemon_pid: int = -1, warmers: list[int] | None = None) -> None:
     """Arm, fire and report until the daemon's end of ``sock`` closes."""
     _raise_priority()
     try:
-        _Joiner(sock, daemon_pid).run()
+        _Joiner(sock, daemon_pid, warmers).run()
     finally:
         sock.close()
 
@@ -246,7 +316,8 @@ def _die_with(parent: int) -> None:
 def main(argv: list[str]) -> None:
     fd, parent = int(argv[1]), int(argv[2])
     _die_with(parent)
-    serve(socket.socket(fileno=fd), parent)
+    sock = socket.socket(fileno=fd)
+    serve(sock, parent, start_warmers() if os.environ.get("BOTSCHED_WARM_CPUS", "1") != "0" else [])
 
 
 if __name__ == "__main__":
