@@ -75,6 +75,7 @@ from botsched.daemon.runners.base import (
     reserved_fds,
 )
 from botsched.daemon.runners.joins import Joins, open_journal, reset_journal
+from botsched.daemon.runners.spawner import SpawnedShim, Spawner, SpawnerGone
 
 log = logging.getLogger("botsched.runner")
 
@@ -170,14 +171,24 @@ def _group_left_by(pgid: int, start_time: str | None) -> bool:
     return found
 
 
+#: A shim as started: our child (``subprocess``) or the spawner's.
+ShimChild = subprocess.Popen[bytes] | SpawnedShim
+
+
+def _unreaped(child: ShimChild | None) -> bool:
+    if isinstance(child, SpawnedShim):
+        return child.unreaped
+    return child is not None and child.returncode is None
+
+
 class RunnerProcess:
     """One bot program: its FIFOs, handle file, log and timers."""
 
-    def __init__(self, runner: CommandRunner, bot_id: str, pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+    def __init__(self, runner: CommandRunner, bot_id: str, pid: int, child: ShimChild | None) -> None:
         self.runner = runner
         self.bot_id = bot_id
         self.pid = pid
-        self.popen = popen  # None when re-attached: a previous daemon started it
+        self.child = child  # the shim as started (None when re-attached: a previous daemon started it)
         self.start_time = _process_start_time(pid)
         self.log_fd = os.open(runner.log_path(bot_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.log_size = os.fstat(self.log_fd).st_size
@@ -322,6 +333,9 @@ class CommandRunner(Runner):
         self._journal_reset = False
         self._reports: list[tuple[str, str, str | None]] = []  # state lines not yet reported
         self.timer = Joins(self.collect_fired, grace_us=lambda: self.config.misfire_grace_us)
+        self.spawner = Spawner()
+        #: Shims forked by the spawner (off: a fresh interpreter each, as when it is gone).
+        self.use_spawner = os.environ.get("BOTSCHED_SPAWNER", "1") != "0"
 
     def start(self) -> None:
         self.timer.start()
@@ -380,7 +394,7 @@ class CommandRunner(Runner):
         try:
             return int(self.exit_path(proc.bot_id).read_text())
         except (OSError, ValueError):
-            return proc.popen.wait() if proc.popen is not None else None
+            return proc.child.wait() if proc.child is not None else None
 
     # -- starting -------------------------------------------------------------------
 
@@ -437,24 +451,31 @@ class CommandRunner(Runner):
             self._remove_files(bot_id)
             raise RunnerError(f"cannot create its pipes: {exc.strerror or exc}") from None
         try:
-            popen = subprocess.Popen(
-                [sys.executable, "-I", "-S", SHIM, str(self.pid_path(bot_id)), str(self.exit_path(bot_id)), *argv],
-                stdin=child_fds[0],
-                stdout=child_fds[1],
-                stderr=child_fds[2],
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
+            child = self._start_shim(bot_id, argv, env, child_fds)
         except OSError as exc:
             self._remove_files(bot_id)
             raise RunnerError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
         finally:
             for fd in child_fds:
                 os.close(fd)
-        proc = RunnerProcess(self, bot_id, popen.pid, popen)
+        proc = RunnerProcess(self, bot_id, child.pid, child)
         self._attach(proc)
-        log.info("runner for %s started (pid %d)", bot_id, popen.pid)
+        log.info("runner for %s started (pid %d)", bot_id, child.pid)
+
+    def _start_shim(self, bot_id: str, argv: list[str], env: dict[str, str],
+                    stdio: list[int]) -> ShimChild:
+        """Forked by the spawner (~1 ms); started with ``subprocess`` only when it is gone."""
+        pid_file, exit_file = str(self.pid_path(bot_id)), str(self.exit_path(bot_id))
+        if self.use_spawner:
+            try:
+                return SpawnedShim(self.spawner, self.spawner.spawn(pid_file, exit_file, argv, env, stdio))
+            except SpawnerGone as exc:
+                log.error("%s; runners are started with a fresh interpreter each from now on", exc)
+                self.use_spawner = False
+        return subprocess.Popen(
+            [sys.executable, "-I", "-S", SHIM, pid_file, exit_file, *argv],
+            stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], env=env, start_new_session=True, close_fds=True,
+        )
 
     def _check_descriptors(self) -> None:
         """Refuse to start a runner the daemon has no descriptors for, while enough are left
@@ -770,13 +791,11 @@ class CommandRunner(Runner):
             self._finish(proc)
 
     def _kill_leftovers(self, proc: RunnerProcess) -> None:
-        """SIGKILL what the runner left in its process group. Safe while the shim is our
-        unreaped child: its zombie holds the group id. A re-attached shim was reaped by
-        someone else: its group is signalled only if /proc shows it is still the runner's."""
-        if proc.popen is not None:
-            if proc.popen.returncode is not None:
-                return
-        elif not _group_left_by(proc.pid, proc.start_time):
+        """SIGKILL what the runner left in its process group. Safe while the shim is an
+        unreaped child (ours or the spawner's): its zombie holds the group id. Any other shim
+        was reaped by someone else: its group is signalled only if /proc shows it is still
+        the runner's."""
+        if not _unreaped(proc.child) and not _group_left_by(proc.pid, proc.start_time):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -793,8 +812,8 @@ class CommandRunner(Runner):
                         ", ".join(f"{left} bytes of std{name}" for name, left in unread.items()), DRAIN_TIMEOUT_S)
         for fd in list(proc.open_streams):
             self._end_stream(proc, fd)
-        if proc.popen is not None:
-            proc.popen.wait()  # reap our child, the shim
+        if proc.child is not None:
+            proc.child.wait()  # reap the shim (ours, or the spawner's)
         code = self._exit_code(proc)
         if code is None and proc.killed:  # re-attached, and we killed it: we know how it ended
             code = -signal.SIGKILL
@@ -964,6 +983,7 @@ class CommandRunner(Runner):
             proc.close_fds()
         self._procs.clear()
         self.timer.stop()
+        self.spawner.stop()
         if self._journal_fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._journal_fd)

@@ -37,7 +37,11 @@ def _write(path: str, text: str) -> None:
 
 
 def main() -> None:
-    pid_file, exit_file, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    run(sys.argv[1], sys.argv[2], sys.argv[3:])
+
+
+def run(pid_file: str, exit_file: str, argv: list[str]) -> None:
+    """Be the shim of ``argv``: also called in a process ``spawner.py`` forked."""
     with open(f"/proc/{os.getpid()}/stat", "rb") as handle:
         start_time = handle.read().rsplit(b")", 1)[1].split()[19].decode()
     _write(pid_file, f'{{"pid": {os.getpid()}, "start_time": "{start_time}"}}')

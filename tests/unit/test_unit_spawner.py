@@ -1,0 +1,112 @@
+"""The spawner: shims forked from one warm interpreter, held as zombies until reaped, and a
+clear ``SpawnerGone`` (the runner's cue to fall back) once it is gone. Real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from botsched.daemon.runners.spawner import SpawnedShim, Spawner, SpawnerGone
+
+RUNNER = "import os, sys; print(os.environ['GREETING'], os.getsid(0), flush=True); sys.stdin.readline(); sys.exit(3)"
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        return handle.read().rsplit(b")", 1)[1].split()[0].decode()
+
+
+def _wait_for(check: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _start(spawner: Spawner, tmp_path: Path, stdin: tuple[int, int] | None = None) -> tuple[int, int, int]:
+    """A shim running RUNNER; returns (shim pid, write end of its stdin, read end of its stdout)."""
+    stdin_r, stdin_w = stdin or os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    env = {"GREETING": "hello", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    try:
+        pid = spawner.spawn(str(tmp_path / "b.pid"), str(tmp_path / "b.exit"), [sys.executable, "-c", RUNNER], env,
+                            [stdin_r, stdout_w, stdout_w])
+    finally:
+        os.close(stdin_r)
+        os.close(stdout_w)
+    return pid, stdin_w, stdout_r
+
+
+def test_a_spawned_shim_runs_the_runner_in_its_own_session_and_is_held_until_reaped(tmp_path: Path) -> None:
+    spawner = Spawner()
+    try:
+        pid, stdin_w, stdout_r = _start(spawner, tmp_path)
+        greeting, session = os.read(stdout_r, 100).decode().split()
+        assert greeting == "hello"  # the environment it was given, not the daemon's
+        assert int(session) == pid  # a session of its own, led by the shim (start_new_session)
+        _wait_for(lambda: (tmp_path / "b.pid").exists())
+        assert f'"pid": {pid}' in (tmp_path / "b.pid").read_text()
+        os.write(stdin_w, b"leave\n")
+        _wait_for(lambda: _state(pid) == "Z")  # exited, and nobody reaped it yet: the group id stays held
+        child = SpawnedShim(spawner, pid)
+        assert child.unreaped
+        assert (tmp_path / "b.exit").read_text() == "3"
+        assert child.wait() == 3
+        assert not child.unreaped
+        assert not os.path.exists(f"/proc/{pid}")
+        os.close(stdin_w)
+        os.close(stdout_r)
+    finally:
+        spawner.stop()
+
+
+def test_shims_outlive_the_spawner_and_a_dead_spawner_is_reported_gone(tmp_path: Path) -> None:
+    spawner = Spawner()
+    pid, stdin_w, stdout_r = _start(spawner, tmp_path)
+    assert os.read(stdout_r, 100).startswith(b"hello")
+    assert spawner._proc is not None
+    spawner._proc.kill()  # as if it crashed
+    spawner._proc.wait()
+    assert _state(pid) != "Z"  # the shim and its runner keep running (reparented)
+    assert SpawnedShim(spawner, pid).wait() is None  # no one to say how it ended: the exit file will
+    with pytest.raises(SpawnerGone):
+        _start(spawner, tmp_path)
+    assert not spawner.alive
+    with pytest.raises(SpawnerGone):  # and it stays gone: the runner starts shims the old way
+        _start(spawner, tmp_path)
+    os.write(stdin_w, b"leave\n")
+    _wait_for(lambda: (tmp_path / "b.exit").exists())
+    assert (tmp_path / "b.exit").read_text() == "3"
+    os.close(stdin_w)
+    os.close(stdout_r)
+    spawner.stop()
+
+
+def test_the_spawner_dies_with_its_daemon(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG: a SIGKILLed daemon leaves no spawner behind (but its shims run on)."""
+    read_end, write_end = os.pipe()
+    stdin = os.pipe()  # its write end stays open here: the runner must not see EOF when the daemon dies
+    daemon = os.fork()
+    if daemon == 0:
+        os.close(read_end)
+        spawner = Spawner()
+        pid, _, _ = _start(spawner, tmp_path, stdin)
+        assert spawner._proc is not None
+        os.write(write_end, b"%d %d" % (spawner._proc.pid, pid))
+        signal.pause()
+        os._exit(0)
+    os.close(write_end)
+    spawner_pid, shim_pid = (int(x) for x in os.read(read_end, 100).split())
+    os.close(read_end)
+    os.close(stdin[0])
+    os.kill(daemon, signal.SIGKILL)
+    os.waitpid(daemon, 0)
+    _wait_for(lambda: not os.path.exists(f"/proc/{spawner_pid}") or _state(spawner_pid) == "Z")
+    assert os.path.exists(f"/proc/{shim_pid}") and _state(shim_pid) != "Z"
+    os.killpg(shim_pid, signal.SIGKILL)
+    os.close(stdin[1])
