@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from botsched.daemon.runners import joiner
+from botsched.daemon.runners.spawner import end_helper
 
 log = logging.getLogger("botsched.runner.joins")
 
@@ -199,14 +200,7 @@ class Joins:
 
     def _reap(self, kill: bool) -> None:
         if self._proc is not None:
-            if kill:
-                with contextlib.suppress(OSError):
-                    self._proc.kill()
-            try:
-                self._proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            end_helper(self._proc, kill)
             self._proc = None
         if self._thread is not None:
             self._thread.join(timeout=2)

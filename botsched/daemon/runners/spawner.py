@@ -137,6 +137,19 @@ def main(argv: list[str]) -> None:
 # -- the daemon's side --------------------------------------------------------------
 
 
+def end_helper(proc: subprocess.Popen[bytes], kill: bool = False) -> None:
+    """Reap a helper process (the spawner, the join process) once its socket is closed: it
+    exits on its own; SIGKILL it at once if ``kill``, or after 2 s if it lingers."""
+    if kill:
+        with contextlib.suppress(OSError):
+            proc.kill()
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class SpawnerGone(Exception):
     """The spawner could not be started or stopped answering: start shims another way."""
 
@@ -215,22 +228,15 @@ class Spawner:
         return int(code) if code.lstrip(b"-").isdigit() else None
 
     def _kill(self) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(OSError):
-                self._proc.kill()
-        self.stop()
+        self.stop(kill=True)
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
         """The spawner exits when its socket closes; the shims it forked keep running."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
         if self._proc is not None:
-            try:
-                self._proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            end_helper(self._proc, kill)
             self._proc = None
 
 
