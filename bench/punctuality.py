@@ -545,7 +545,7 @@ def main() -> int:
                         help="--runner command: the runner-side probe (default c: compiled with gcc; "
                              "python: bench/runner_probe.py)")
     parser.add_argument("--defer-probe", choices=["all", "state", "none"], default="all",
-                        help="--probe c: stamp the read of join, then sleep 50 ms before its own bookkeeping "
+                        help="--probe c: stamp the read of join, then sleep 37 ms before its own bookkeeping "
                              "(all, the default: result file and state line; state: the state line only; none: "
                              "the pre-issue-12 probe, whose file writes delay the probes still waiting for a CPU)")
     parser.add_argument("--control", action="store_true",

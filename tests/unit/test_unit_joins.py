@@ -307,3 +307,64 @@ def test_runner_reports_read_together_are_one_commit_judged_in_order(tmp_path: P
                          ("bot_unknown0000000", states.ENDED, None)])
     assert commits == [4]  # c: joining -> ended is legal; the unknown bot is ignored
     assert [h.store.get(i)["state"] for i in (a, b, c)] == [states.LEAVING, states.JOINED_RECORDING, states.ENDED]
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """State, ppid, ... of a live (not zombie) process; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == b"Z" else fields
+
+
+def _children(pid: int) -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and (fields := _stat(int(entry))) is not None and int(fields[1]) == pid]
+
+
+def _until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_the_join_process_keeps_one_idle_class_warmer_pinned_on_each_cpu_and_takes_them_with_it() -> None:
+    timer = Joins(lambda: None, grace_us=lambda: 5_000_000)
+    cpus = os.sched_getaffinity(0)
+    try:
+        timer.start()
+        joiner = timer.pid
+        assert joiner is not None
+        _until(lambda: len(_children(joiner)) == len(cpus))
+        warmers = _children(joiner)
+        _until(lambda: all(os.sched_getscheduler(pid) == os.SCHED_IDLE for pid in warmers))
+        assert sorted(cpu for pid in warmers for cpu in os.sched_getaffinity(pid)) == sorted(cpus)
+        read, write = _pipe()
+        timer.arm(_now_us() + 20_000, {"a": write})  # an instant with the warmers spinning: still written
+        assert [f.bot_id for f in _fired(timer, 1)] == ["a"] and _read(read) == b"join\n"
+        os.close(read)
+        os.close(write)
+        os.kill(joiner, signal.SIGKILL)
+        _until(lambda: all(_stat(pid) is None for pid in warmers))  # PR_SET_PDEATHSIG
+    finally:
+        timer.stop()
+
+
+def test_no_warmers_with_botsched_warm_cpus_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOTSCHED_WARM_CPUS", "0")
+    timer = Joins(lambda: None, grace_us=lambda: 5_000_000)
+    try:
+        timer.start()
+        joiner = timer.pid
+        assert joiner is not None
+        read, write = _pipe()
+        timer.arm(_now_us() + 20_000, {"a": write})
+        assert [f.bot_id for f in _fired(timer, 1)] == ["a"] and _read(read) == b"join\n"
+        os.close(read)
+        os.close(write)
+        assert _children(joiner) == []
+    finally:
+        timer.stop()

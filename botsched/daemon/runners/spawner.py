@@ -165,7 +165,8 @@ class Spawner:
 
     @property
     def alive(self) -> bool:
-        return self._sock is not None
+        """Running (so the shims it forked and has not reaped are still its zombies)."""
+        return self._proc is not None and self._proc.poll() is None
 
     def _start(self) -> socket.socket:
         """Called on the loop's thread (``PR_SET_PDEATHSIG`` follows the spawning thread)."""
@@ -219,7 +220,7 @@ class Spawner:
 
     def reap(self, pid: int) -> int | None:
         """The exit status of a shim it forked, which stops being a zombie; None if unknown."""
-        if self._sock is None:
+        if not self.alive:
             return None
         try:
             code = self._ask(b"R %d" % pid).split()[-1]
