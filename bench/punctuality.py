@@ -226,6 +226,7 @@ class Workload:
     probe: str | None = None  # the runner binary (the C probe), else runner_probe.py
     webhook_s: float | None = None  # one webhook endpoint whose receiver answers after this long
     defer: str = ""  # the C probe sleeps before its own bookkeeping: "all" or "state" (--defer-probe)
+    dump: str | None = None  # append each bot's runner-side read (join_at, ms late) to this file
     #: The first join_at is this long after stage_lead from now: time to create them all.
     margin_s: float = 3.0
 
@@ -445,7 +446,11 @@ def _figures(work: Workload, bots: list[dict[str, Any]], probe_dir: Path,
         figures["last_ms"] = max(late_ms)
     if work.runner == "command":
         wanted = {b["join_at"] for b in bots}
-        read = [ms for ms, at in probe_reads(probe_dir) if at in wanted]
+        reads = sorted((at, ms) for ms, at in probe_reads(probe_dir) if at in wanted)
+        read = [ms for _, ms in reads]
+        if work.dump:
+            with open(work.dump, "a") as out:
+                out.writelines(f"{work.name}\t{at}\t{ms:.3f}\n" for at, ms in reads)
         figures.update(summary_ms(read, "read"))
         if work.mode == "burst" and read:
             figures["read_last"] = max(read)
@@ -548,6 +553,9 @@ def main() -> int:
                         help="--probe c: stamp the read of join, then sleep 37 ms before its own bookkeeping "
                              "(all, the default: result file and state line; state: the state line only; none: "
                              "the pre-issue-12 probe, whose file writes delay the probes still waiting for a CPU)")
+    parser.add_argument("--dump", metavar="FILE",
+                        help="--runner command: append each bot's runner-side read to FILE (workload, join_at, "
+                             "ms late; one line per bot per run), to see which joins make the tail")
     parser.add_argument("--control", action="store_true",
                         help="after each spread run, hit the same instants with a bare asyncio loop (machine floor)")
     parser.add_argument("--webhook", type=float, default=None, metavar="S",
@@ -564,7 +572,7 @@ def main() -> int:
     for mode in modes:
         work = replace(default_workload(mode, args.runner, args.bots, args.window), stage_lead_s=args.stage_lead,
                        load=args.load, flood=args.flood, probe=str(probe) if probe else None,
-                       list_during=args.list_during,
+                       list_during=args.list_during, dump=args.dump,
                        defer="" if args.defer_probe == "none" else args.defer_probe)
         control = args.control and mode == "spread"
         variants = [work] if args.webhook is None else [work, replace(work, webhook_s=args.webhook)]

@@ -7,9 +7,11 @@ Two layers, so the rules are testable without waiting:
 - ``Scheduler.run()`` is the asyncio loop around it. It wakes exactly when the next bot is
   due (not on a poll): it naps in bounded chunks of at most ``MAX_NAP_S`` re-reading the
   wall clock (so NTP steps and suspend/resume cannot shift a join by more than a chunk),
-  wakes ``SPIN_S`` early and spins the last stretch, because the event loop's timers
-  round up to whole milliseconds. ``poke()`` re-plans at once when a request makes
-  something due sooner.
+  wakes ``SPIN_S`` early and spins the last stretch before a join it sends itself, because
+  the event loop's timers round up to whole milliseconds (staging and arming take the
+  timer's millisecond; joins armed in the join process are sent there). It yields to the
+  loop between any two ticks. ``poke()`` re-plans at once when a request makes something
+  due sooner.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ SPIN_S = 0.002
 LATE_NOTE_US = 100_000
 #: Staging waits while a join is due this soon...
 JOIN_GUARD_US = 5_000
+#: ...and until this long after it: the runners just woken need the CPUs (staging forks a
+#: shim and commits). The join process reports an instant as late (``REPORT_AFTER_US``), so
+#: staging and the report's commit share one tick. Staging that began at the instant itself
+#: (a spread's next bot is staged exactly one stage lead before its join) made the idle
+#: spread's runner-side p99 ~3 ms; 5 ms later, ~0.2 ms (docs/reliability.md).
+JOIN_SETTLE_US = 5_000
 #: ...unless staging is already this late.
 MAX_STAGE_DEFER_US = 500_000
 BATCH = 5_000
@@ -81,6 +89,17 @@ def _seconds(us: int) -> str:
     return f"{us / 1_000_000:.3f}".rstrip("0").rstrip(".") + "s"
 
 
+def _quiet(when: int, join_us: int | None) -> int:
+    """``when``, or the end of the join's quiet window it falls in (``JOIN_GUARD_US`` before
+    to ``JOIN_SETTLE_US`` after ``join_us``). Arming and staging are moved there before the
+    loop sleeps, so it does not even wake at the instant: a spread's next bot is due to stage
+    (and, ``ARM_LEAD_US`` ahead, to be armed) exactly at an earlier bot's join, and a loop
+    waking there only to hold back took a CPU from that join's runner."""
+    if join_us is not None and join_us - JOIN_GUARD_US <= when < join_us + JOIN_SETTLE_US:
+        return join_us + JOIN_SETTLE_US
+    return when
+
+
 class Scheduler:
     def __init__(self, store: Store, runner: Runner, config: Config, clock: Clock | None = None) -> None:
         self.store = store
@@ -103,6 +122,9 @@ class Scheduler:
         self._last_tick = 0.0
         #: Staging waits until then: a join is due (set when the guard held staging back).
         self._stage_hold_us = 0
+        #: The next join the loop sends itself (not armed in the join process): the only
+        #: target worth spinning for (``next_due_us`` sets it).
+        self._loop_join_us: int | None = None
         runner.on_slot_freed = self.poke
         runner.on_joins_sent = self.joins_sent
         runner.report_many = self.report_many
@@ -113,10 +135,12 @@ class Scheduler:
         """When the next transition is due: the earliest of staging, joining, ad-hoc start."""
         candidates = []
         when = self._next_time(states.STAGED, exclude_armed=True)
+        self._loop_join_us = when
         if when is not None:
             candidates.append(when)
+        next_join = self._next_time(states.STAGED)
         if self._to_arm:
-            candidates.append(self._next_arm_us - ARM_LEAD_US)
+            candidates.append(_quiet(self._next_arm_us - ARM_LEAD_US, next_join))
         if self.runner.free_slots() != 0:  # when full, a freed slot pokes us
             staging = []
             when = self._next_stage_us()
@@ -126,7 +150,7 @@ class Scheduler:
             if when is not None:
                 staging.append(when)
             if staging:
-                candidates.append(max(min(staging), self._stage_hold_us))
+                candidates.append(_quiet(max(min(staging), self._stage_hold_us), next_join))
         return min(candidates) if candidates else None
 
     def next_join_us(self) -> int | None:
@@ -163,7 +187,8 @@ class Scheduler:
         """Do everything due now; return when the next thing is due (``None``: nothing queued).
 
         Joins come first. Staging (a commit and process starts) is held back while a join
-        is due within ``JOIN_GUARD_US``, so it cannot make that join late — unless staging
+        is due within ``JOIN_GUARD_US`` and until ``JOIN_SETTLE_US`` after it, so it cannot
+        make that join late or take a CPU from the runners it wakes — unless staging
         itself is already ``MAX_STAGE_DEFER_US`` overdue (no starvation under a join storm).
         """
         now = self.clock.now_us()
@@ -226,7 +251,7 @@ class Scheduler:
         next_join = self._next_time(states.STAGED)
         if next_join is None or next_join - now > JOIN_GUARD_US:
             return True
-        self._stage_hold_us = max(next_join + 1, now + HOLD_RECHECK_US)  # never a past time: no busy loop
+        self._stage_hold_us = max(next_join + JOIN_SETTLE_US, now + HOLD_RECHECK_US)  # never past: no busy loop
         candidates = [t for t in (self._next_time(states.READY),) if t is not None]
         scheduled = self.store.next_time(states.SCHEDULED)
         if scheduled is not None:
@@ -421,14 +446,15 @@ class Scheduler:
         return ahead[:count]
 
     def _join_imminent(self) -> bool:
-        """A join (armed or not) is due within ``JOIN_GUARD_US``: hold staging until it is out."""
+        """A join (armed or not) is due within ``JOIN_GUARD_US``, or was due less than
+        ``JOIN_SETTLE_US`` ago: hold staging until it has settled."""
         now = self.clock.now_us()
         next_join = self.store.next_time(states.STAGED)
         armed = self.runner.armed().values()
-        soonest = min([t for t in (next_join, *armed) if t is not None and t >= now - JOIN_GUARD_US], default=None)
+        soonest = min([t for t in (next_join, *armed) if t is not None and t >= now - JOIN_SETTLE_US], default=None)
         if soonest is None or soonest - now > JOIN_GUARD_US:
             return False
-        self._stage_hold_us = max(soonest + 1, now + HOLD_RECHECK_US)
+        self._stage_hold_us = max(soonest + JOIN_SETTLE_US, now + HOLD_RECHECK_US)
         return True
 
     def _bot(self, bot_id: str) -> Bot:
@@ -562,11 +588,19 @@ class Scheduler:
                 return
             remaining = (target_us - self.clock.now_us()) / 1_000_000
             if remaining <= 0:
+                await asyncio.sleep(0)  # the loop's I/O between ticks, whatever comes due
+                return
+            if remaining <= SPIN_S and target_us != self._loop_join_us:
+                # staging, arming, a held-back stage: a timer's millisecond is fine. A spin
+                # here held the loop (no I/O, not even the join process's reports the hold
+                # waits for) through back-to-back 1 ms re-checks for up to 500 ms.
+                await asyncio.sleep(remaining)
                 return
             if remaining <= SPIN_S:
                 give_up = time.monotonic() + 2 * SPIN_S  # a backward clock step must not trap us here
                 while self.clock.now_us() < target_us and time.monotonic() < give_up:
                     pass
+                await asyncio.sleep(0)
                 return
             if not await wait_event(self._wakeup, min(remaining - SPIN_S, MAX_NAP_S)):
                 continue

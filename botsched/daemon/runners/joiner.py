@@ -11,9 +11,11 @@ the instant to the join journal, writes ``join\\n`` to every fd of that instant 
 loop, and reports what it wrote. It runs ``SCHED_FIFO`` when allowed, dies with the daemon
 (``PR_SET_PDEATHSIG``) or when the socket closes, and ignores terminal and stop signals (the
 daemon decides when it goes). It forks one *warmer* per CPU (``start_warmers``): a
-``SCHED_IDLE`` process that spins from just before each instant until 3 ms after it, so the
+``SCHED_IDLE`` process that spins from just before each instant until just after it, so the
 runners woken by ``join`` find their CPUs awake instead of halted (``BOTSCHED_WARM_CPUS=0``
-in the daemon's environment turns them off, to measure without). When it cannot be
+in the daemon's environment turns them off, to measure without). It reports an instant
+``REPORT_AFTER_US`` after it, not at once: the daemon's work on a report (a commit, events,
+the staging held back for it) would otherwise take a CPU from the runners just woken. When it cannot be
 started, or keeps dying, the daemon runs ``serve`` in a thread instead: the same code and
 protocol.
 
@@ -24,6 +26,7 @@ fire: its answer comes after the report of any instant being fired. Daemon -> jo
   runner). An instant more than ``GRACE_US`` past when reached is reported ``missed``.
 - ``D ID``: disarm; answered ``d ID 1`` (it was pending: never written) or ``d ID 0``.
 - ``P``: answered ``p`` (every instant reached before it was sent has been reported).
+  A ``D`` or ``P`` first sends every report still held back, so both answers keep their order.
 - ``J OFFSET`` + fd: the journal; each instant is ``pwrite``-n at OFFSET onwards (the file is
   preallocated, so a full disk cannot refuse the line) just before its joins are written.
 - ``L UNTIL_NS``: send only while ``CLOCK_MONOTONIC`` < UNTIL_NS (-1: always): a cluster
@@ -45,8 +48,14 @@ import time
 
 SPIN_US = 1_000
 #: The warmers keep every CPU awake from the joiner's spin (about ``SPIN_US`` + 1 ms before an
-#: instant) until this long after it, so the runners it wakes find a CPU running.
-WARM_AFTER_US = 3_000
+#: instant) until this long after it, so the runners it wakes find a CPU running. Just past
+#: the first writes, no longer: a woken runner is measured to wait until the warmer on its
+#: CPU stops spinning (the guest's kernel does not preempt it at wake-up), so a 3 ms warm
+#: made a cluster of joins read exactly 3 ms late (docs/reliability.md, "Quiet after a join").
+WARM_AFTER_US = 150
+#: Reports of an instant wait this long after it (the daemon's work on them would compete
+#: with the runners just woken): the idle spread's p99 went from ~0.9 to ~0.2 ms.
+REPORT_AFTER_US = 5_000
 MAX_NAP_MS = 1_000
 JOIN_LINE = b"join\n"
 #: Fds per arm message (the kernel's SCM_MAX_FD is 253) and ids per report.
@@ -144,12 +153,20 @@ class _Joiner:
         self.journal = -1
         self.journal_at = 0
         self.until_ns = -1
+        self.reports: list[bytes] = []  # held back until report_at_ns (monotonic)
+        self.report_at_ns = 0
 
     def run(self) -> None:
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         while True:
             timeout = -1
+            if self.reports:
+                wait_ns = self.report_at_ns - time.monotonic_ns()
+                if wait_ns <= 0:
+                    self._flush_reports()
+                else:
+                    timeout = -(-wait_ns // 1_000_000)  # whole ms, rounded up
             if self.batches:
                 due = min(self.batches)
                 left = due - _now_us()
@@ -158,7 +175,8 @@ class _Joiner:
                     self._spin_until(due)
                     self._fire(due)
                     continue
-                timeout = min((left - SPIN_US) // 1000, MAX_NAP_MS)
+                nap = min((left - SPIN_US) // 1000, MAX_NAP_MS)
+                timeout = nap if timeout < 0 else min(timeout, nap)
             if poller.poll(timeout) and not self._receive():
                 return
 
@@ -196,8 +214,10 @@ class _Joiner:
                 self.due_of[bot_id] = due
         elif kind == b"D":
             bot_id = fields[1].decode()
+            self._flush_reports()
             self._send(b"d %s %d" % (fields[1], self._drop(bot_id)))
         elif kind == b"P":
+            self._flush_reports()
             self._send(b"p")
         elif kind == b"J":
             if self.journal >= 0:
@@ -270,8 +290,15 @@ class _Joiner:
             if fd >= 0:
                 os.close(fd)
         items = [bot_id.encode() + (b"=" + errors[bot_id] if bot_id in errors else b"") for bot_id in batch]
+        if not self.reports:
+            self.report_at_ns = time.monotonic_ns() + (due + REPORT_AFTER_US - _now_us()) * 1000
         for start in range(0, len(items), REPORT_IDS):
-            self._send(b"F %d %d " % (due, sent) + b" ".join(items[start:start + REPORT_IDS]))
+            self.reports.append(b"F %d %d " % (due, sent) + b" ".join(items[start:start + REPORT_IDS]))
+
+    def _flush_reports(self) -> None:
+        reports, self.reports = self.reports, []
+        for report in reports:
+            self._send(report)
 
     def _frozen(self) -> bool:
         """The daemon is stopped (or gone)."""
