@@ -6,8 +6,11 @@ thread; the scheduler's side of arming is driven with a fake clock.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +19,9 @@ from typing import Any
 import pytest
 
 from botsched.core import states
+from botsched.daemon.runners import joiner
 from botsched.daemon.runners.joins import Fired, Joins, open_journal, reset_journal
-from botsched.daemon.scheduler import ARM_LEAD_US, JOIN_GUARD_US, Scheduler
+from botsched.daemon.scheduler import ARM_LEAD_US, JOIN_GUARD_US, JOIN_SETTLE_US, Scheduler, SystemClock
 from tests.support.fakes import RecordingRunner
 from tests.unit.test_unit_scheduler import LEAD, T0, Harness, S
 
@@ -368,3 +372,76 @@ def test_no_warmers_with_botsched_warm_cpus_0(monkeypatch: pytest.MonkeyPatch) -
         assert _children(joiner) == []
     finally:
         timer.stop()
+
+
+def _raw_joiner() -> tuple[socket.socket, threading.Thread]:
+    """The joiner's own loop on a socketpair (its protocol, no Joins in front)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    thread = threading.Thread(target=joiner.serve, args=(theirs,), daemon=True)
+    thread.start()
+    return ours, thread
+
+
+def test_the_joiner_reports_an_instant_after_the_runners_had_the_cpus_unless_asked() -> None:
+    """The report (the daemon's commit) waits ``REPORT_AFTER_US`` past the instant, so it
+    does not compete with the runners just woken; a ``P`` sends it at once, before ``p``."""
+    ours, thread = _raw_joiner()
+    (r1, w1), (r2, w2) = _pipe(), _pipe()
+    try:
+        first = _now_us() + 60_000
+        socket.send_fds(ours, [b"A %d 5000000 a" % first], [w1])
+        [message] = [ours.recv(4096)]
+        got_us = _now_us()
+        assert message.split()[:2] == [b"F", b"%d" % first] and message.endswith(b" a")
+        assert got_us - first >= joiner.REPORT_AFTER_US - 1_000  # held back...
+        assert _read(r1) == b"join\n"  # ...while the join itself went out on time
+        second = _now_us() + 40_000
+        socket.send_fds(ours, [b"A %d 5000000 b" % second], [w2])
+        while _now_us() < second + 300:
+            time.sleep(0.0002)
+        asked_us = _now_us()
+        ours.send(b"P")
+        replies = [ours.recv(4096), ours.recv(4096)]
+        assert replies[0].startswith(b"F %d " % second) and replies[1] == b"p"  # the report first
+        assert _now_us() - asked_us < joiner.REPORT_AFTER_US  # not held back once asked
+    finally:
+        ours.close()
+        thread.join(timeout=5)
+        for fd in (r1, w1, r2, w2):
+            os.close(fd)
+    assert not thread.is_alive()
+
+
+def test_staging_due_at_an_armed_join_is_planned_after_its_quiet_window(tmp_path: Path) -> None:
+    """A spread's next bot is due to stage exactly at an earlier bot's join: the loop plans
+    it for ``JOIN_SETTLE_US`` after that instant, so it does not even wake at the instant."""
+    h = _arming(tmp_path)
+    first = T0 + 60 * S
+    [early] = h.add_many(first, 1)
+    h.at(first - LEAD)
+    h.at(first - ARM_LEAD_US)
+    assert h.runner.armed() == {early: first}
+    [later] = h.add_many(first + LEAD, 1)  # its stage time is `first` itself
+    assert h.sched.next_due_us() == first + JOIN_SETTLE_US
+    h.runner.send(first)
+    assert h.at(first + JOIN_SETTLE_US) is not None
+    assert h.state(later) == states.STAGED and h.state(early) == states.JOINING
+
+
+def test_the_loop_serves_io_while_it_waits_out_a_held_stage(tmp_path: Path) -> None:
+    """Only a join the loop sends itself is worth a spin; waiting for anything else (a held
+    stage re-checked every ms) must leave the loop free, or the join process's reports the
+    hold waits for are never read."""
+    h = Harness(tmp_path)
+
+    async def main() -> list[str]:
+        order: list[str] = []
+        h.sched._wakeup = asyncio.Event()
+        h.sched._loop_join_us = None
+        asyncio.get_running_loop().call_soon(order.append, "io")
+        await h.sched._sleep_until(h.sched.clock.now_us() + 1_500)  # within SPIN_S, not a join
+        order.append("tick")
+        return order
+
+    h.sched.clock = SystemClock()
+    assert asyncio.run(main()) == ["io", "tick"]
