@@ -205,6 +205,17 @@ def _arming(tmp_path: Path) -> Harness:
     return h
 
 
+def _one_armed(tmp_path: Path) -> tuple[Harness, int, str]:
+    """A harness with one bot staged and its join (at ``first``) armed: (h, first, bot)."""
+    h = _arming(tmp_path)
+    first = T0 + 60 * S
+    [early] = h.add_many(first, 1)
+    h.at(first - LEAD)
+    h.at(first - ARM_LEAD_US)
+    assert h.runner.armed() == {early: first}
+    return h, first, early
+
+
 def test_the_scheduler_arms_staged_joins_ahead_and_never_wakes_at_their_instant(tmp_path: Path) -> None:
     h = _arming(tmp_path)
     join = T0 + 60 * S
@@ -222,12 +233,7 @@ def test_the_scheduler_arms_staged_joins_ahead_and_never_wakes_at_their_instant(
 
 
 def test_staging_never_starts_a_runner_in_the_guard_before_an_armed_join(tmp_path: Path) -> None:
-    h = _arming(tmp_path)
-    first = T0 + 60 * S
-    [early] = h.add_many(first, 1)
-    h.at(first - LEAD)
-    h.at(first - ARM_LEAD_US)
-    assert h.runner.armed() == {early: first}
+    h, first, early = _one_armed(tmp_path)
     later = h.add_many(first + LEAD - JOIN_GUARD_US // 2, 20)  # their staging falls inside the guard
     nxt = h.at(first - JOIN_GUARD_US // 2)
     assert not set(h.runner.ops("stage")) & set(later)  # held back...
@@ -415,12 +421,7 @@ def test_the_joiner_reports_an_instant_after_the_runners_had_the_cpus_unless_ask
 def test_staging_due_at_an_armed_join_is_planned_after_its_quiet_window(tmp_path: Path) -> None:
     """A spread's next bot is due to stage exactly at an earlier bot's join: the loop plans
     it for ``JOIN_SETTLE_US`` after that instant, so it does not even wake at the instant."""
-    h = _arming(tmp_path)
-    first = T0 + 60 * S
-    [early] = h.add_many(first, 1)
-    h.at(first - LEAD)
-    h.at(first - ARM_LEAD_US)
-    assert h.runner.armed() == {early: first}
+    h, first, early = _one_armed(tmp_path)
     [later] = h.add_many(first + LEAD, 1)  # its stage time is `first` itself
     assert h.sched.next_due_us() == first + JOIN_SETTLE_US
     h.runner.send(first)
