@@ -396,7 +396,7 @@ def test_the_joiner_reports_an_instant_after_the_runners_had_the_cpus_unless_ask
     try:
         first = _now_us() + 60_000
         socket.send_fds(ours, [b"A %d 5000000 a" % first], [w1])
-        [message] = [ours.recv(4096)]
+        message = ours.recv(4096)
         got_us = _now_us()
         assert message.split()[:2] == [b"F", b"%d" % first] and message.endswith(b" a")
         assert got_us - first >= joiner.REPORT_AFTER_US - 1_000  # held back...
@@ -437,8 +437,7 @@ def test_the_loop_serves_io_while_it_waits_out_a_held_stage(tmp_path: Path) -> N
 
     async def main() -> list[str]:
         order: list[str] = []
-        h.sched._wakeup = asyncio.Event()
-        h.sched._loop_join_us = None
+        h.sched._wakeup = asyncio.Event()  # run() makes it; this calls _sleep_until alone
         asyncio.get_running_loop().call_soon(order.append, "io")
         await h.sched._sleep_until(h.sched.clock.now_us() + 1_500)  # within SPIN_S, not a join
         order.append("tick")
