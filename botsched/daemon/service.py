@@ -222,11 +222,13 @@ class BotService:
         warnings: list[str] = []
         bot = self._new_bot(args, now, warnings, self.zone)
 
-        def finish(ids: list[str]) -> Result:
+        def finish(created: Bot) -> Result:
             self.scheduler.poke(self._due_us(bot))
-            return self._get(ids[0]), warnings
+            return created, warnings
 
-        return _Write("create", lambda: self._insert([bot], now), finish)
+        # read back where it was written: on the writer's connection, inside its transaction
+        # (its pages are in that connection's cache), not on the loop after the commit
+        return _Write("create", lambda: self._get(self._insert([bot], now)[0]), finish)
 
     def _rescheduling(self, args: dict[str, Any]) -> _Write:
         bot_id = validate_bot_id(args.get("id"))
@@ -237,11 +239,15 @@ class BotService:
         join = parse_join_at(text, now, self.zone)
         warnings = join.warnings + check_join_time(join, now, self.config.stage_lead_us)
 
-        def finish(_: None) -> Result:
-            self.scheduler.poke(join.us - self.config.stage_lead_us)
-            return self._get(bot_id), warnings
+        def commit() -> Bot:
+            self.store.reschedule(bot_id, join.text, join.us, now)
+            return self._get(bot_id)
 
-        return _Write("reschedule", lambda: self.store.reschedule(bot_id, join.text, join.us, now), finish)
+        def finish(moved: Bot) -> Result:
+            self.scheduler.poke(join.us - self.config.stage_lead_us)
+            return moved, warnings
+
+        return _Write("reschedule", commit, finish)
 
     def _cancelling(self, args: dict[str, Any]) -> _Write:
         bot_id = validate_bot_id(args.get("id"))
