@@ -110,3 +110,55 @@ def test_the_spawner_dies_with_its_daemon(tmp_path: Path) -> None:
     assert os.path.exists(f"/proc/{shim_pid}") and _state(shim_pid) != "Z"
     os.killpg(shim_pid, signal.SIGKILL)
     os.close(stdin[1])
+
+
+def _slice_ns(text: str) -> int | None:
+    """``se.slice`` of a ``/proc/PID/sched`` text (Linux 6.12+), if shown."""
+    for line in text.splitlines():
+        if line.startswith("se.slice"):
+            return int(line.split(":")[1])
+    return None
+
+
+SHOW_SLICE = "import sys; print(open('/proc/self/sched').read(), flush=True); sys.stdin.readline()"
+
+
+@pytest.mark.parametrize("started_by", ["spawner", "shim alone"])
+def test_a_runner_asks_for_short_time_slices_and_its_shim_keeps_the_default(tmp_path: Path, started_by: str) -> None:
+    """A woken runner must preempt the task on a busy CPU at once (shim.RUNNER_SLICE_NS)."""
+    default = _slice_ns(Path("/proc/self/sched").read_text())
+    if default is None:
+        pytest.skip("this kernel does not show se.slice in /proc/PID/sched")
+    from botsched.daemon.runners import shim as shim_module
+    from botsched.daemon.runners.spawner import SHIM
+
+    assert default > shim_module.RUNNER_SLICE_NS  # (else the test proves nothing)
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    argv = [sys.executable, "-c", SHOW_SLICE]
+    spawner = Spawner() if started_by == "spawner" else None
+    try:
+        if spawner is not None:
+            pid = spawner.spawn(str(tmp_path / "b.pid"), str(tmp_path / "b.exit"), argv,
+                                {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, [stdin_r, stdout_w, stdout_w])
+        else:
+            import subprocess
+
+            pid = subprocess.Popen([sys.executable, "-I", "-S", SHIM, str(tmp_path / "b.pid"), str(tmp_path / "b.exit"),
+                                    *argv], stdin=stdin_r, stdout=stdout_w).pid
+        os.close(stdin_r)
+        os.close(stdout_w)
+        runner_sched = b""
+        while b"\n\n" not in runner_sched:  # (print's own newline ends the file's text)
+            chunk = os.read(stdout_r, 65536)
+            assert chunk, f"the runner ended early: {runner_sched!r}"
+            runner_sched += chunk
+        os.close(stdout_r)
+        assert _slice_ns(runner_sched.decode()) == shim_module.RUNNER_SLICE_NS
+        assert _slice_ns(Path(f"/proc/{pid}/sched").read_text()) == default  # the shim itself: unchanged
+        os.write(stdin_w, b"leave\n")
+        _wait_for(lambda: (tmp_path / "b.exit").exists())
+    finally:
+        os.close(stdin_w)
+        if spawner is not None:
+            spawner.stop()

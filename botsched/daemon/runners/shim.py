@@ -13,8 +13,19 @@ runner decides, the shim only records); SIGKILL of the group takes both.
 """
 
 import os
+import platform
 import signal
 import sys
+
+#: The time slice a runner asks the kernel for (``sched_setattr``'s ``sched_runtime`` for
+#: ``SCHED_OTHER``; Linux 6.12+, EEVDF; 100 µs is its floor). When ``join`` wakes a runner on
+#: a CPU busy with other work, a waking task with a shorter slice than the running one
+#: preempts it at once; with the default slice (1.4 ms here) it waits for that task's slice
+#: to run out. Measured, 200 runners over 10 s under 64 connections of load: p99 2.75 ->
+#: 1.19 ms. The runner's share of CPU is unchanged (its nice value is kept): it only gets it
+#: in shorter turns. No privilege is needed; an older kernel or another system ignores it.
+RUNNER_SLICE_NS = 100_000
+_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}
 
 
 def _write(path: str, text: str) -> None:
@@ -36,6 +47,24 @@ def _write(path: str, text: str) -> None:
             pass
 
 
+def ask_short_slices() -> None:
+    """Ask for ``RUNNER_SLICE_NS`` slices (see above); best effort, silent when refused."""
+    number = _SCHED_SETATTR.get(platform.machine())
+    if number is None or not sys.platform.startswith("linux") or os.sched_getscheduler(0) != os.SCHED_OTHER:
+        return  # (a SCHED_BATCH or SCHED_IDLE daemon's runners keep their policy)
+    try:
+        import ctypes
+        import struct
+
+        # struct sched_attr, version 0 (48 bytes): size, policy, flags, nice, priority,
+        # runtime, deadline, period; the current nice value is passed back unchanged
+        attr = struct.pack("=IIQiIQQQ", 48, os.SCHED_OTHER, 0, os.getpriority(os.PRIO_PROCESS, 0), 0,
+                           RUNNER_SLICE_NS, 0, 0)
+        ctypes.CDLL(None, use_errno=True).syscall(number, 0, ctypes.create_string_buffer(attr, 48), 0)
+    except (ImportError, OSError, AttributeError):
+        pass
+
+
 def main() -> None:
     run(sys.argv[1], sys.argv[2], sys.argv[3:])
 
@@ -47,6 +76,7 @@ def run(pid_file: str, exit_file: str, argv: list[str]) -> None:
     _write(pid_file, f'{{"pid": {os.getpid()}, "start_time": "{start_time}"}}')
     child = os.fork()
     if child == 0:
+        ask_short_slices()
         try:
             os.execvp(argv[0], argv)
         except OSError as exc:

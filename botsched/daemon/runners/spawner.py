@@ -88,6 +88,8 @@ def _status(pid: int) -> bytes:
 def serve(sock: socket.socket) -> None:
     """Fork shims and reap them on request until the daemon's end of ``sock`` closes."""
     shim = _load_shim()
+    import ctypes  # noqa: F401 -- loaded once here, not in each forked shim (ask_short_slices)
+
     fd_size = array.array("i").itemsize
     while True:
         try:
