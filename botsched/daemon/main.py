@@ -195,6 +195,15 @@ class Daemon:
         if self.webhooks is not None:
             written = int(getattr(self.store, "deliveries_written", 0))
             self.webhooks.published(events, written)  # pokes the worker, starts hooks
+        if loop is not None:
+            # the log waits two turns of the loop: the requests these events answer (resumed in
+            # the next turn) reply first; logging a change costs ~20-60 µs of the loop
+            loop.call_soon(loop.call_soon, self._log_changes, events)
+        else:
+            self._log_changes(events)
+
+    @staticmethod
+    def _log_changes(events: list[Event]) -> None:
         if len(events) <= 3:
             for event in events:
                 log.info("%s -> %s%s", event.bot_id, event.state, f" ({event.detail})" if event.detail else "")
