@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -137,15 +138,15 @@ def test_a_runner_asks_for_short_time_slices_and_its_shim_keeps_the_default(tmp_
     stdout_r, stdout_w = os.pipe()
     argv = [sys.executable, "-c", SHOW_SLICE]
     spawner = Spawner() if started_by == "spawner" else None
+    alone: subprocess.Popen[bytes] | None = None
     try:
         if spawner is not None:
             pid = spawner.spawn(str(tmp_path / "b.pid"), str(tmp_path / "b.exit"), argv,
                                 {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, [stdin_r, stdout_w, stdout_w])
         else:
-            import subprocess
-
-            pid = subprocess.Popen([sys.executable, "-I", "-S", SHIM, str(tmp_path / "b.pid"), str(tmp_path / "b.exit"),
-                                    *argv], stdin=stdin_r, stdout=stdout_w).pid
+            alone = subprocess.Popen([sys.executable, "-I", "-S", SHIM, str(tmp_path / "b.pid"),
+                                      str(tmp_path / "b.exit"), *argv], stdin=stdin_r, stdout=stdout_w)
+            pid = alone.pid
         os.close(stdin_r)
         os.close(stdout_w)
         runner_sched = b""
@@ -160,5 +161,7 @@ def test_a_runner_asks_for_short_time_slices_and_its_shim_keeps_the_default(tmp_
         _wait_for(lambda: (tmp_path / "b.exit").exists())
     finally:
         os.close(stdin_w)
+        if alone is not None:
+            alone.wait(timeout=10)
         if spawner is not None:
             spawner.stop()
